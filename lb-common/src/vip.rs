@@ -1,0 +1,57 @@
+//! VIP keys and values.
+
+/// Address family tags stored in [`VipKey::family`].
+pub const FAMILY_V4: u8 = 4;
+pub const FAMILY_V6: u8 = 6;
+
+/// IP protocol numbers stored in [`VipKey::proto`].
+pub const PROTO_TCP: u8 = 6;
+pub const PROTO_UDP: u8 = 17;
+
+/// Key of `VIPS`: a destination the load balancer owns.
+///
+/// `addr` holds the address in network byte order; an IPv4 address occupies the first four
+/// bytes and the rest are zero. `port` is in host byte order.
+#[repr(C)]
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Hash, Default)]
+pub struct VipKey {
+    pub addr: [u8; 16],
+    pub port: u16,
+    pub proto: u8,
+    pub family: u8,
+}
+const _: () = assert!(core::mem::size_of::<VipKey>() == 20);
+
+impl VipKey {
+    pub const fn v4(addr: [u8; 4], port: u16, proto: u8) -> Self {
+        let mut a = [0u8; 16];
+        a[0] = addr[0];
+        a[1] = addr[1];
+        a[2] = addr[2];
+        a[3] = addr[3];
+        Self { addr: a, port, proto, family: FAMILY_V4 }
+    }
+
+    pub const fn v6(addr: [u8; 16], port: u16, proto: u8) -> Self {
+        Self { addr, port, proto, family: FAMILY_V6 }
+    }
+}
+
+/// Value of `VIPS`.
+#[repr(C)]
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Default)]
+pub struct VipInfo {
+    /// Dense id (< `MAX_VIPS`) that selects this VIP's row in `STATS`.
+    pub id: u32,
+    /// Reserved for per-VIP policy bits; zero today.
+    pub flags: u32,
+}
+const _: () = assert!(core::mem::size_of::<VipInfo>() == 8);
+
+#[cfg(feature = "user")]
+mod pod {
+    // SAFETY: plain #[repr(C)] integers and byte arrays with no padding (sizes asserted above).
+    unsafe impl aya::Pod for super::VipKey {}
+    // SAFETY: as above.
+    unsafe impl aya::Pod for super::VipInfo {}
+}

@@ -1,0 +1,15 @@
+//! Counter updates. Per-CPU slots, so plain adds are race-free.
+use lb_common::Reason;
+
+use crate::maps::STATS;
+
+#[inline(always)]
+pub fn count(vip_id: u32, reason: Reason, bytes: u64) {
+    if let Some(c) = STATS.get_ptr_mut(reason.index(vip_id)) {
+        // SAFETY: the pointer is this CPU's slot of a preallocated array element.
+        unsafe {
+            (*c).packets += 1;
+            (*c).bytes += bytes;
+        }
+    }
+}
