@@ -1,1 +1,3 @@
-
+//! ebpf-lb daemon library: providers feed a pure translation whose route table the proxy
+//! serves and whose dataplane configuration is written into the pinned BPF maps.
+pub mod dataplane;

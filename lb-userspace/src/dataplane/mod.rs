@@ -1,0 +1,2 @@
+//! Kernel side management: loading `lb-ebpf`, pinning maps, attaching programs, filling maps.
+pub mod object;
