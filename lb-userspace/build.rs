@@ -9,7 +9,11 @@ fn main() {
         Some(p) => PathBuf::from(p),
         None => {
             let manifest = PathBuf::from(env::var_os("CARGO_MANIFEST_DIR").unwrap_or_default());
-            manifest.join("..").join("target").join("ebpf").join("lb-ebpf.o")
+            manifest
+                .join("..")
+                .join("target")
+                .join("ebpf")
+                .join("lb-ebpf.o")
         }
     };
     println!("cargo:rerun-if-changed={}", path.display());

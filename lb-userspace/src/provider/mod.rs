@@ -1,0 +1,29 @@
+//! Providers turn a source of Kubernetes objects into a [`Snapshot`]: the `files` provider
+//! reads a directory of manifests (the embedded default, also used by the demo and the tests).
+pub mod files;
+
+use k8s_openapi::api::{
+    core::v1::{ConfigMap, Secret, Service},
+    discovery::v1::EndpointSlice,
+    networking::v1::{Ingress, IngressClass},
+};
+
+/// Every object translation looks at, as typed Kubernetes objects.
+#[derive(Clone, Debug, Default)]
+pub struct Snapshot {
+    pub ingresses: Vec<Ingress>,
+    pub ingress_classes: Vec<IngressClass>,
+    pub services: Vec<Service>,
+    pub endpoint_slices: Vec<EndpointSlice>,
+    pub secrets: Vec<Secret>,
+    pub config_maps: Vec<ConfigMap>,
+}
+
+/// `namespace/name` of an object (namespace `default` when unset, as the API server would).
+pub fn object_ref(meta: &k8s_openapi::apimachinery::pkg::apis::meta::v1::ObjectMeta) -> String {
+    format!(
+        "{}/{}",
+        meta.namespace.as_deref().unwrap_or("default"),
+        meta.name.as_deref().unwrap_or("<unnamed>")
+    )
+}

@@ -1,0 +1,86 @@
+//! The route table the proxy serves: an immutable snapshot built by `translate`, published
+//! whole behind an atomic pointer (see `RouteStore`); a request runs to its end on the
+//! snapshot it started with.
+pub mod host;
+pub mod path;
+
+use std::{fmt, sync::Arc};
+
+use arc_swap::ArcSwap;
+
+pub use host::{HostMatcher, request_host};
+pub use path::{PathMatcher, PathType};
+
+use crate::balance::Backend;
+
+/// namespace/name of the Ingress a route came from.
+#[derive(Clone, Debug, PartialEq, Eq, Hash, serde::Serialize)]
+pub struct IngressRef {
+    pub namespace: String,
+    pub name: String,
+}
+
+impl fmt::Display for IngressRef {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        write!(f, "{}/{}", self.namespace, self.name)
+    }
+}
+
+/// One compiled Ingress path.
+#[derive(Debug)]
+pub struct Route {
+    pub ingress: IngressRef,
+    /// The path as written in the Ingress (also the metrics label).
+    pub path: String,
+    pub path_type: PathType,
+    pub backend: Arc<Backend>,
+}
+
+/// Where a request goes.
+#[derive(Debug, Default)]
+pub struct RouteTable {
+    /// Rules with a host.
+    pub hosts: HostMatcher<PathMatcher<Arc<Route>>>,
+    /// Rules without a host: they apply to every request whose host has no rules.
+    pub any_host: PathMatcher<Arc<Route>>,
+    /// `spec.defaultBackend` of the oldest Ingress that has one: used when nothing matches.
+    pub default_backend: Option<Arc<Route>>,
+}
+
+impl RouteTable {
+    /// The route for a request, or `None` (the proxy answers 404).
+    pub fn lookup(&self, host: &str, path: &str) -> Option<&Arc<Route>> {
+        let paths = self.hosts.lookup(host).unwrap_or(&self.any_host);
+        paths.lookup(path).or(self.default_backend.as_ref())
+    }
+
+    /// Every route, sorted by host then path, for `ebpf-lb routes` and `/debug/routes`.
+    pub fn rows(&self) -> Vec<(String, &Arc<Route>)> {
+        let mut rows: Vec<(String, &Arc<Route>)> = Vec::new();
+        for (host, paths) in self.hosts.iter() {
+            rows.extend(paths.iter().map(|(_, _, r)| (host.clone(), r)));
+        }
+        rows.extend(self.any_host.iter().map(|(_, _, r)| ("*".to_owned(), r)));
+        if let Some(r) = &self.default_backend {
+            rows.push(("(default backend)".to_owned(), r));
+        }
+        rows.sort_by(|a, b| (&a.0, &a.1.path).cmp(&(&b.0, &b.1.path)));
+        rows
+    }
+}
+
+/// The live route table. Readers take a cheap snapshot per request; writers replace it whole.
+#[derive(Debug, Default)]
+pub struct RouteStore {
+    current: ArcSwap<RouteTable>,
+}
+
+impl RouteStore {
+    pub fn load(&self) -> Arc<RouteTable> {
+        self.current.load_full()
+    }
+
+    pub fn publish(&self, table: RouteTable) {
+        self.current.store(Arc::new(table));
+    }
+}

@@ -1,0 +1,258 @@
+//! Translation fixtures: YAML in, route table and diagnostics out.
+use super::*;
+use crate::provider::files::load_text;
+
+fn snapshot(yaml: &str) -> Snapshot {
+    let mut snap = Snapshot::default();
+    let mut diags = Vec::new();
+    load_text("fixture.yaml", yaml, &mut snap, &mut diags);
+    assert!(diags.is_empty(), "fixture does not parse: {diags:?}");
+    snap
+}
+
+const SERVICES: &str = r#"
+apiVersion: v1
+kind: Service
+metadata: {name: model, namespace: ml}
+spec: {ports: [{name: http, port: 80, targetPort: 8080}]}
+---
+apiVersion: discovery.k8s.io/v1
+kind: EndpointSlice
+metadata: {name: model-abc, namespace: ml, labels: {kubernetes.io/service-name: model}}
+addressType: IPv4
+ports: [{name: http, port: 8080, protocol: TCP}]
+endpoints:
+  - addresses: ["198.18.1.2"]
+    conditions: {ready: true}
+  - addresses: ["198.18.1.3"]
+    conditions: {ready: false}
+  - addresses: ["198.18.1.4"]
+---
+apiVersion: v1
+kind: Service
+metadata: {name: mlflow, namespace: ml}
+spec: {ports: [{port: 5000}]}
+---
+apiVersion: discovery.k8s.io/v1
+kind: EndpointSlice
+metadata: {name: mlflow-1, namespace: ml, labels: {kubernetes.io/service-name: mlflow}}
+addressType: IPv4
+ports: [{port: 5000}]
+endpoints: [{addresses: ["198.18.2.2"]}]
+"#;
+
+fn ingress(name: &str, created: &str, class: &str, rules: &str) -> String {
+    format!(
+        r#"
+---
+apiVersion: networking.k8s.io/v1
+kind: Ingress
+metadata: {{name: {name}, namespace: ml, creationTimestamp: "{created}"}}
+spec:
+  ingressClassName: {class}
+  rules:
+{rules}
+"#
+    )
+}
+
+fn lookup<'a>(t: &'a Translation, host: &str, path: &str) -> Option<String> {
+    t.routes
+        .lookup(host, path)
+        .map(|r| format!("{} {}", r.ingress, r.backend))
+}
+
+#[test]
+fn routes_resolve_to_ready_endpoints() {
+    let yaml = format!(
+        "{SERVICES}{}",
+        ingress(
+            "api",
+            "2026-01-01T00:00:00Z",
+            "ebpf-lb",
+            r#"
+  - http:
+      paths:
+      - {path: /financial-inference, pathType: Prefix, backend: {service: {name: model, port: {name: http}}}}
+      - {path: /mlflow, pathType: Prefix, backend: {service: {name: mlflow, port: {number: 5000}}}}"#,
+        )
+    );
+    let t = translate(&snapshot(&yaml), &ClassFilter::default());
+    assert!(t.diagnostics.is_empty(), "{:?}", t.diagnostics);
+    let r = t
+        .routes
+        .lookup("anything", "/financial-inference/v2/models")
+        .expect("route");
+    assert_eq!(r.backend.to_string(), "ml/model:http");
+    let eps: Vec<String> = r.backend.endpoints.iter().map(|e| e.to_string()).collect();
+    assert_eq!(
+        eps,
+        ["198.18.1.2:8080", "198.18.1.4:8080"],
+        "not-ready endpoint left out"
+    );
+    let r = t.routes.lookup("x", "/mlflow").expect("route");
+    assert_eq!(
+        r.backend.endpoints,
+        vec!["198.18.2.2:5000".parse().expect("addr")]
+    );
+    assert!(t.routes.lookup("x", "/other").is_none());
+}
+
+#[test]
+fn other_classes_are_ignored() {
+    let yaml = format!(
+        "{SERVICES}{}",
+        ingress(
+            "nginx-one",
+            "2026-01-01T00:00:00Z",
+            "nginx",
+            "  - http: {paths: [{path: /, pathType: Prefix, backend: {service: {name: model, port: {number: 80}}}}]}",
+        )
+    );
+    let t = translate(&snapshot(&yaml), &ClassFilter::default());
+    assert!(t.accepted.is_empty());
+    assert!(t.routes.lookup("x", "/").is_none());
+}
+
+#[test]
+fn invalid_ingress_is_rejected_alone_with_field_paths() {
+    let yaml = format!(
+        "{SERVICES}{}{}",
+        ingress(
+            "good",
+            "2026-01-01T00:00:00Z",
+            "ebpf-lb",
+            "  - http: {paths: [{path: /good, pathType: Prefix, backend: {service: {name: model, port: {number: 80}}}}]}",
+        ),
+        ingress(
+            "bad",
+            "2026-01-02T00:00:00Z",
+            "ebpf-lb",
+            r#"
+  - http:
+      paths:
+      - {path: /a, pathType: Prefix, backend: {service: {name: missing, port: {number: 80}}}}
+      - {path: /b, pathType: Prefix, backend: {service: {name: model, port: {number: 9999}}}}
+      - {path: /c, pathType: Fuzzy, backend: {service: {name: model, port: {number: 80}}}}
+      - {path: relative, pathType: Prefix, backend: {service: {name: model, port: {number: 80}}}}"#,
+        )
+    );
+    let t = translate(&snapshot(&yaml), &ClassFilter::default());
+    let lines: Vec<String> = t.diagnostics.iter().map(|d| d.to_string()).collect();
+    assert_eq!(
+        lines,
+        [
+            "ml/bad: spec.rules[0].http.paths[0].backend.service.name: Service ml/missing not found (error)",
+            "ml/bad: spec.rules[0].http.paths[1].backend.service.port: Service ml/model has no port 9999 (error)",
+            "ml/bad: spec.rules[0].http.paths[2].pathType: \"Fuzzy\" is not one of Exact, Prefix, ImplementationSpecific (error)",
+            "ml/bad: spec.rules[0].http.paths[3].path: \"relative\" must be an absolute path starting with '/' (error)",
+        ]
+    );
+    assert!(t.has_errors());
+    assert_eq!(t.rejected.len(), 1);
+    assert!(
+        lookup(&t, "x", "/good").is_some(),
+        "the valid Ingress keeps serving"
+    );
+    assert!(lookup(&t, "x", "/a").is_none());
+}
+
+#[test]
+fn oldest_ingress_wins_a_shared_path() {
+    let rule = |svc: &str| {
+        format!(
+            "  - host: api.example.com\n    http: {{paths: [{{path: /, pathType: Prefix, backend: {{service: {{name: {svc}, port: {{number: 80}}}}}}}}]}}"
+        )
+    };
+    let yaml = format!(
+        "{SERVICES}{}{}",
+        ingress("newer", "2026-03-01T00:00:00Z", "ebpf-lb", &rule("model")),
+        ingress(
+            "older",
+            "2026-02-01T00:00:00Z",
+            "ebpf-lb",
+            &rule("mlflow").replace("80", "5000")
+        ),
+    );
+    let t = translate(&snapshot(&yaml), &ClassFilter::default());
+    assert_eq!(
+        lookup(&t, "api.example.com", "/x").as_deref(),
+        Some("ml/older ml/mlflow:5000")
+    );
+    assert_eq!(t.diagnostics.len(), 1);
+    assert!(t.diagnostics[0].object == "ml/newer", "{:?}", t.diagnostics);
+}
+
+#[test]
+fn hosts_wildcards_and_default_backend() {
+    let yaml = format!(
+        "{SERVICES}{}",
+        r#"
+---
+apiVersion: networking.k8s.io/v1
+kind: Ingress
+metadata: {name: hosts, namespace: ml}
+spec:
+  ingressClassName: ebpf-lb
+  defaultBackend: {service: {name: mlflow, port: {number: 5000}}}
+  rules:
+  - host: "*.example.com"
+    http: {paths: [{path: /, pathType: Prefix, backend: {service: {name: model, port: {number: 80}}}}]}
+  - host: exact.example.com
+    http: {paths: [{path: /only, pathType: Exact, backend: {service: {name: model, port: {name: http}}}}]}
+"#
+    );
+    let t = translate(&snapshot(&yaml), &ClassFilter::default());
+    assert!(t.diagnostics.is_empty(), "{:?}", t.diagnostics);
+    assert_eq!(
+        lookup(&t, "a.example.com", "/x").as_deref(),
+        Some("ml/hosts ml/model:80")
+    );
+    assert_eq!(
+        lookup(&t, "exact.example.com", "/only").as_deref(),
+        Some("ml/hosts ml/model:http")
+    );
+    // Exact host beats the wildcard even when its own paths do not match: default backend.
+    assert_eq!(
+        lookup(&t, "exact.example.com", "/x").as_deref(),
+        Some("ml/hosts ml/mlflow:5000")
+    );
+    assert_eq!(
+        lookup(&t, "a.b.example.com", "/x").as_deref(),
+        Some("ml/hosts ml/mlflow:5000")
+    );
+}
+
+#[test]
+fn class_selection_rules() {
+    let base = format!(
+        "{SERVICES}\n---\napiVersion: networking.k8s.io/v1\nkind: Ingress\nmetadata: {{name: noclass, namespace: ml}}\nspec: {{defaultBackend: {{service: {{name: model, port: {{number: 80}}}}}}}}\n"
+    );
+    let without = ClassFilter::default();
+    assert!(translate(&snapshot(&base), &without).accepted.is_empty());
+    let watch_all = ClassFilter {
+        without_class: true,
+        ..ClassFilter::default()
+    };
+    assert_eq!(translate(&snapshot(&base), &watch_all).accepted.len(), 1);
+    let default_class = format!(
+        "{base}---\napiVersion: networking.k8s.io/v1\nkind: IngressClass\nmetadata: {{name: lb, annotations: {{ingressclass.kubernetes.io/is-default-class: \"true\"}}}}\nspec: {{controller: {CONTROLLER_NAME}}}\n"
+    );
+    assert_eq!(
+        translate(&snapshot(&default_class), &without)
+            .accepted
+            .len(),
+        1
+    );
+    let invalid_host = format!(
+        "{SERVICES}{}",
+        ingress(
+            "badhost",
+            "2026-01-01T00:00:00Z",
+            "ebpf-lb",
+            "  - host: a.*.com\n    http: {paths: [{path: /, pathType: Prefix, backend: {service: {name: model, port: {number: 80}}}}]}",
+        )
+    );
+    let t = translate(&snapshot(&invalid_host), &without);
+    assert_eq!(t.diagnostics[0].field, "spec.rules[0].host");
+}
