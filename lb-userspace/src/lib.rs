@@ -1,8 +1,13 @@
 //! ebpf-lb daemon library: providers feed a pure translation whose route table the proxy
 //! serves and whose dataplane configuration is written into the pinned BPF maps.
+pub mod admin;
 pub mod balance;
+pub mod cli;
+pub mod daemon;
 pub mod dataplane;
 pub mod diagnostics;
 pub mod provider;
+pub mod proxy;
 pub mod routes;
+pub mod shutdown;
 pub mod translate;

@@ -1,1 +1,90 @@
-fn main() {}
+//! The `ebpf-lb` binary: argument parsing, logging, and errors for a person (anyhow).
+use std::process::ExitCode;
+
+use anyhow::Context as _;
+use clap::Parser as _;
+use lb_userspace::{
+    cli::{Cli, Command, ManifestArgs},
+    daemon,
+    dataplane::inspect,
+    diagnostics::Severity,
+    provider::files,
+    translate::{ClassFilter, translate},
+};
+
+fn main() -> ExitCode {
+    let cli = Cli::parse();
+    tracing_subscriber::fmt()
+        .with_env_filter(
+            tracing_subscriber::EnvFilter::try_from_default_env()
+                .unwrap_or_else(|_| tracing_subscriber::EnvFilter::new("info")),
+        )
+        .with_writer(std::io::stderr)
+        .init();
+    match dispatch(cli.command) {
+        Ok(code) => code,
+        Err(e) => {
+            eprintln!("error: {e:#}");
+            ExitCode::FAILURE
+        }
+    }
+}
+
+fn dispatch(command: Command) -> anyhow::Result<ExitCode> {
+    match command {
+        Command::Run(args) => {
+            let rt = tokio::runtime::Builder::new_multi_thread()
+                .enable_all()
+                .build()
+                .context("starting the tokio runtime")?;
+            rt.block_on(daemon::run(args))?;
+            Ok(ExitCode::SUCCESS)
+        }
+        Command::Check(args) => check(&args),
+        Command::Routes(args) => {
+            let (snapshot, _) = files::load_dir(&args.manifests)?;
+            let t = translate(&snapshot, &filter(&args));
+            print!("{}", lb_userspace::routes::render_table(&t.routes));
+            Ok(ExitCode::SUCCESS)
+        }
+        Command::Maps { bpffs } => {
+            let vips = inspect::read_vip_counters(&bpffs)
+                .with_context(|| format!("reading pinned maps under {}", bpffs.display()))?;
+            print!("{}", inspect::render(&vips));
+            Ok(ExitCode::SUCCESS)
+        }
+        Command::Version => {
+            println!("ebpf-lb {}", env!("CARGO_PKG_VERSION"));
+            Ok(ExitCode::SUCCESS)
+        }
+    }
+}
+
+fn filter(args: &ManifestArgs) -> ClassFilter {
+    ClassFilter {
+        class: args.ingress_class.clone(),
+        without_class: args.watch_ingress_without_class,
+    }
+}
+
+/// Prints every problem; exit 1 when an object was rejected (a load error counts too).
+fn check(args: &ManifestArgs) -> anyhow::Result<ExitCode> {
+    let (snapshot, load_diags) = files::load_dir(&args.manifests)?;
+    let t = translate(&snapshot, &filter(args));
+    let all: Vec<_> = load_diags.iter().chain(&t.diagnostics).collect();
+    for d in &all {
+        println!("{d}");
+    }
+    let errors = all.iter().filter(|d| d.severity == Severity::Error).count();
+    println!(
+        "{} Ingress(es) accepted, {} rejected, {errors} error(s), {} warning(s)",
+        t.accepted.len(),
+        t.rejected.len(),
+        all.len() - errors
+    );
+    Ok(if errors > 0 {
+        ExitCode::FAILURE
+    } else {
+        ExitCode::SUCCESS
+    })
+}

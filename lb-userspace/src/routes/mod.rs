@@ -84,3 +84,37 @@ impl RouteStore {
         self.current.store(Arc::new(table));
     }
 }
+
+/// The route table as a text table (`ebpf-lb routes`).
+pub fn render_table(table: &RouteTable) -> String {
+    use std::fmt::Write as _;
+    let mut s = String::new();
+    let _ = writeln!(
+        s,
+        "{:<28} {:<32} {:<7} {:<28} {:<24} ENDPOINTS",
+        "HOST", "PATH", "TYPE", "BACKEND", "INGRESS"
+    );
+    for (host, r) in table.rows() {
+        let eps: Vec<String> = r
+            .backend
+            .endpoints
+            .iter()
+            .map(ToString::to_string)
+            .collect();
+        let _ = writeln!(
+            s,
+            "{:<28} {:<32} {:<7} {:<28} {:<24} {}",
+            host,
+            r.path,
+            r.path_type.to_string(),
+            r.backend.to_string(),
+            r.ingress.to_string(),
+            if eps.is_empty() {
+                "(none ready)".to_owned()
+            } else {
+                eps.join(",")
+            }
+        );
+    }
+    s
+}

@@ -1,0 +1,79 @@
+//! Command-line interface of the `ebpf-lb` binary.
+use std::{net::IpAddr, net::SocketAddr, path::PathBuf};
+
+use clap::{Args, Parser, Subcommand};
+
+use crate::dataplane::XdpAttachMode;
+
+#[derive(Debug, Parser)]
+#[command(
+    name = "ebpf-lb",
+    version,
+    about = "eBPF-accelerated L4/L7 load balancer and Kubernetes ingress controller",
+    after_help = "Examples:\n  \
+        ebpf-lb run --manifests examples/demo --http-listen 127.0.0.1:8080\n  \
+        ebpf-lb run --manifests DIR --iface eth0 --vip 192.168.1.210\n  \
+        ebpf-lb check --manifests examples/demo\n  \
+        ebpf-lb routes --manifests examples/demo\n  \
+        ebpf-lb maps --bpffs /sys/fs/bpf/ebpf-lb"
+)]
+pub struct Cli {
+    #[command(subcommand)]
+    pub command: Command,
+}
+
+#[derive(Debug, Subcommand)]
+pub enum Command {
+    /// Run the daemon: serve HTTP, and attach XDP when --iface is given.
+    Run(RunArgs),
+    /// Validate manifests: print every problem as `namespace/name: field: message`;
+    /// exit 1 if any object is rejected.
+    Check(ManifestArgs),
+    /// Print the route table the manifests produce.
+    Routes(ManifestArgs),
+    /// Print the pinned BPF maps (VIPs and their counters).
+    Maps {
+        /// Directory holding the pinned maps.
+        #[arg(long, default_value = "/sys/fs/bpf/ebpf-lb")]
+        bpffs: PathBuf,
+    },
+    /// Print the version.
+    Version,
+}
+
+#[derive(Debug, Args)]
+pub struct ManifestArgs {
+    /// Directory of manifests (*.yaml, *.yml, *.json; multi-document).
+    #[arg(long)]
+    pub manifests: PathBuf,
+    /// IngressClass name this controller serves.
+    #[arg(long, default_value = "ebpf-lb")]
+    pub ingress_class: String,
+    /// Also serve Ingresses that name no class.
+    #[arg(long)]
+    pub watch_ingress_without_class: bool,
+}
+
+#[derive(Debug, Args)]
+pub struct RunArgs {
+    #[command(flatten)]
+    pub manifests: ManifestArgs,
+    /// Plain HTTP listener.
+    #[arg(long, default_value = "0.0.0.0:80")]
+    pub http_listen: SocketAddr,
+    /// Admin listener: /healthz, /readyz.
+    #[arg(long, default_value = "0.0.0.0:10254")]
+    pub admin_listen: SocketAddr,
+    /// Attach the XDP program to this interface (without it: userspace only).
+    #[arg(long)]
+    pub iface: Option<String>,
+    /// A VIP this node serves (repeatable); its listening ports go into the VIPS map.
+    #[arg(long = "vip")]
+    pub vips: Vec<IpAddr>,
+    /// bpffs directory for pinned maps.
+    #[arg(long, default_value = "/sys/fs/bpf/ebpf-lb")]
+    pub bpffs: PathBuf,
+    /// XDP attach mode.
+    #[arg(long, value_enum, default_value_t = XdpAttachMode::Auto)]
+    pub xdp_mode: XdpAttachMode,
+}

@@ -1,0 +1,100 @@
+//! `ebpf-lb run`: wires the provider, translation, proxy, admin listener and dataplane
+//! together, and shuts them down in order on SIGINT/SIGTERM.
+use std::sync::{Arc, atomic::Ordering};
+
+use anyhow::{Context as _, bail};
+use tokio::{net::TcpListener, signal::unix, sync::watch};
+use tracing::{error, info, warn};
+
+use crate::{
+    admin::{self, Readiness},
+    cli::RunArgs,
+    dataplane::{self, Dataplane},
+    diagnostics::Severity,
+    provider::files,
+    proxy::Proxy,
+    routes::RouteStore,
+    translate::{ClassFilter, translate},
+};
+
+pub async fn run(args: RunArgs) -> anyhow::Result<()> {
+    if args.iface.is_some() && args.vips.is_empty() {
+        bail!("--iface needs at least one --vip: XDP only acts on traffic to a VIP");
+    }
+    let ready = Arc::new(Readiness::default());
+    let routes = Arc::new(RouteStore::default());
+    let classes = ClassFilter {
+        class: args.manifests.ingress_class.clone(),
+        without_class: args.manifests.watch_ingress_without_class,
+    };
+
+    // Configuration first: an unreadable directory is fatal, a bad object is not.
+    let dir = &args.manifests.manifests;
+    let (snapshot, load_diags) = files::load_dir(dir)?;
+    let translation = translate(&snapshot, &classes);
+    for d in load_diags.iter().chain(&translation.diagnostics) {
+        match d.severity {
+            Severity::Error => error!(object = %d.object, field = %d.field, "{}", d.message),
+            Severity::Warning => warn!(object = %d.object, field = %d.field, "{}", d.message),
+        }
+    }
+    info!(
+        ingresses = translation.accepted.len(),
+        rejected = translation.rejected.len(),
+        dir = %dir.display(),
+        "route table built"
+    );
+    routes.publish(translation.routes);
+    ready.config_loaded.store(true, Ordering::Release);
+
+    let http = TcpListener::bind(args.http_listen)
+        .await
+        .with_context(|| format!("--http-listen {}: cannot bind", args.http_listen))?;
+    let admin_listener = TcpListener::bind(args.admin_listen)
+        .await
+        .with_context(|| format!("--admin-listen {}: cannot bind", args.admin_listen))?;
+    ready.listeners_bound.store(true, Ordering::Release);
+
+    let dataplane = match &args.iface {
+        Some(iface) => {
+            let mut dp = Dataplane::attach(iface, &args.bpffs, args.xdp_mode)
+                .with_context(|| format!("attaching XDP to --iface {iface}"))?;
+            let keys = dataplane::vip_keys(&args.vips, &[args.http_listen.port()]);
+            dp.set_vips(&keys).context("filling the VIPS map")?;
+            info!(vips = keys.len(), "VIPS map filled");
+            Some(dp)
+        }
+        None => None,
+    };
+    ready.dataplane_ready.store(true, Ordering::Release);
+
+    let (shutdown_tx, shutdown_rx) = watch::channel(false);
+    let proxy = Arc::new(Proxy::new(routes.clone()));
+    let http_task = tokio::spawn(proxy.serve_http(http, shutdown_rx.clone()));
+    let admin_task = tokio::spawn(admin::serve(admin_listener, ready.clone(), shutdown_rx));
+    info!(http = %args.http_listen, admin = %args.admin_listen, "serving");
+
+    wait_for_signal().await?;
+    info!("shutting down: no new connections, draining in-flight requests");
+    ready.listeners_bound.store(false, Ordering::Release);
+    let _ = shutdown_tx.send(true);
+    let _ = http_task.await;
+    let _ = admin_task.await;
+    if let Some(dp) = dataplane {
+        dp.detach().context("detaching XDP")?;
+    }
+    info!("stopped");
+    Ok(())
+}
+
+async fn wait_for_signal() -> anyhow::Result<()> {
+    let mut term =
+        unix::signal(unix::SignalKind::terminate()).context("installing SIGTERM handler")?;
+    let mut int =
+        unix::signal(unix::SignalKind::interrupt()).context("installing SIGINT handler")?;
+    tokio::select! {
+        _ = term.recv() => info!("SIGTERM"),
+        _ = int.recv() => info!("SIGINT"),
+    }
+    Ok(())
+}

@@ -1,0 +1,150 @@
+//! The L7 proxy: accepts HTTP/1.1 connections, routes each request on the route-table
+//! snapshot current when it arrived, and forwards it to an endpoint over pooled keep-alive
+//! connections, streaming bodies both ways.
+pub mod headers;
+
+use std::{convert::Infallible, net::SocketAddr, sync::Arc, time::Duration};
+
+use bytes::Bytes;
+use http::{Request, Response, StatusCode, Uri, header};
+use http_body_util::{BodyExt, Full, combinators::BoxBody};
+use hyper::{body::Incoming, service::service_fn};
+use hyper_util::{
+    client::legacy::{Client, connect::HttpConnector},
+    rt::{TokioExecutor, TokioIo},
+    server::graceful::GracefulShutdown,
+};
+use tokio::{net::TcpListener, sync::watch};
+use tracing::{debug, warn};
+
+use crate::routes::{RouteStore, request_host};
+
+pub type Body = BoxBody<Bytes, hyper::Error>;
+
+/// How long connections get to finish in-flight requests after shutdown begins.
+pub const DRAIN_DEADLINE: Duration = Duration::from_secs(10);
+
+pub struct Proxy {
+    routes: Arc<RouteStore>,
+    client: Client<HttpConnector, Incoming>,
+}
+
+impl Proxy {
+    pub fn new(routes: Arc<RouteStore>) -> Self {
+        let mut connector = HttpConnector::new();
+        connector.set_nodelay(true);
+        connector.set_connect_timeout(Some(Duration::from_secs(5)));
+        let client = Client::builder(TokioExecutor::new())
+            .pool_idle_timeout(Duration::from_secs(60))
+            .build(connector);
+        Self { routes, client }
+    }
+
+    /// Serves plain HTTP on `listener` until `shutdown` turns true, then drains.
+    pub async fn serve_http(
+        self: Arc<Self>,
+        listener: TcpListener,
+        mut shutdown: watch::Receiver<bool>,
+    ) {
+        let local_port = listener.local_addr().map(|a| a.port()).unwrap_or(80);
+        let graceful = GracefulShutdown::new();
+        loop {
+            let (stream, peer) = tokio::select! {
+                r = listener.accept() => match r {
+                    Ok(conn) => conn,
+                    Err(e) => {
+                        // EMFILE and friends: keep serving the connections we have.
+                        warn!(error = %e, "accept failed");
+                        tokio::time::sleep(Duration::from_millis(50)).await;
+                        continue;
+                    }
+                },
+                _ = crate::shutdown::stopped(&mut shutdown) => break,
+            };
+            let _ = stream.set_nodelay(true);
+            let proxy = self.clone();
+            let service = service_fn(move |req| {
+                let proxy = proxy.clone();
+                async move { Ok::<_, Infallible>(proxy.handle(req, peer, local_port).await) }
+            });
+            let conn = hyper::server::conn::http1::Builder::new()
+                .timer(hyper_util::rt::TokioTimer::new())
+                .header_read_timeout(Duration::from_secs(30))
+                .serve_connection(TokioIo::new(stream), service);
+            let conn = graceful.watch(conn);
+            tokio::spawn(async move {
+                if let Err(e) = conn.await {
+                    debug!(%peer, error = %e, "connection ended with error");
+                }
+            });
+        }
+        drop(listener);
+        if tokio::time::timeout(DRAIN_DEADLINE, graceful.shutdown())
+            .await
+            .is_err()
+        {
+            warn!("drain deadline passed with connections still open");
+        }
+    }
+
+    /// Routes and forwards one request. Never fails: problems become 4xx/5xx responses.
+    pub async fn handle(
+        &self,
+        mut req: Request<Incoming>,
+        peer: SocketAddr,
+        port: u16,
+    ) -> Response<Body> {
+        let table = self.routes.load();
+        let raw_host = req
+            .headers()
+            .get(header::HOST)
+            .and_then(|h| h.to_str().ok())
+            .or_else(|| req.uri().authority().map(|a| a.as_str()))
+            .unwrap_or("");
+        let host = request_host(raw_host);
+        let Some(route) = table.lookup(&host, req.uri().path()) else {
+            return local(StatusCode::NOT_FOUND, "no route for this host and path\n");
+        };
+        let Some(endpoint) = route.backend.pick() else {
+            return local(
+                StatusCode::SERVICE_UNAVAILABLE,
+                "no ready endpoints for this backend\n",
+            );
+        };
+        let path_and_query = req.uri().path_and_query().map_or("/", |pq| pq.as_str());
+        let Ok(uri) = Uri::try_from(format!("http://{endpoint}{path_and_query}")) else {
+            return local(StatusCode::BAD_REQUEST, "invalid request target\n");
+        };
+        let host_for_header = raw_host.to_owned();
+        *req.uri_mut() = uri;
+        let headers = req.headers_mut();
+        headers::strip_hop_by_hop(headers);
+        headers::set_forwarded(headers, peer, "http", &host_for_header, port);
+
+        match self.client.request(req).await {
+            Ok(resp) => {
+                let (mut parts, body) = resp.into_parts();
+                headers::strip_hop_by_hop(&mut parts.headers);
+                Response::from_parts(parts, body.boxed())
+            }
+            Err(e) => {
+                warn!(%endpoint, backend = %route.backend, error = %e, "upstream request failed");
+                local(StatusCode::BAD_GATEWAY, "upstream unavailable\n")
+            }
+        }
+    }
+}
+
+/// A response the proxy produces itself.
+pub fn local(status: StatusCode, text: &'static str) -> Response<Body> {
+    let body = Full::new(Bytes::from_static(text.as_bytes()))
+        .map_err(|never| match never {})
+        .boxed();
+    let mut resp = Response::new(body);
+    *resp.status_mut() = status;
+    resp.headers_mut().insert(
+        header::CONTENT_TYPE,
+        http::HeaderValue::from_static("text/plain; charset=utf-8"),
+    );
+    resp
+}
