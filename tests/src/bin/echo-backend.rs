@@ -1,0 +1,64 @@
+//! A small HTTP server standing in for a model server or MLflow in tests and the demo:
+//! answers every request with JSON describing what it received.
+use std::{convert::Infallible, net::SocketAddr, sync::Arc};
+
+use bytes::Bytes;
+use clap::Parser;
+use http_body_util::Full;
+use hyper::{Request, Response, body::Incoming, service::service_fn};
+use hyper_util::rt::TokioIo;
+
+#[derive(Parser)]
+struct Args {
+    /// Address to listen on.
+    #[arg(long)]
+    listen: SocketAddr,
+    /// Name reported in every answer.
+    #[arg(long)]
+    name: String,
+}
+
+fn answer(name: &str, req: &Request<Incoming>) -> Response<Full<Bytes>> {
+    let header = |h: &str| {
+        req.headers()
+            .get(h)
+            .and_then(|v| v.to_str().ok())
+            .unwrap_or("")
+    };
+    let body = serde_json::json!({
+        "backend": name,
+        "method": req.method().as_str(),
+        "path": req.uri().path(),
+        "query": req.uri().query().unwrap_or(""),
+        "host": header("host"),
+        "x_forwarded_for": header("x-forwarded-for"),
+        "x_real_ip": header("x-real-ip"),
+        "x_forwarded_proto": header("x-forwarded-proto"),
+    });
+    let mut resp = Response::new(Full::new(Bytes::from(format!("{body}\n"))));
+    resp.headers_mut().insert(
+        "content-type",
+        hyper::header::HeaderValue::from_static("application/json"),
+    );
+    resp
+}
+
+#[tokio::main(flavor = "current_thread")]
+async fn main() -> std::io::Result<()> {
+    let args = Args::parse();
+    let listener = tokio::net::TcpListener::bind(args.listen).await?;
+    let name: Arc<str> = args.name.into();
+    loop {
+        let (stream, _) = listener.accept().await?;
+        let name = name.clone();
+        tokio::spawn(async move {
+            let svc = service_fn(move |req| {
+                let name = name.clone();
+                async move { Ok::<_, Infallible>(answer(&name, &req)) }
+            });
+            let _ = hyper::server::conn::http1::Builder::new()
+                .serve_connection(TokioIo::new(stream), svc)
+                .await;
+        });
+    }
+}
