@@ -69,7 +69,14 @@ fn parse_v4(ctx: &XdpContext, off: usize) -> Option<Packet> {
     let mut addr = [0u8; 16];
     addr[..4].copy_from_slice(&h[16..20]);
     let port = l4_dst_port(ctx, off + ihl, proto)?;
-    Some(Packet { dst: VipKey { addr, port, proto, family: FAMILY_V4 } })
+    Some(Packet {
+        dst: VipKey {
+            addr,
+            port,
+            proto,
+            family: FAMILY_V4,
+        },
+    })
 }
 
 #[inline(always)]
@@ -84,20 +91,36 @@ fn parse_v6(ctx: &XdpContext, off: usize) -> Option<Packet> {
     let mut addr = [0u8; 16];
     addr.copy_from_slice(&h[24..40]);
     let port = l4_dst_port(ctx, off + IPV6_HLEN, proto)?;
-    Some(Packet { dst: VipKey { addr, port, proto, family: FAMILY_V6 } })
+    Some(Packet {
+        dst: VipKey {
+            addr,
+            port,
+            proto,
+            family: FAMILY_V6,
+        },
+    })
 }
 
 /// Destination port of a complete TCP (20 bytes) or UDP (8 bytes) header at `off`.
+///
+/// The port is read through the pointer `ptr_at` checked. A second `be16` check would be
+/// implied by the first, so LLVM drops it and rebuilds the pointer from `data + off`, which
+/// the verifier cannot tie to the checked one when `off` is variable (IHL): it rejects the
+/// program with "invalid access to packet".
 #[inline(always)]
 fn l4_dst_port(ctx: &XdpContext, off: usize, proto: u8) -> Option<u16> {
     match proto {
         PROTO_TCP => {
-            ptr_at::<[u8; 20]>(ctx, off)?;
-            be16(ctx, off + 2)
+            let h = ptr_at::<[u8; 20]>(ctx, off)?;
+            // SAFETY: bounds checked by ptr_at.
+            let h = unsafe { &*h };
+            Some(u16::from_be_bytes([h[2], h[3]]))
         }
         PROTO_UDP => {
-            ptr_at::<[u8; 8]>(ctx, off)?;
-            be16(ctx, off + 2)
+            let h = ptr_at::<[u8; 8]>(ctx, off)?;
+            // SAFETY: bounds checked by ptr_at.
+            let h = unsafe { &*h };
+            Some(u16::from_be_bytes([h[2], h[3]]))
         }
         _ => None,
     }
