@@ -48,15 +48,19 @@ impl ChildGuard {
 
 impl Drop for ChildGuard {
     fn drop(&mut self) {
-        if self.child.is_some()
-            && self
-                .signal_and_wait(libc::SIGTERM, Duration::from_secs(5))
-                .is_none()
+        if self.child.is_none() {
+            return;
+        }
+        // Politely first, so daemons detach XDP and drain; then by force.
+        if self
+            .signal_and_wait(libc::SIGTERM, Duration::from_secs(5))
+            .is_some()
         {
-            if let Some(mut c) = self.child.take() {
-                let _ = c.kill();
-                let _ = c.wait();
-            }
+            return;
+        }
+        if let Some(mut c) = self.child.take() {
+            let _ = c.kill();
+            let _ = c.wait();
         }
     }
 }

@@ -136,8 +136,9 @@ mod tests {
     /// "Examples" under "Path types"), plus the cases its prose states.
     #[test]
     fn kubernetes_documentation_table() {
+        type Row<'a> = (&'a [(&'a str, PathType)], &'a str, Option<&'a str>);
         #[rustfmt::skip]
-        let rows: &[(&[(&str, PathType)], &str, Option<&str>)] = &[
+        let rows: &[Row] = &[
             (&[("/", Prefix)], "/anything/at/all", Some("Prefix:/")),
             (&[("/foo", Exact)], "/foo", Some("Exact:/foo")),
             (&[("/foo", Exact)], "/bar", None),

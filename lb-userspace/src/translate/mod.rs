@@ -124,15 +124,13 @@ fn compile_ingress(
 
     for (i, rule) in spec.rules.iter().flatten().enumerate() {
         let host = rule.host.clone().filter(|h| !h.is_empty());
-        if let Some(h) = &host {
-            if let Err(msg) = validate_host(h) {
-                errors.push(Diagnostic::error(
-                    &object,
-                    format!("spec.rules[{i}].host"),
-                    msg,
-                ));
-                continue;
-            }
+        if let Some(Err(msg)) = host.as_deref().map(validate_host) {
+            errors.push(Diagnostic::error(
+                &object,
+                format!("spec.rules[{i}].host"),
+                msg,
+            ));
+            continue;
         }
         let Some(http) = &rule.http else { continue };
         for (j, p) in http.paths.iter().enumerate() {

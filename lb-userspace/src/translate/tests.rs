@@ -56,7 +56,7 @@ spec:
     )
 }
 
-fn lookup<'a>(t: &'a Translation, host: &str, path: &str) -> Option<String> {
+fn lookup(t: &Translation, host: &str, path: &str) -> Option<String> {
     t.routes
         .lookup(host, path)
         .map(|r| format!("{} {}", r.ingress, r.backend))
