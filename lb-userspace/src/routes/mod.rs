@@ -11,7 +11,7 @@ use arc_swap::ArcSwap;
 pub use host::{HostMatcher, request_host};
 pub use path::{PathMatcher, PathType};
 
-use crate::balance::Backend;
+use crate::{balance::Backend, translate::annotations::IngressPolicy};
 
 /// namespace/name of the Ingress a route came from.
 #[derive(Clone, Debug, PartialEq, Eq, Hash, serde::Serialize)]
@@ -34,6 +34,8 @@ pub struct Route {
     pub path: String,
     pub path_type: PathType,
     pub backend: Arc<Backend>,
+    /// What the Ingress's annotations ask for (shared by all its routes).
+    pub policy: Arc<IngressPolicy>,
 }
 
 /// Where a request goes.

@@ -1,6 +1,7 @@
 //! The one pure translation from Kubernetes objects to what the data paths serve:
 //! `Snapshot -> Translation { RouteTable, Diagnostics }`. No I/O, no clocks: the same input
 //! always yields the same table, so it is unit-tested with YAML fixtures.
+pub mod annotations;
 mod backend;
 mod class;
 
@@ -86,6 +87,8 @@ struct Compiled {
     /// (host or None, route)
     routes: Vec<(Option<String>, Arc<Route>)>,
     default_backend: Option<Arc<Route>>,
+    /// Diagnostics that do not reject the Ingress.
+    warnings: Vec<Diagnostic>,
 }
 
 fn compile_ingress(
@@ -94,9 +97,17 @@ fn compile_ingress(
     resolver: &backend::Resolver<'_>,
 ) -> Result<Compiled, Vec<Diagnostic>> {
     let object = iref.to_string();
-    let mut errors = Vec::new();
     let mut routes = Vec::new();
     let spec = ingress.spec.clone().unwrap_or_default();
+    let empty = Default::default();
+    let (policy, annotation_diags) = annotations::parse(
+        ingress.metadata.annotations.as_ref().unwrap_or(&empty),
+        &object,
+    );
+    let (mut errors, warnings): (Vec<_>, Vec<_>) = annotation_diags
+        .into_iter()
+        .partition(|d| d.severity == crate::diagnostics::Severity::Error);
+    let policy = Arc::new(policy);
 
     let make_route = |field: String, path: &str, path_type: PathType, backend: &IngressBackend| {
         resolver
@@ -107,6 +118,7 @@ fn compile_ingress(
                     path: path.to_owned(),
                     path_type,
                     backend: b,
+                    policy: policy.clone(),
                 })
             })
     };
@@ -153,6 +165,7 @@ fn compile_ingress(
             ingress: iref.clone(),
             routes,
             default_backend,
+            warnings,
         })
     } else {
         Err(errors)
@@ -211,6 +224,7 @@ fn validate_host(host: &str) -> Result<(), String> {
 /// with it and the newer one gets a warning.
 fn install(out: &mut Translation, compiled: Compiled) {
     let object = compiled.ingress.to_string();
+    out.diagnostics.extend(compiled.warnings);
     for (host, route) in compiled.routes {
         let matcher = match &host {
             Some(h) => out.routes.hosts.entry(h),

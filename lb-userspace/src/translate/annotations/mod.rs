@@ -1,0 +1,187 @@
+//! Ingress annotations: ingress-nginx names read as they are
+//! (`nginx.ingress.kubernetes.io/<name>`), so migrating is a change of `ingressClassName`;
+//! features ingress-nginx lacks use `ebpf-lb.io/<name>`.
+//!
+//! Each group of annotations has its own module with a `parse(&Reader) -> Policy` function.
+//! The [`Reader`] records which annotations were read, so any other annotation in the nginx
+//! namespace is reported (never silently ignored), and snippet annotations — the
+//! IngressNightmare attack surface — reject the Ingress.
+pub mod upstream;
+
+use std::{cell::RefCell, collections::BTreeMap, collections::HashSet, str::FromStr};
+
+use crate::diagnostics::{Diagnostic, Severity};
+
+pub const NGINX_PREFIX: &str = "nginx.ingress.kubernetes.io/";
+pub const EBPF_LB_PREFIX: &str = "ebpf-lb.io/";
+
+/// Annotations that inject raw nginx configuration: always rejected.
+const SNIPPETS: &[&str] = &[
+    "server-snippet",
+    "configuration-snippet",
+    "auth-snippet",
+    "stream-snippet",
+    "modsecurity-snippet",
+];
+
+/// Everything the annotations of one Ingress ask for.
+#[derive(Clone, Debug, Default, PartialEq)]
+pub struct IngressPolicy {
+    pub upstream: upstream::UpstreamPolicy,
+}
+
+/// Reads one Ingress's annotations, recording what was read and what was wrong.
+pub struct Reader<'a> {
+    annotations: &'a BTreeMap<String, String>,
+    object: &'a str,
+    read: RefCell<HashSet<String>>,
+    diagnostics: RefCell<Vec<Diagnostic>>,
+}
+
+impl<'a> Reader<'a> {
+    pub fn new(annotations: &'a BTreeMap<String, String>, object: &'a str) -> Self {
+        Self {
+            annotations,
+            object,
+            read: RefCell::new(HashSet::new()),
+            diagnostics: RefCell::new(Vec::new()),
+        }
+    }
+
+    fn field(name: &str) -> String {
+        format!("metadata.annotations[{NGINX_PREFIX}{name}]")
+    }
+
+    /// The raw value of `nginx.ingress.kubernetes.io/<name>`.
+    pub fn get(&self, name: &str) -> Option<&'a str> {
+        self.read.borrow_mut().insert(name.to_owned());
+        self.annotations
+            .get(&format!("{NGINX_PREFIX}{name}"))
+            .map(|v| v.trim())
+    }
+
+    /// The raw value of `ebpf-lb.io/<name>`.
+    pub fn get_ebpf_lb(&self, name: &str) -> Option<&'a str> {
+        self.annotations
+            .get(&format!("{EBPF_LB_PREFIX}{name}"))
+            .map(|v| v.trim())
+    }
+
+    /// A parsed value; an unparsable one is an error naming the annotation (and `None`).
+    pub fn parse<T: FromStr>(&self, name: &str, expected: &str) -> Option<T> {
+        let raw = self.get(name)?;
+        match raw.parse() {
+            Ok(v) => Some(v),
+            Err(_) => {
+                self.error(name, format!("{raw:?} is not {expected}"));
+                None
+            }
+        }
+    }
+
+    /// `"true"`/`"false"` (as ingress-nginx accepts them).
+    pub fn bool(&self, name: &str) -> Option<bool> {
+        self.parse(name, "true or false")
+    }
+
+    /// Rejects the Ingress: the annotation is invalid.
+    pub fn error(&self, name: &str, message: impl Into<String>) {
+        self.diagnostics.borrow_mut().push(Diagnostic::error(
+            self.object,
+            Self::field(name),
+            message,
+        ));
+    }
+
+    /// Serves the Ingress, noting something about the annotation.
+    pub fn warning(&self, name: &str, message: impl Into<String>) {
+        self.diagnostics.borrow_mut().push(Diagnostic::warning(
+            self.object,
+            Self::field(name),
+            message,
+        ));
+    }
+
+    /// Reports nginx-namespace annotations nobody read, and rejects snippets.
+    fn finish(self) -> Vec<Diagnostic> {
+        let read = self.read.into_inner();
+        let mut diags = self.diagnostics.into_inner();
+        for key in self.annotations.keys() {
+            let Some(name) = key.strip_prefix(NGINX_PREFIX) else {
+                continue;
+            };
+            if SNIPPETS.contains(&name) {
+                diags.push(Diagnostic::error(
+                    self.object,
+                    Self::field(name),
+                    "snippet annotations inject raw proxy configuration and are rejected \
+                     (the IngressNightmare attack surface); use the dedicated annotations",
+                ));
+            } else if !read.contains(name) {
+                diags.push(Diagnostic::warning(
+                    self.object,
+                    Self::field(name),
+                    "not supported by ebpf-lb; ignored",
+                ));
+            }
+        }
+        diags
+    }
+}
+
+/// Parses every annotation group. The Ingress is rejected when any diagnostic is an error.
+pub fn parse(
+    annotations: &BTreeMap<String, String>,
+    object: &str,
+) -> (IngressPolicy, Vec<Diagnostic>) {
+    let reader = Reader::new(annotations, object);
+    let policy = IngressPolicy {
+        upstream: upstream::parse(&reader),
+    };
+    (policy, reader.finish())
+}
+
+/// Whether any diagnostic rejects the object.
+pub fn rejects(diags: &[Diagnostic]) -> bool {
+    diags.iter().any(|d| d.severity == Severity::Error)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn ann(pairs: &[(&str, &str)]) -> BTreeMap<String, String> {
+        pairs
+            .iter()
+            .map(|(k, v)| (k.to_string(), v.to_string()))
+            .collect()
+    }
+
+    #[test]
+    fn unknown_nginx_annotations_are_reported_others_ignored() {
+        let a = ann(&[
+            ("nginx.ingress.kubernetes.io/made-up-thing", "1"),
+            ("kubectl.kubernetes.io/last-applied-configuration", "{}"),
+        ]);
+        let (_, diags) = parse(&a, "ns/i");
+        assert_eq!(diags.len(), 1);
+        assert_eq!(diags[0].severity, Severity::Warning);
+        assert_eq!(
+            diags[0].field,
+            "metadata.annotations[nginx.ingress.kubernetes.io/made-up-thing]"
+        );
+    }
+
+    #[test]
+    fn snippets_are_rejected() {
+        let a = ann(&[(
+            "nginx.ingress.kubernetes.io/configuration-snippet",
+            "more_set_headers x;",
+        )]);
+        let (_, diags) = parse(&a, "ns/i");
+        assert!(rejects(&diags));
+        assert!(diags[0].to_string().starts_with(
+            "ns/i: metadata.annotations[nginx.ingress.kubernetes.io/configuration-snippet]: snippet"
+        ));
+    }
+}
