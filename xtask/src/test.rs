@@ -11,6 +11,18 @@ pub fn test(extra: &[String]) -> Result<()> {
     setup::ensure()?;
     ebpf::build_ebpf(true)?;
     lint_steps()?;
+    // The end-to-end tests run the real `ebpf-lb` binary of another package, which
+    // `cargo test` alone does not build.
+    step(
+        "cargo build --bins (binaries the end-to-end tests run)",
+        || {
+            cmd::run(
+                cmd::new("cargo")
+                    .args(["build", "--bins"])
+                    .current_dir(cmd::workspace_root()),
+            )
+        },
+    )?;
     step("cargo test (host crates)", || {
         // No --workspace: lb-ebpf is not a default member and is not built for the host.
         cmd::run(
