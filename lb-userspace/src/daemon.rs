@@ -4,17 +4,17 @@ use std::sync::{Arc, atomic::Ordering};
 
 use anyhow::{Context as _, bail};
 use tokio::{net::TcpListener, signal::unix, sync::watch};
-use tracing::{error, info, warn};
+use tracing::info;
 
 use crate::{
     admin::{self, Readiness},
     cli::RunArgs,
     dataplane::{self, Dataplane},
-    diagnostics::Severity,
-    provider::files,
+    provider::{self, watch::FilesProvider},
     proxy::Proxy,
+    publish::Publisher,
     routes::RouteStore,
-    translate::{ClassFilter, translate},
+    translate::ClassFilter,
 };
 
 pub async fn run(args: RunArgs) -> anyhow::Result<()> {
@@ -30,22 +30,15 @@ pub async fn run(args: RunArgs) -> anyhow::Result<()> {
 
     // Configuration first: an unreadable directory is fatal, a bad object is not.
     let dir = &args.manifests.manifests;
-    let (snapshot, load_diags) = files::load_dir(dir)?;
-    let translation = translate(&snapshot, &classes);
-    for d in load_diags.iter().chain(&translation.diagnostics) {
-        match d.severity {
-            Severity::Error => error!(object = %d.object, field = %d.field, "{}", d.message),
-            Severity::Warning => warn!(object = %d.object, field = %d.field, "{}", d.message),
-        }
-    }
-    info!(
-        ingresses = translation.accepted.len(),
-        rejected = translation.rejected.len(),
-        dir = %dir.display(),
-        "route table built"
-    );
-    routes.publish(translation.routes);
+    let mut provider = FilesProvider::new(dir);
+    let initial = provider
+        .poll()
+        .with_context(|| format!("--manifests {}", dir.display()))?
+        .unwrap_or_default();
+    let publisher = Arc::new(Publisher::new(routes.clone(), classes));
+    publisher.apply(&initial);
     ready.config_loaded.store(true, Ordering::Release);
+    let (updates_tx, updates_rx) = watch::channel(Arc::new(initial));
 
     let http = TcpListener::bind(args.http_listen)
         .await
@@ -69,6 +62,12 @@ pub async fn run(args: RunArgs) -> anyhow::Result<()> {
     ready.dataplane_ready.store(true, Ordering::Release);
 
     let (shutdown_tx, shutdown_rx) = watch::channel(false);
+    let watch_task = tokio::spawn(provider::watch::run(
+        provider,
+        updates_tx,
+        shutdown_rx.clone(),
+    ));
+    let publish_task = tokio::spawn(publisher.run(updates_rx, shutdown_rx.clone()));
     let proxy = Arc::new(Proxy::new(routes.clone()));
     let http_task = tokio::spawn(proxy.serve_http(http, shutdown_rx.clone()));
     let admin_task = tokio::spawn(admin::serve(admin_listener, ready.clone(), shutdown_rx));
@@ -80,6 +79,8 @@ pub async fn run(args: RunArgs) -> anyhow::Result<()> {
     let _ = shutdown_tx.send(true);
     let _ = http_task.await;
     let _ = admin_task.await;
+    let _ = watch_task.await;
+    let _ = publish_task.await;
     if let Some(dp) = dataplane {
         dp.detach().context("detaching XDP")?;
     }

@@ -8,6 +8,7 @@ pub mod dataplane;
 pub mod diagnostics;
 pub mod provider;
 pub mod proxy;
+pub mod publish;
 pub mod routes;
 pub mod shutdown;
 pub mod translate;

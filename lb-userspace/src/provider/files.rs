@@ -27,9 +27,7 @@ pub enum FilesError {
 
 /// Reads every manifest below `dir`.
 pub fn load_dir(dir: &Path) -> Result<(Snapshot, Vec<Diagnostic>), FilesError> {
-    let mut files = Vec::new();
-    collect_files(dir, &mut files)?;
-    files.sort();
+    let files = list_files(dir)?;
     let mut snapshot = Snapshot::default();
     let mut diagnostics = Vec::new();
     for file in files {
@@ -40,6 +38,14 @@ pub fn load_dir(dir: &Path) -> Result<(Snapshot, Vec<Diagnostic>), FilesError> {
         }
     }
     Ok((snapshot, diagnostics))
+}
+
+/// Every manifest file below `dir`, sorted.
+pub fn list_files(dir: &Path) -> Result<Vec<PathBuf>, FilesError> {
+    let mut files = Vec::new();
+    collect_files(dir, &mut files)?;
+    files.sort();
+    Ok(files)
 }
 
 fn collect_files(dir: &Path, out: &mut Vec<PathBuf>) -> Result<(), FilesError> {

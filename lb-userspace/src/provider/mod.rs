@@ -1,6 +1,9 @@
 //! Providers turn a source of Kubernetes objects into a [`Snapshot`]: the `files` provider
 //! reads a directory of manifests (the embedded default, also used by the demo and the tests).
 pub mod files;
+pub mod watch;
+
+use crate::diagnostics::Diagnostic;
 
 use k8s_openapi::api::{
     core::v1::{ConfigMap, Secret, Service},
@@ -17,6 +20,25 @@ pub struct Snapshot {
     pub endpoint_slices: Vec<EndpointSlice>,
     pub secrets: Vec<Secret>,
     pub config_maps: Vec<ConfigMap>,
+}
+
+impl Snapshot {
+    /// Adds every object of `other`.
+    pub fn extend(&mut self, other: Snapshot) {
+        self.ingresses.extend(other.ingresses);
+        self.ingress_classes.extend(other.ingress_classes);
+        self.services.extend(other.services);
+        self.endpoint_slices.extend(other.endpoint_slices);
+        self.secrets.extend(other.secrets);
+        self.config_maps.extend(other.config_maps);
+    }
+}
+
+/// What a provider publishes: the objects, and the problems found reading them.
+#[derive(Clone, Debug, Default)]
+pub struct Update {
+    pub snapshot: Snapshot,
+    pub diagnostics: Vec<Diagnostic>,
 }
 
 /// `namespace/name` of an object (namespace `default` when unset, as the API server would).

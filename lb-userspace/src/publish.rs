@@ -1,0 +1,75 @@
+//! From a provider update to what serves traffic: translate (pure), log the diagnostics,
+//! swap the route table atomically. Requests in flight finish on the table they started with.
+use std::{
+    sync::{
+        Arc,
+        atomic::{AtomicUsize, Ordering},
+    },
+    time::Instant,
+};
+
+use tokio::sync::watch;
+use tracing::{error, info, warn};
+
+use crate::{
+    diagnostics::Severity,
+    provider::Update,
+    routes::RouteStore,
+    translate::{ClassFilter, Translation, translate},
+};
+
+pub struct Publisher {
+    pub routes: Arc<RouteStore>,
+    pub classes: ClassFilter,
+    /// Number of route tables published so far.
+    pub generation: AtomicUsize,
+}
+
+impl Publisher {
+    pub fn new(routes: Arc<RouteStore>, classes: ClassFilter) -> Self {
+        Self {
+            routes,
+            classes,
+            generation: AtomicUsize::new(0),
+        }
+    }
+
+    /// Translates `update` and publishes the result; returns the translation's summary.
+    pub fn apply(&self, update: &Update) -> Translation {
+        let started = Instant::now();
+        let mut translation = translate(&update.snapshot, &self.classes);
+        for d in update.diagnostics.iter().chain(&translation.diagnostics) {
+            match d.severity {
+                Severity::Error => error!(object = %d.object, field = %d.field, "{}", d.message),
+                Severity::Warning => warn!(object = %d.object, field = %d.field, "{}", d.message),
+            }
+        }
+        let routes = std::mem::take(&mut translation.routes);
+        self.routes.publish(routes);
+        let generation = self.generation.fetch_add(1, Ordering::AcqRel) + 1;
+        info!(
+            generation,
+            ingresses = translation.accepted.len(),
+            rejected = translation.rejected.len(),
+            micros = started.elapsed().as_micros() as u64,
+            "route table published"
+        );
+        translation
+    }
+
+    /// Publishes every update the provider sends, until shutdown.
+    pub async fn run(
+        self: Arc<Self>,
+        mut updates: watch::Receiver<Arc<Update>>,
+        mut shutdown: watch::Receiver<bool>,
+    ) {
+        loop {
+            tokio::select! {
+                r = updates.changed() => if r.is_err() { return },
+                _ = crate::shutdown::stopped(&mut shutdown) => return,
+            }
+            let update = updates.borrow_and_update().clone();
+            self.apply(&update);
+        }
+    }
+}
