@@ -14,6 +14,10 @@ use std::{collections::HashMap, fmt};
 pub enum PathType {
     Exact,
     Prefix,
+    /// `Prefix` or `ImplementationSpecific` on an Ingress with `use-regex` or
+    /// `rewrite-target`: a case-insensitive regex anchored at the start, as ingress-nginx
+    /// writes `location ~* "^<path>"`.
+    Regex,
 }
 
 impl fmt::Display for PathType {
@@ -21,6 +25,7 @@ impl fmt::Display for PathType {
         f.write_str(match self {
             PathType::Exact => "Exact",
             PathType::Prefix => "Prefix",
+            PathType::Regex => "Regex",
         })
     }
 }
@@ -44,6 +49,8 @@ pub fn normalise_prefix(path: &str) -> String {
 pub struct PathMatcher<T> {
     exact: HashMap<String, T>,
     prefix: HashMap<String, T>,
+    /// Regex paths, longest pattern first (ingress-nginx orders locations by length).
+    regex: Vec<(String, regex::Regex, T)>,
 }
 
 impl<T> Default for PathMatcher<T> {
@@ -51,6 +58,7 @@ impl<T> Default for PathMatcher<T> {
         Self {
             exact: HashMap::new(),
             prefix: HashMap::new(),
+            regex: Vec::new(),
         }
     }
 }
@@ -58,10 +66,13 @@ impl<T> Default for PathMatcher<T> {
 impl<T> PathMatcher<T> {
     /// Adds a path. Returns `false` (and keeps the first one) when the same path and type is
     /// already present: callers insert older Ingresses first, so the oldest wins.
+    ///
+    /// `PathType::Regex` paths must be added with [`Self::insert_regex`]; here they are
+    /// treated as prefixes.
     pub fn insert(&mut self, path: &str, path_type: PathType, value: T) -> bool {
         let (map, key) = match path_type {
             PathType::Exact => (&mut self.exact, path.to_owned()),
-            PathType::Prefix => (&mut self.prefix, normalise_prefix(path)),
+            PathType::Prefix | PathType::Regex => (&mut self.prefix, normalise_prefix(path)),
         };
         if map.contains_key(&key) {
             return false;
@@ -70,8 +81,22 @@ impl<T> PathMatcher<T> {
         true
     }
 
+    /// Adds a regex path (`regex` compiled from `pattern` by the caller, who reports
+    /// errors). Same-pattern duplicates keep the first, like [`Self::insert`].
+    pub fn insert_regex(&mut self, pattern: &str, regex: regex::Regex, value: T) -> bool {
+        if self.regex.iter().any(|(p, _, _)| p == pattern) {
+            return false;
+        }
+        // Stable: among equal lengths the older Ingress stays first.
+        let at = self
+            .regex
+            .partition_point(|(p, _, _)| p.len() >= pattern.len());
+        self.regex.insert(at, (pattern.to_owned(), regex, value));
+        true
+    }
+
     pub fn is_empty(&self) -> bool {
-        self.exact.is_empty() && self.prefix.is_empty()
+        self.exact.is_empty() && self.prefix.is_empty() && self.regex.is_empty()
     }
 
     /// Whether a `Prefix` rule for exactly this path exists.
@@ -83,6 +108,13 @@ impl<T> PathMatcher<T> {
     /// else the longest `Prefix` whose elements are a prefix of the request's elements.
     pub fn lookup(&self, request_path: &str) -> Option<&T> {
         if let Some(v) = self.exact.get(request_path) {
+            return Some(v);
+        }
+        if let Some((_, _, v)) = self
+            .regex
+            .iter()
+            .find(|(_, re, _)| re.is_match(request_path))
+        {
             return Some(v);
         }
         if self.prefix.is_empty() {

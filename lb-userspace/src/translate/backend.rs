@@ -21,7 +21,7 @@ pub struct Resolver<'a> {
     services: HashMap<(&'a str, &'a str), &'a Service>,
     slices: HashMap<(&'a str, &'a str), Vec<&'a EndpointSlice>>,
     /// One Backend per (namespace, service, port) so routes share balancing state.
-    cache: RefCell<HashMap<(String, String, String), Arc<Backend>>>,
+    cache: RefCell<HashMap<(String, String, String, bool), Arc<Backend>>>,
 }
 
 fn ns(meta: &k8s_openapi::apimachinery::pkg::apis::meta::v1::ObjectMeta) -> &str {
@@ -63,6 +63,7 @@ impl<'a> Resolver<'a> {
         backend: &IngressBackend,
         object: &str,
         field: &str,
+        service_upstream: bool,
     ) -> Result<Arc<Backend>, Diagnostic> {
         let Some(svc_ref) = &backend.service else {
             return Err(Diagnostic::error(
@@ -91,6 +92,7 @@ impl<'a> Resolver<'a> {
             namespace.to_owned(),
             svc_ref.name.clone(),
             port_label.clone(),
+            service_upstream,
         );
         if let Some(b) = self.cache.borrow().get(&key).cloned() {
             return Ok(b);
@@ -103,18 +105,28 @@ impl<'a> Resolver<'a> {
                 format!("Service {namespace}/{} not found", svc_ref.name),
             ));
         };
-        let spec = service.spec.clone().unwrap_or_default();
+        let mut spec = service.spec.clone().unwrap_or_default();
+        // The endpoints come from this Service, or from the in-cluster Service an
+        // ExternalName points at (how Ingresses reach Services in other namespaces).
+        let (mut ep_namespace, mut ep_service) = (namespace.to_owned(), svc_ref.name.clone());
         if spec.type_.as_deref() == Some("ExternalName") {
-            return Err(Diagnostic::error(
-                object,
-                format!("{field}.service.name"),
-                format!(
-                    "Service {namespace}/{} is of type ExternalName, which is not supported yet",
-                    svc_ref.name
-                ),
-            ));
+            let target = spec.external_name.clone().unwrap_or_default();
+            let Some((t_ns, t_name, t_svc)) = self.in_cluster_target(&target) else {
+                return Err(Diagnostic::error(
+                    object,
+                    format!("{field}.service.name"),
+                    format!(
+                        "Service {namespace}/{} is ExternalName {target:?}: only names of \
+                         in-cluster Services (<name>.<namespace>.svc[.cluster.local]) are \
+                         supported",
+                        svc_ref.name
+                    ),
+                ));
+            };
+            spec = t_svc.spec.clone().unwrap_or_default();
+            (ep_namespace, ep_service) = (t_ns.to_owned(), t_name.to_owned());
         }
-        let ports = spec.ports.unwrap_or_default();
+        let ports = spec.ports.clone().unwrap_or_default();
         let Some(service_port) = ports.iter().find(|p| {
             port_ref.is_some_and(|r| {
                 r.number.is_some_and(|n| n == p.port)
@@ -130,7 +142,11 @@ impl<'a> Resolver<'a> {
                 ),
             ));
         };
-        let endpoints = self.endpoints(namespace, &svc_ref.name, service_port);
+        let endpoints = if service_upstream {
+            cluster_ip_endpoint(&spec, service_port)
+        } else {
+            self.endpoints(&ep_namespace, &ep_service, service_port)
+        };
         let b = Arc::new(Backend::new(
             namespace,
             &svc_ref.name,
@@ -141,9 +157,49 @@ impl<'a> Resolver<'a> {
         Ok(b)
     }
 
+    /// `<name>.<namespace>.svc[.cluster.local][.]` -> that Service, when it is in the snapshot.
+    fn in_cluster_target(&self, external: &str) -> Option<(&'a str, &'a str, &'a Service)> {
+        let host = external.trim_end_matches('.');
+        let host = host.strip_suffix(".cluster.local").unwrap_or(host);
+        let host = host.strip_suffix(".svc")?;
+        let (name, ns) = host.split_once('.')?;
+        let (&(ns, name), &svc) = self
+            .services
+            .iter()
+            .find(|((s_ns, s_name), _)| *s_ns == ns && *s_name == name)?;
+        (svc.spec.as_ref().and_then(|s| s.type_.as_deref()) != Some("ExternalName"))
+            .then_some((ns, name, svc))
+    }
+
+    /// The first port of Service `namespace/name` (the `default-backend` annotation).
+    pub fn resolve_service_first_port(
+        &self,
+        namespace: &str,
+        name: &str,
+    ) -> Result<Arc<Backend>, String> {
+        let service = self
+            .services
+            .get(&(namespace, name))
+            .ok_or_else(|| format!("Service {namespace}/{name} not found"))?;
+        let spec = service.spec.clone().unwrap_or_default();
+        let port = spec
+            .ports
+            .as_ref()
+            .and_then(|p| p.first())
+            .ok_or_else(|| format!("Service {namespace}/{name} has no ports"))?;
+        let endpoints = self.endpoints(namespace, name, port);
+        Ok(Arc::new(Backend::new(
+            namespace,
+            name,
+            &port.port.to_string(),
+            endpoints,
+        )))
+    }
+
     /// Ready endpoints of a Service port: slice ports are matched by the Service port's name
     /// (unnamed matches unnamed). Endpoints whose `ready` condition is false are left out.
     fn endpoints(&self, namespace: &str, service: &str, port: &ServicePort) -> Vec<SocketAddr> {
+        let (namespace, service) = (namespace, service);
         let mut out = Vec::new();
         let want = port.name.as_deref().unwrap_or("");
         for slice in self.slices.get(&(namespace, service)).into_iter().flatten() {
@@ -173,5 +229,20 @@ impl<'a> Resolver<'a> {
         out.sort();
         out.dedup();
         out
+    }
+}
+
+/// `service-upstream`: the ClusterIP and Service port, when the Service has a ClusterIP.
+fn cluster_ip_endpoint(
+    spec: &k8s_openapi::api::core::v1::ServiceSpec,
+    port: &ServicePort,
+) -> Vec<SocketAddr> {
+    let ip = spec
+        .cluster_ip
+        .as_deref()
+        .and_then(|ip| ip.parse::<IpAddr>().ok());
+    match (ip, u16::try_from(port.port)) {
+        (Some(ip), Ok(p)) => vec![SocketAddr::new(ip, p)],
+        _ => Vec::new(),
     }
 }

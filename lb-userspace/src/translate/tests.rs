@@ -256,3 +256,137 @@ fn class_selection_rules() {
     let t = translate(&snapshot(&invalid_host), &without);
     assert_eq!(t.diagnostics[0].field, "spec.rules[0].host");
 }
+
+/// The seed's Ingress: a regex path with a rewrite, CORS, no SSL redirect, and a Service in
+/// another namespace reached through an ExternalName Service.
+const SEED: &str = r#"
+apiVersion: v1
+kind: Service
+metadata: {name: seldon-mesh, namespace: seldon-mesh}
+spec: {ports: [{name: http, port: 80, targetPort: 9000}]}
+---
+apiVersion: discovery.k8s.io/v1
+kind: EndpointSlice
+metadata: {name: seldon-mesh-1, namespace: seldon-mesh, labels: {kubernetes.io/service-name: seldon-mesh}}
+addressType: IPv4
+ports: [{name: http, port: 9000}]
+endpoints: [{addresses: ["198.18.1.2"]}]
+---
+apiVersion: v1
+kind: Service
+metadata: {name: seldon-mesh, namespace: financial}
+spec: {type: ExternalName, externalName: seldon-mesh.seldon-mesh.svc.cluster.local}
+---
+apiVersion: networking.k8s.io/v1
+kind: Ingress
+metadata:
+  name: financial-inference
+  namespace: financial
+  annotations:
+    nginx.ingress.kubernetes.io/rewrite-target: /$2
+    nginx.ingress.kubernetes.io/ssl-redirect: "false"
+    nginx.ingress.kubernetes.io/enable-cors: "true"
+    nginx.ingress.kubernetes.io/cors-allow-origin: "*"
+    ebpf-lb.io/request-headers: "Seldon-Model: fraud-detector"
+spec:
+  ingressClassName: ebpf-lb
+  rules:
+  - http:
+      paths:
+      - path: /financial-inference(/|$)(.*)
+        pathType: ImplementationSpecific
+        backend: {service: {name: seldon-mesh, port: {number: 80}}}
+"#;
+
+#[test]
+fn seed_ingress_regex_rewrite_cors_externalname() {
+    let t = translate(&snapshot(SEED), &ClassFilter::default());
+    assert!(t.diagnostics.is_empty(), "{:?}", t.diagnostics);
+    let r = t
+        .routes
+        .lookup(
+            "ml-api.company.com",
+            "/Financial-Inference/v2/models/m/infer",
+        )
+        .expect("regex route, case-insensitive");
+    assert_eq!(r.path_type, PathType::Regex);
+    assert_eq!(
+        r.backend.endpoints,
+        vec!["198.18.1.2:9000".parse().expect("addr")],
+        "ExternalName resolved to the target's endpoints"
+    );
+    let re = r.regex.as_ref().expect("compiled regex");
+    let target = r.policy.rewrite.target.as_deref().expect("rewrite target");
+    assert_eq!(
+        annotations::rewrite::apply(target, re, "/financial-inference/v2/models/m/infer"),
+        "/v2/models/m/infer"
+    );
+    assert!(!r.policy.redirect.ssl_redirect);
+    let cors = r.policy.cors.as_ref().expect("cors");
+    assert_eq!(cors.origins, ["*"]);
+    assert_eq!(r.policy.headers.request.len(), 1);
+    // `(/|$)` makes the regex element-wise: a longer first element does not match.
+    assert!(t.routes.lookup("x", "/financial-inferencex").is_none());
+}
+
+#[test]
+fn invalid_regex_and_missing_configmap_reject_the_ingress() {
+    let yaml = format!(
+        "{SERVICES}\n---\napiVersion: networking.k8s.io/v1\nkind: Ingress\nmetadata:\n  name: bad\n  namespace: ml\n  annotations:\n    nginx.ingress.kubernetes.io/use-regex: \"true\"\n    nginx.ingress.kubernetes.io/custom-headers: missing-cm\nspec:\n  ingressClassName: ebpf-lb\n  rules:\n  - http: {{paths: [{{path: \"/a(\", pathType: ImplementationSpecific, backend: {{service: {{name: model, port: {{number: 80}}}}}}}}]}}\n"
+    );
+    let t = translate(&snapshot(&yaml), &ClassFilter::default());
+    let lines: Vec<String> = t.diagnostics.iter().map(|d| d.to_string()).collect();
+    assert_eq!(t.rejected.len(), 1, "{lines:?}");
+    assert!(lines.iter().any(|l| l.starts_with("ml/bad: metadata.annotations[nginx.ingress.kubernetes.io/custom-headers]: ConfigMap ml/missing-cm not found")), "{lines:?}");
+    assert!(
+        lines
+            .iter()
+            .any(|l| l.starts_with("ml/bad: spec.rules[0].http.paths[0].path: invalid regex")),
+        "{lines:?}"
+    );
+}
+
+#[test]
+fn canary_attaches_to_the_main_route() {
+    let main = ingress(
+        "main",
+        "2026-01-01T00:00:00Z",
+        "ebpf-lb",
+        "  - host: ml-api.company.com\n    http: {paths: [{path: /predict, pathType: Prefix, backend: {service: {name: model, port: {number: 80}}}}]}",
+    );
+    let canary = ingress(
+        "canary",
+        "2026-01-02T00:00:00Z",
+        "ebpf-lb",
+        "  - host: ml-api.company.com\n    http: {paths: [{path: /predict, pathType: Prefix, backend: {service: {name: mlflow, port: {number: 5000}}}}]}",
+    )
+    .replace(
+        "creationTimestamp: \"2026-01-02T00:00:00Z\"}",
+        "creationTimestamp: \"2026-01-02T00:00:00Z\", annotations: {nginx.ingress.kubernetes.io/canary: \"true\", nginx.ingress.kubernetes.io/canary-weight: \"20\", nginx.ingress.kubernetes.io/canary-by-header: X-Canary}}",
+    );
+    let orphan = ingress(
+        "orphan",
+        "2026-01-03T00:00:00Z",
+        "ebpf-lb",
+        "  - host: other.company.com\n    http: {paths: [{path: /x, pathType: Prefix, backend: {service: {name: mlflow, port: {number: 5000}}}}]}",
+    )
+    .replace("creationTimestamp: \"2026-01-03T00:00:00Z\"}", "creationTimestamp: \"2026-01-03T00:00:00Z\", annotations: {nginx.ingress.kubernetes.io/canary: \"true\"}}");
+    let t = translate(
+        &snapshot(&format!("{SERVICES}{main}{canary}{orphan}")),
+        &ClassFilter::default(),
+    );
+    let r = t
+        .routes
+        .lookup("ml-api.company.com", "/predict")
+        .expect("route");
+    assert_eq!(
+        r.ingress.name, "main",
+        "the canary does not replace the main route"
+    );
+    assert_eq!(r.canaries.len(), 1);
+    assert_eq!(r.canaries[0].backend.to_string(), "ml/mlflow:5000");
+    assert_eq!(r.canaries[0].rule.weight, 20);
+    assert!(t.routes.lookup("other.company.com", "/x").is_none());
+    assert_eq!(t.diagnostics.len(), 1, "{:?}", t.diagnostics);
+    assert!(t.diagnostics[0].message.contains("canary is idle"));
+}

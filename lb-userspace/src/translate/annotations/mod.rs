@@ -6,6 +6,14 @@
 //! The [`Reader`] records which annotations were read, so any other annotation in the nginx
 //! namespace is reported (never silently ignored), and snippet annotations — the
 //! IngressNightmare attack surface — reject the Ingress.
+pub mod access;
+pub mod auth;
+pub mod canary;
+pub mod cors;
+pub mod headers;
+pub mod ratelimit;
+pub mod redirect;
+pub mod rewrite;
 pub mod upstream;
 
 use std::{cell::RefCell, collections::BTreeMap, collections::HashSet, str::FromStr};
@@ -25,9 +33,22 @@ const SNIPPETS: &[&str] = &[
 ];
 
 /// Everything the annotations of one Ingress ask for.
-#[derive(Clone, Debug, Default, PartialEq)]
+#[derive(Clone, Debug, Default)]
 pub struct IngressPolicy {
     pub upstream: upstream::UpstreamPolicy,
+    pub rewrite: rewrite::RewritePolicy,
+    pub redirect: redirect::RedirectPolicy,
+    pub cors: Option<cors::CorsPolicy>,
+    pub access: access::AccessPolicy,
+    pub rate_limit: Option<ratelimit::RateLimitPolicy>,
+    pub canary: Option<canary::CanaryPolicy>,
+    pub auth: Option<auth::AuthPolicy>,
+    pub headers: headers::HeaderPolicy,
+    /// `service-upstream`: send to the Service's ClusterIP instead of its endpoints.
+    pub service_upstream: bool,
+    /// `default-backend`: a Service (in the Ingress's namespace) answering this Ingress's
+    /// 404s and 503s instead of the controller's.
+    pub default_backend: Option<String>,
 }
 
 /// Reads one Ingress's annotations, recording what was read and what was wrong.
@@ -93,6 +114,15 @@ impl<'a> Reader<'a> {
         ));
     }
 
+    /// Rejects the Ingress: the `ebpf-lb.io/<name>` annotation is invalid.
+    pub fn error_ebpf_lb(&self, name: &str, message: impl Into<String>) {
+        self.diagnostics.borrow_mut().push(Diagnostic::error(
+            self.object,
+            format!("metadata.annotations[{EBPF_LB_PREFIX}{name}]"),
+            message,
+        ));
+    }
+
     /// Serves the Ingress, noting something about the annotation.
     pub fn warning(&self, name: &str, message: impl Into<String>) {
         self.diagnostics.borrow_mut().push(Diagnostic::warning(
@@ -134,11 +164,22 @@ pub fn parse(
     annotations: &BTreeMap<String, String>,
     object: &str,
 ) -> (IngressPolicy, Vec<Diagnostic>) {
-    let reader = Reader::new(annotations, object);
+    let namespace = object.split_once('/').map_or("default", |(ns, _)| ns);
+    let r = Reader::new(annotations, object);
     let policy = IngressPolicy {
-        upstream: upstream::parse(&reader),
+        upstream: upstream::parse(&r),
+        rewrite: rewrite::parse(&r),
+        redirect: redirect::parse(&r),
+        cors: cors::parse(&r),
+        access: access::parse(&r),
+        rate_limit: ratelimit::parse(&r),
+        canary: canary::parse(&r),
+        auth: auth::parse(&r, namespace),
+        headers: headers::parse(&r, namespace),
+        service_upstream: r.bool("service-upstream").unwrap_or(false),
+        default_backend: r.get("default-backend").map(str::to_owned),
     };
-    (policy, reader.finish())
+    (policy, r.finish())
 }
 
 /// Whether any diagnostic rejects the object.
