@@ -11,7 +11,7 @@ use arc_swap::ArcSwap;
 pub use host::{HostMatcher, request_host};
 pub use path::{PathMatcher, PathType};
 
-use crate::{balance::Backend, translate::annotations::IngressPolicy};
+use crate::{balance::Backend, tls::CertTable, translate::annotations::IngressPolicy};
 
 /// namespace/name of the Ingress a route came from.
 #[derive(Clone, Debug, PartialEq, Eq, Hash, serde::Serialize)]
@@ -36,6 +36,22 @@ pub struct Route {
     pub backend: Arc<Backend>,
     /// What the Ingress's annotations ask for (shared by all its routes).
     pub policy: Arc<IngressPolicy>,
+    /// The compiled path regex of a `PathType::Regex` route (for rewrite captures).
+    pub regex: Option<regex::Regex>,
+    /// Canary Ingresses for the same host and path, oldest first.
+    pub canaries: Vec<Canary>,
+    /// `default-backend` annotation: serves when `backend` has no ready endpoint.
+    pub fallback: Option<Arc<Backend>>,
+}
+
+/// A canary Ingress attached to a main route (ingress-nginx allows one per rule; ebpf-lb
+/// allows several, evaluated oldest first).
+#[derive(Debug)]
+pub struct Canary {
+    pub ingress: IngressRef,
+    pub backend: Arc<Backend>,
+    pub policy: Arc<IngressPolicy>,
+    pub rule: crate::translate::annotations::canary::CanaryPolicy,
 }
 
 /// Where a request goes.
@@ -47,6 +63,8 @@ pub struct RouteTable {
     pub any_host: PathMatcher<Arc<Route>>,
     /// `spec.defaultBackend` of the oldest Ingress that has one: used when nothing matches.
     pub default_backend: Option<Arc<Route>>,
+    /// Certificates by server name from the Ingresses' `spec.tls` (see `translate::tls`).
+    pub tls: Arc<CertTable>,
 }
 
 impl RouteTable {

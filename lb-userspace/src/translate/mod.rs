@@ -4,8 +4,10 @@
 pub mod annotations;
 mod backend;
 mod class;
+mod configmaps;
+pub mod tls;
 
-use std::sync::Arc;
+use std::{collections::HashMap, sync::Arc};
 
 use k8s_openapi::api::networking::v1::{HTTPIngressPath, Ingress, IngressBackend};
 
@@ -14,7 +16,7 @@ pub use class::{CONTROLLER_NAME, ClassFilter};
 use crate::{
     diagnostics::Diagnostic,
     provider::{Snapshot, object_ref},
-    routes::{IngressRef, PathType, Route, RouteTable},
+    routes::{Canary, IngressRef, PathType, Route, RouteTable},
 };
 
 /// The result of one translation.
@@ -58,6 +60,10 @@ pub fn translate(snapshot: &Snapshot, classes: &ClassFilter) -> Translation {
         key(a).cmp(&key(b))
     });
 
+    // Accepted Ingresses in age order, for the certificate table.
+    let mut served: Vec<(&Ingress, IngressRef)> = Vec::new();
+    let mut mains = Vec::new();
+    let mut canaries: HashMap<RouteKey, Vec<Canary>> = HashMap::new();
     for ingress in ours {
         let iref = IngressRef {
             namespace: ingress
@@ -67,9 +73,28 @@ pub fn translate(snapshot: &Snapshot, classes: &ClassFilter) -> Translation {
                 .unwrap_or_else(|| "default".into()),
             name: ingress.metadata.name.clone().unwrap_or_default(),
         };
-        match compile_ingress(ingress, &iref, &resolver) {
+        match compile_ingress(ingress, &iref, &resolver, snapshot) {
+            Ok(compiled) if compiled.policy.canary.is_some() => {
+                out.diagnostics.extend(compiled.warnings);
+                let rule = compiled.policy.canary.clone();
+                for (host, route) in compiled.routes {
+                    if let Some(rule) = rule.clone() {
+                        canaries
+                            .entry(route_key(&host, &route))
+                            .or_default()
+                            .push(Canary {
+                                ingress: iref.clone(),
+                                backend: route.backend,
+                                policy: route.policy,
+                                rule,
+                            });
+                    }
+                }
+                out.accepted.push(iref);
+            }
             Ok(compiled) => {
-                install(&mut out, compiled);
+                mains.push(compiled);
+                served.push((ingress, iref.clone()));
                 out.accepted.push(iref);
             }
             Err(errors) => {
@@ -78,14 +103,45 @@ pub fn translate(snapshot: &Snapshot, classes: &ClassFilter) -> Translation {
             }
         }
     }
+    for mut compiled in mains {
+        for (host, route) in &mut compiled.routes {
+            if let Some(c) = canaries.remove(&route_key(host, route)) {
+                route.canaries = c;
+            }
+        }
+        install(&mut out, compiled);
+    }
+    for ((host, path, path_type), orphans) in canaries {
+        for c in orphans {
+            out.diagnostics.push(Diagnostic::warning(
+                c.ingress.to_string(),
+                "metadata.annotations[nginx.ingress.kubernetes.io/canary]",
+                format!(
+                    "no main Ingress serves host {:?} path {path:?} ({path_type}); the canary is idle",
+                    host.as_deref().unwrap_or("*")
+                ),
+            ));
+        }
+    }
+    let (certs, tls_diags) = tls::build(snapshot, &served);
+    out.routes.tls = Arc::new(certs);
+    out.diagnostics.extend(tls_diags);
     out
+}
+
+/// (host, path as written, path type): how a canary finds its main route.
+type RouteKey = (Option<String>, String, PathType);
+
+fn route_key(host: &Option<String>, route: &Route) -> RouteKey {
+    (host.clone(), route.path.clone(), route.path_type)
 }
 
 /// An Ingress whose every path resolved.
 struct Compiled {
     ingress: IngressRef,
+    policy: Arc<annotations::IngressPolicy>,
     /// (host or None, route)
-    routes: Vec<(Option<String>, Arc<Route>)>,
+    routes: Vec<(Option<String>, Route)>,
     default_backend: Option<Arc<Route>>,
     /// Diagnostics that do not reject the Ingress.
     warnings: Vec<Diagnostic>,
@@ -95,6 +151,7 @@ fn compile_ingress(
     ingress: &Ingress,
     iref: &IngressRef,
     resolver: &backend::Resolver<'_>,
+    snapshot: &Snapshot,
 ) -> Result<Compiled, Vec<Diagnostic>> {
     let object = iref.to_string();
     let mut routes = Vec::new();
@@ -107,25 +164,61 @@ fn compile_ingress(
     let (mut errors, warnings): (Vec<_>, Vec<_>) = annotation_diags
         .into_iter()
         .partition(|d| d.severity == crate::diagnostics::Severity::Error);
+    let mut policy = policy;
+    configmaps::resolve(&mut policy, snapshot, &object, &mut errors);
+    let fallback = match &policy.default_backend {
+        Some(svc) => match resolver.resolve_service_first_port(&iref.namespace, svc) {
+            Ok(b) => Some(b),
+            Err(msg) => {
+                errors.push(Diagnostic::error(
+                    &object,
+                    "metadata.annotations[nginx.ingress.kubernetes.io/default-backend]",
+                    msg,
+                ));
+                None
+            }
+        },
+        None => None,
+    };
+    let service_upstream = policy.service_upstream;
+    let regex_paths = policy.rewrite.regex_paths;
     let policy = Arc::new(policy);
 
     let make_route = |field: String, path: &str, path_type: PathType, backend: &IngressBackend| {
+        let path_type = match path_type {
+            PathType::Prefix if regex_paths => PathType::Regex,
+            t => t,
+        };
+        let regex = match path_type {
+            PathType::Regex => match regex::Regex::new(&format!("(?i)^{path}")) {
+                Ok(re) => Some(re),
+                Err(e) => {
+                    return Err(Diagnostic::error(
+                        &object,
+                        field.replace(".backend", ".path"),
+                        format!("invalid regex {path:?}: {e}"),
+                    ));
+                }
+            },
+            _ => None,
+        };
         resolver
-            .resolve(&iref.namespace, backend, &object, &field)
-            .map(|b| {
-                Arc::new(Route {
-                    ingress: iref.clone(),
-                    path: path.to_owned(),
-                    path_type,
-                    backend: b,
-                    policy: policy.clone(),
-                })
+            .resolve(&iref.namespace, backend, &object, &field, service_upstream)
+            .map(|b| Route {
+                ingress: iref.clone(),
+                path: path.to_owned(),
+                path_type,
+                backend: b,
+                policy: policy.clone(),
+                regex,
+                canaries: Vec::new(),
+                fallback: fallback.clone(),
             })
     };
 
     let default_backend = match spec.default_backend.as_ref() {
         Some(b) => match make_route("spec.defaultBackend".into(), "/", PathType::Prefix, b) {
-            Ok(r) => Some(r),
+            Ok(r) => Some(Arc::new(r)),
             Err(d) => {
                 errors.push(d);
                 None
@@ -163,6 +256,7 @@ fn compile_ingress(
     if errors.is_empty() {
         Ok(Compiled {
             ingress: iref.clone(),
+            policy: policy.clone(),
             routes,
             default_backend,
             warnings,
@@ -231,7 +325,11 @@ fn install(out: &mut Translation, compiled: Compiled) {
             None => &mut out.routes.any_host,
         };
         let (path, path_type) = (route.path.clone(), route.path_type);
-        if !matcher.insert(&path, path_type, route) {
+        let inserted = match route.regex.clone() {
+            Some(re) => matcher.insert_regex(&path, re, Arc::new(route)),
+            None => matcher.insert(&path, path_type, Arc::new(route)),
+        };
+        if !inserted {
             out.diagnostics.push(Diagnostic::warning(
                 &object,
                 "spec.rules",
