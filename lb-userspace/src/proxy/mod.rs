@@ -3,7 +3,12 @@
 //! connections, streaming bodies both ways.
 pub mod headers;
 
-use std::{convert::Infallible, net::SocketAddr, sync::Arc, time::Duration};
+use std::{
+    convert::Infallible,
+    net::SocketAddr,
+    sync::Arc,
+    time::{Duration, Instant},
+};
 
 use bytes::Bytes;
 use http::{Request, Response, StatusCode, Uri, header};
@@ -17,7 +22,11 @@ use hyper_util::{
 use tokio::{net::TcpListener, sync::watch};
 use tracing::{debug, warn};
 
-use crate::routes::{RouteStore, request_host};
+use crate::{
+    policy::{self, auth::AuthClient, ratelimit::RateLimiters},
+    routes::{RouteStore, request_host},
+    translate::annotations::access::canonical,
+};
 
 pub type Body = BoxBody<Bytes, hyper::Error>;
 
@@ -27,6 +36,11 @@ pub const DRAIN_DEADLINE: Duration = Duration::from_secs(10);
 pub struct Proxy {
     routes: Arc<RouteStore>,
     client: Client<HttpConnector, Incoming>,
+    /// L7 rate-limit state (outlives route-table swaps).
+    pub limiters: RateLimiters,
+    auth: AuthClient,
+    /// Called with sources the rate limiter finds abusive (the XDP penalty box).
+    pub on_abuse: Option<Box<dyn Fn(std::net::IpAddr) + Send + Sync>>,
 }
 
 impl Proxy {
@@ -37,7 +51,13 @@ impl Proxy {
         let client = Client::builder(TokioExecutor::new())
             .pool_idle_timeout(Duration::from_secs(60))
             .build(connector);
-        Self { routes, client }
+        Self {
+            routes,
+            client,
+            limiters: RateLimiters::default(),
+            auth: AuthClient::default(),
+            on_abuse: None,
+        }
     }
 
     /// Serves plain HTTP on `listener` until `shutdown` turns true, then drains.
@@ -100,17 +120,76 @@ impl Proxy {
             .get(header::HOST)
             .and_then(|h| h.to_str().ok())
             .or_else(|| req.uri().authority().map(|a| a.as_str()))
-            .unwrap_or("");
+            .unwrap_or("")
+            .to_owned();
+        let raw_host = raw_host.as_str();
         let host = request_host(raw_host);
         let Some(route) = table.lookup(&host, req.uri().path()) else {
             return local(StatusCode::NOT_FOUND, "no route for this host and path\n");
         };
-        let Some(endpoint) = route.backend.pick() else {
-            return local(
-                StatusCode::SERVICE_UNAVAILABLE,
-                "no ready endpoints for this backend\n",
-            );
+        let conn = policy::Conn {
+            client: peer,
+            scheme: "http",
+            host: &host,
+            host_has_tls: table.tls.lookup(&host).is_some(),
         };
+        if let Err(resp) = policy::screen(route, &req, conn) {
+            return resp;
+        }
+        let _slot = match &route.policy.rate_limit {
+            Some(limit) => {
+                let ip = canonical(peer.ip());
+                match self
+                    .limiters
+                    .admit(&route.ingress, limit, ip, Instant::now())
+                {
+                    Ok(slot) => slot,
+                    Err(limited) => {
+                        if limited.abusive {
+                            if let Some(report) = &self.on_abuse {
+                                report(ip);
+                            }
+                        }
+                        return local(StatusCode::SERVICE_UNAVAILABLE, "rate limit exceeded\n");
+                    }
+                }
+            }
+            None => None,
+        };
+        if let Some(auth) = &route.policy.auth {
+            let original = policy::auth::Original {
+                method: req.method(),
+                headers: req.headers(),
+                url: format!(
+                    "{}://{raw_host}{}",
+                    conn.scheme,
+                    req.uri().path_and_query().map_or("/", |pq| pq.as_str())
+                ),
+            };
+            match self.auth.check(auth, original).await {
+                Ok(extra) => {
+                    for (name, value) in extra {
+                        req.headers_mut().insert(name, value);
+                    }
+                }
+                Err(resp) => return resp,
+            }
+        }
+        let origin = req.headers().get(header::ORIGIN).cloned();
+        let (backend, _canary) = policy::canary::choose(route, req.headers());
+        let endpoint = match backend
+            .pick()
+            .or_else(|| route.fallback.as_ref().and_then(|f| f.pick()))
+        {
+            Some(e) => e,
+            None => {
+                return local(
+                    StatusCode::SERVICE_UNAVAILABLE,
+                    "no ready endpoints for this backend\n",
+                );
+            }
+        };
+        policy::rewrite_request(route, &mut req);
         let path_and_query = req.uri().path_and_query().map_or("/", |pq| pq.as_str());
         let Ok(uri) = Uri::try_from(format!("http://{endpoint}{path_and_query}")) else {
             return local(StatusCode::BAD_REQUEST, "invalid request target\n");
@@ -125,10 +204,12 @@ impl Proxy {
             Ok(resp) => {
                 let (mut parts, body) = resp.into_parts();
                 headers::strip_hop_by_hop(&mut parts.headers);
-                Response::from_parts(parts, body.boxed())
+                let mut resp = Response::from_parts(parts, body.boxed());
+                policy::finish_response(route, origin.as_ref(), &mut resp);
+                resp
             }
             Err(e) => {
-                warn!(%endpoint, backend = %route.backend, error = %e, "upstream request failed");
+                warn!(%endpoint, %backend, error = %e, "upstream request failed");
                 local(StatusCode::BAD_GATEWAY, "upstream unavailable\n")
             }
         }

@@ -34,8 +34,21 @@ fn answer(name: &str, req: &Request<Incoming>) -> Response<Full<Bytes>> {
         "x_forwarded_for": header("x-forwarded-for"),
         "x_real_ip": header("x-real-ip"),
         "x_forwarded_proto": header("x-forwarded-proto"),
+        "x_forwarded_prefix": header("x-forwarded-prefix"),
+        "seldon_model": header("seldon-model"),
+        "x_auth_user": header("x-auth-user"),
     });
     let mut resp = Response::new(Full::new(Bytes::from(format!("{body}\n"))));
+    // `?status=NNN` answers with that status (auth-service and error tests).
+    let status = req
+        .uri()
+        .query()
+        .and_then(|q| q.split('&').find_map(|kv| kv.strip_prefix("status=")))
+        .and_then(|s| s.parse::<u16>().ok())
+        .and_then(|s| hyper::StatusCode::from_u16(s).ok());
+    if let Some(status) = status {
+        *resp.status_mut() = status;
+    }
     resp.headers_mut().insert(
         "content-type",
         hyper::header::HeaderValue::from_static("application/json"),

@@ -1,0 +1,99 @@
+//! The annotations' behaviour at request time, in ingress-nginx's order:
+//! access (source ranges) -> rate limits -> redirects -> app-root -> CORS preflight ->
+//! external auth -> canary choice -> rewrite and request headers -> upstream ->
+//! CORS and response headers. Each step is a function of the route's immutable policy, so
+//! a request is judged entirely by the route-table snapshot it started on.
+pub mod auth;
+pub mod canary;
+pub mod cors;
+pub mod ratelimit;
+pub mod redirect;
+
+use std::net::SocketAddr;
+
+use http::{HeaderValue, Request, Response, StatusCode, Uri, header};
+
+use crate::{
+    proxy::{Body, local},
+    routes::Route,
+    translate::annotations::{access::canonical, rewrite},
+};
+
+/// What the request phase needs to know about the connection.
+#[derive(Clone, Copy, Debug)]
+pub struct Conn<'a> {
+    pub client: SocketAddr,
+    /// "http" or "https".
+    pub scheme: &'static str,
+    /// The request host (lower-case, no port).
+    pub host: &'a str,
+    /// Whether the host has a TLS section (ssl-redirect applies).
+    pub host_has_tls: bool,
+}
+
+/// Access, redirects, app-root and CORS preflight: `Err` is the response to send instead
+/// of proxying. Rate limits and auth are separate (they keep state or do I/O).
+pub fn screen<B>(route: &Route, req: &Request<B>, conn: Conn<'_>) -> Result<(), Response<Body>> {
+    let p = &route.policy;
+    if !p.access.allows(canonical(conn.client.ip())) {
+        return Err(local(
+            StatusCode::FORBIDDEN,
+            "forbidden by source address policy\n",
+        ));
+    }
+    redirect::check(p, req, conn)?;
+    if let Some(cors) = &p.cors {
+        if let Some(resp) = cors::preflight(cors, req) {
+            return Err(resp);
+        }
+    }
+    Ok(())
+}
+
+/// Rewrites the path (regex captures), and sets X-Forwarded-Prefix, the upstream Host and
+/// the configured request headers. `path_and_query` is the original one.
+pub fn rewrite_request<B>(route: &Route, req: &mut Request<B>) {
+    let p = &route.policy;
+    if let (Some(target), Some(re)) = (&p.rewrite.target, &route.regex) {
+        let path = req.uri().path();
+        let mut new = rewrite::apply(target, re, path);
+        if let Some(q) = req.uri().query() {
+            new.push('?');
+            new.push_str(q);
+        }
+        if let Ok(pq) = new.parse::<http::uri::PathAndQuery>() {
+            let mut parts = req.uri().clone().into_parts();
+            parts.path_and_query = Some(pq);
+            if let Ok(uri) = Uri::from_parts(parts) {
+                *req.uri_mut() = uri;
+            }
+        }
+    }
+    let headers = req.headers_mut();
+    if let Some(prefix) = &p.rewrite.forwarded_prefix {
+        if let Ok(v) = HeaderValue::from_str(prefix) {
+            headers.insert("x-forwarded-prefix", v);
+        }
+    }
+    if let Some(vhost) = &p.headers.upstream_vhost {
+        headers.insert(header::HOST, vhost.clone());
+    }
+    for (name, value) in &p.headers.request {
+        headers.insert(name.clone(), value.clone());
+    }
+}
+
+/// CORS headers and the configured response headers.
+pub fn finish_response(route: &Route, origin: Option<&HeaderValue>, resp: &mut Response<Body>) {
+    let p = &route.policy;
+    if let Some(cors) = &p.cors {
+        cors::decorate(
+            cors,
+            origin.and_then(|o| o.to_str().ok()),
+            resp.headers_mut(),
+        );
+    }
+    for (name, value) in &p.headers.response {
+        resp.headers_mut().insert(name.clone(), value.clone());
+    }
+}

@@ -1,0 +1,134 @@
+//! Loopback harness for userspace-only tests: echo backends and an `ebpf-lb run` on
+//! 127.0.0.1 with a manifests directory the test writes. No root needed.
+use std::{
+    net::TcpListener,
+    path::{Path, PathBuf},
+    process::{Command, Stdio},
+    time::Duration,
+};
+
+use crate::{netns::run, procs::ChildGuard, wait::wait_until};
+
+/// A free TCP port on 127.0.0.1 (bound and released: good enough for tests).
+pub fn free_port() -> u16 {
+    TcpListener::bind("127.0.0.1:0")
+        .and_then(|l| l.local_addr())
+        .map(|a| a.port())
+        .expect("a free port")
+}
+
+/// The `ebpf-lb` binary next to this package's binaries.
+pub fn ebpf_lb_bin(backend_bin: &Path) -> PathBuf {
+    let p = backend_bin.with_file_name("ebpf-lb");
+    assert!(
+        p.is_file(),
+        "{} is missing: `cargo build -p lb-userspace` (cargo xtask test does)",
+        p.display()
+    );
+    p
+}
+
+/// An echo backend on 127.0.0.1.
+pub fn start_backend(bin: &Path, name: &str) -> (ChildGuard, u16) {
+    let port = free_port();
+    let child = Command::new(bin)
+        .args(["--listen", &format!("127.0.0.1:{port}"), "--name", name])
+        .stdin(Stdio::null())
+        .stdout(Stdio::null())
+        .spawn()
+        .expect("start echo backend");
+    let guard = ChildGuard::new(name, child);
+    wait_until(Duration::from_secs(10), || {
+        curl(&[&format!("http://127.0.0.1:{port}/")]).ok()
+    })
+    .expect("backend up");
+    (guard, port)
+}
+
+/// A temporary manifests directory, removed on drop.
+pub struct TempDir(pub PathBuf);
+
+impl TempDir {
+    pub fn new(tag: &str) -> Self {
+        let dir = std::env::temp_dir().join(format!("ebpf-lb-{tag}-{}", std::process::id()));
+        let _ = std::fs::remove_dir_all(&dir);
+        std::fs::create_dir_all(&dir).expect("temp dir");
+        Self(dir)
+    }
+
+    pub fn write(&self, name: &str, text: &str) {
+        // Write then rename, so the watcher never sees a half-written file.
+        let tmp = self.0.join(format!(".{name}.tmp"));
+        std::fs::write(&tmp, text).expect("write manifest");
+        std::fs::rename(&tmp, self.0.join(name)).expect("rename manifest");
+    }
+}
+
+impl Drop for TempDir {
+    fn drop(&mut self) {
+        let _ = std::fs::remove_dir_all(&self.0);
+    }
+}
+
+/// A running `ebpf-lb run` on loopback.
+pub struct LocalLb {
+    pub http_port: u16,
+    pub admin_port: u16,
+    pub child: ChildGuard,
+}
+
+impl LocalLb {
+    pub fn start(ebpf_lb: &Path, manifests: &Path) -> Self {
+        let (http_port, admin_port) = (free_port(), free_port());
+        let child = Command::new(ebpf_lb)
+            .arg("run")
+            .arg("--manifests")
+            .arg(manifests)
+            .args(["--http-listen", &format!("127.0.0.1:{http_port}")])
+            .args(["--admin-listen", &format!("127.0.0.1:{admin_port}")])
+            .stdin(Stdio::null())
+            .stdout(Stdio::null())
+            .env("RUST_LOG", "warn")
+            .spawn()
+            .expect("start ebpf-lb");
+        let mut child = ChildGuard::new("ebpf-lb", child);
+        let ready = format!("http://127.0.0.1:{admin_port}/readyz");
+        wait_until(Duration::from_secs(20), || {
+            assert!(
+                child.try_status().is_none(),
+                "ebpf-lb exited during start-up"
+            );
+            curl(&["--fail", &ready]).ok()
+        })
+        .expect("ebpf-lb ready");
+        Self {
+            http_port,
+            admin_port,
+            child,
+        }
+    }
+
+    pub fn url(&self, path: &str) -> String {
+        format!("http://127.0.0.1:{}{path}", self.http_port)
+    }
+}
+
+/// Runs curl with `args` (plus -sS and a 5 s limit); stdout on success.
+pub fn curl(args: &[&str]) -> Result<String, String> {
+    let out = run(Command::new("curl")
+        .args(["-sS", "--max-time", "5"])
+        .args(args))?;
+    Ok(String::from_utf8_lossy(&out.stdout).into_owned())
+}
+
+/// (status, headers text, body) of one request.
+pub fn fetch(args: &[&str]) -> (u16, String, String) {
+    let text = curl(&[&["-i"], args].concat()).expect("curl");
+    let (head, body) = text.split_once("\r\n\r\n").unwrap_or((&text, ""));
+    let status = head
+        .split_whitespace()
+        .nth(1)
+        .and_then(|s| s.parse().ok())
+        .unwrap_or_else(|| panic!("no status in {head:?}"));
+    (status, head.to_ascii_lowercase(), body.to_owned())
+}

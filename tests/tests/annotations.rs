@@ -1,0 +1,316 @@
+//! ingress-nginx annotations through the real daemon on loopback: the seed's regex path
+//! with rewrite and CORS, canary by weight / header / cookie, auth-url, rate limits, source
+//! ranges, redirects. Real `ebpf-lb`, real echo backends, real curl.
+use std::path::PathBuf;
+
+use tests::local::{LocalLb, TempDir, ebpf_lb_bin, fetch, start_backend};
+
+fn backend_bin() -> PathBuf {
+    PathBuf::from(env!("CARGO_BIN_EXE_echo-backend"))
+}
+
+fn service(name: &str, port: u16) -> String {
+    format!(
+        r#"
+---
+apiVersion: v1
+kind: Service
+metadata: {{name: {name}, namespace: ml}}
+spec: {{ports: [{{name: http, port: 80}}]}}
+---
+apiVersion: discovery.k8s.io/v1
+kind: EndpointSlice
+metadata: {{name: {name}-1, namespace: ml, labels: {{kubernetes.io/service-name: {name}}}}}
+addressType: IPv4
+ports: [{{name: http, port: {port}}}]
+endpoints: [{{addresses: ["127.0.0.1"]}}]
+"#
+    )
+}
+
+fn ingress(
+    name: &str,
+    annotations: &[(&str, &str)],
+    path: &str,
+    path_type: &str,
+    svc: &str,
+) -> String {
+    let ann: String = annotations
+        .iter()
+        .map(|(k, v)| {
+            format!(
+                "\n    {}: {v:?}",
+                if k.contains('/') {
+                    k.to_string()
+                } else {
+                    format!("nginx.ingress.kubernetes.io/{k}")
+                }
+            )
+        })
+        .collect();
+    format!(
+        r#"
+---
+apiVersion: networking.k8s.io/v1
+kind: Ingress
+metadata:
+  name: {name}
+  namespace: ml
+  creationTimestamp: "2026-01-01T00:00:00Z"
+  annotations: {{}}{ann}
+spec:
+  ingressClassName: ebpf-lb
+  rules:
+  - http:
+      paths:
+      - {{path: "{path}", pathType: {path_type}, backend: {{service: {{name: {svc}, port: {{number: 80}}}}}}}}
+"#
+    )
+    .replace("annotations: {}\n", "annotations:\n")
+    .replace("annotations: {}", "annotations: {}")
+}
+
+fn json(body: &str) -> serde_json::Value {
+    serde_json::from_str(body).unwrap_or_else(|e| panic!("{e}: {body}"))
+}
+
+#[test]
+fn seed_ingress_rewrite_cors_and_request_headers() {
+    let bin = backend_bin();
+    let (_b, port) = start_backend(&bin, "seldon");
+    let dir = TempDir::new("ann-seed");
+    let mut m = service("seldon", port);
+    m += &ingress(
+        "financial-inference",
+        &[
+            ("rewrite-target", "/$2"),
+            ("ssl-redirect", "false"),
+            ("enable-cors", "true"),
+            ("cors-allow-origin", "*"),
+            ("ebpf-lb.io/request-headers", "Seldon-Model: fraud-detector"),
+        ],
+        "/financial-inference(/|$)(.*)",
+        "ImplementationSpecific",
+        "seldon",
+    );
+    dir.write("m.yaml", &m);
+    let lb = LocalLb::start(&ebpf_lb_bin(&bin), &dir.0);
+
+    let (status, head, body) = fetch(&[
+        "-H",
+        "Origin: https://app.example.com",
+        &lb.url("/financial-inference/v2/models/fraud/infer?x=1"),
+    ]);
+    assert_eq!(status, 200, "{body}");
+    let j = json(&body);
+    assert_eq!(j["path"], "/v2/models/fraud/infer");
+    assert_eq!(j["query"], "x=1");
+    assert_eq!(j["seldon_model"], "fraud-detector");
+    assert!(
+        head.contains("access-control-allow-origin: https://app.example.com"),
+        "{head}"
+    );
+    assert!(
+        head.contains("access-control-allow-credentials: true"),
+        "{head}"
+    );
+
+    let (status, _, body) = fetch(&[&lb.url("/financial-inference")]);
+    assert_eq!(status, 200);
+    assert_eq!(json(&body)["path"], "/");
+
+    // Preflight is answered by the proxy.
+    let (status, head, _) = fetch(&[
+        "-X",
+        "OPTIONS",
+        "-H",
+        "Origin: https://app.example.com",
+        "-H",
+        "Access-Control-Request-Method: POST",
+        &lb.url("/financial-inference/v2/models/fraud/infer"),
+    ]);
+    assert_eq!(status, 204);
+    assert!(
+        head.contains("access-control-allow-methods: get, put, post, delete, patch, options"),
+        "{head}"
+    );
+    assert!(head.contains("access-control-max-age: 1728000"), "{head}");
+
+    let (status, _, _) = fetch(&[&lb.url("/financial-inferencex")]);
+    assert_eq!(status, 404);
+}
+
+#[test]
+fn canary_by_weight_header_and_cookie() {
+    let bin = backend_bin();
+    let (_m, main_port) = start_backend(&bin, "model-v1");
+    let (_c, canary_port) = start_backend(&bin, "model-v2");
+    let dir = TempDir::new("ann-canary");
+    let mut m = service("v1", main_port) + &service("v2", canary_port);
+    m += &ingress("main", &[], "/predict", "Prefix", "v1");
+    m += &ingress(
+        "canary",
+        &[
+            ("canary", "true"),
+            ("canary-weight", "20"),
+            ("canary-by-header", "X-Canary"),
+            ("canary-by-cookie", "canary"),
+        ],
+        "/predict",
+        "Prefix",
+        "v2",
+    )
+    .replace("2026-01-01", "2026-01-02");
+    dir.write("m.yaml", &m);
+    let lb = LocalLb::start(&ebpf_lb_bin(&bin), &dir.0);
+
+    // 10k requests over keep-alive (curl URL globbing): the canary's share is 20% +- 2%.
+    let out =
+        tests::local::curl(&["--max-time", "120", &lb.url("/predict?i=[1-10000]")]).expect("curl");
+    let v2 = out.matches("\"model-v2\"").count();
+    let v1 = out.matches("\"model-v1\"").count();
+    assert_eq!(v1 + v2, 10_000, "every request answered");
+    let share = v2 as f64 / 10_000.0;
+    assert!((0.18..=0.22).contains(&share), "canary share {share}");
+
+    for (args, want) in [
+        (vec!["-H", "X-Canary: always"], "model-v2"),
+        (
+            vec!["-H", "X-Canary: never", "-b", "canary=always"],
+            "model-v1",
+        ),
+        (vec!["-b", "canary=always"], "model-v2"),
+        (vec!["-b", "canary=never"], "model-v1"),
+    ] {
+        for _ in 0..20 {
+            let url = lb.url("/predict");
+            let (status, _, body) = fetch(&[args.as_slice(), &[url.as_str()]].concat());
+            assert_eq!(status, 200);
+            assert_eq!(json(&body)["backend"], want, "{args:?}");
+        }
+    }
+}
+
+#[test]
+fn auth_url_allow_deny_signin_and_service_down() {
+    let bin = backend_bin();
+    let (_app, app_port) = start_backend(&bin, "app");
+    let (_auth, auth_port) = start_backend(&bin, "auth");
+    let dead_port = tests::local::free_port();
+    let dir = TempDir::new("ann-auth");
+    let mut m = service("app", app_port);
+    let auth = |status: u16| format!("http://127.0.0.1:{auth_port}/check?status={status}");
+    let allow = auth(200);
+    m += &ingress(
+        "allow",
+        &[
+            ("auth-url", &allow),
+            ("auth-response-headers", "X-Auth-User"),
+        ],
+        "/allow",
+        "Prefix",
+        "app",
+    );
+    let deny = auth(403);
+    m += &ingress("deny", &[("auth-url", &deny)], "/deny", "Prefix", "app");
+    let unauth = auth(401);
+    m += &ingress(
+        "signin",
+        &[
+            ("auth-url", &unauth),
+            ("auth-signin", "https://login.example.com/start"),
+        ],
+        "/signin",
+        "Prefix",
+        "app",
+    );
+    let down = format!("http://127.0.0.1:{dead_port}/check");
+    m += &ingress("down", &[("auth-url", &down)], "/down", "Prefix", "app");
+    dir.write("m.yaml", &m);
+    let lb = LocalLb::start(&ebpf_lb_bin(&bin), &dir.0);
+
+    let (status, _, body) = fetch(&[&lb.url("/allow/x")]);
+    assert_eq!(status, 200, "{body}");
+    assert_eq!(json(&body)["backend"], "app");
+    let (status, _, _) = fetch(&[&lb.url("/deny/x")]);
+    assert_eq!(status, 403);
+    let (status, head, _) = fetch(&[&lb.url("/signin/x?a=1")]);
+    assert_eq!(status, 302);
+    let want = format!(
+        "location: https://login.example.com/start?rd=http%3a%2f%2f127.0.0.1%3a{}%2fsignin%2fx%3fa%3d1",
+        lb.http_port
+    );
+    assert!(head.contains(&want), "{head}");
+    let (status, _, _) = fetch(&[&lb.url("/down/x")]);
+    assert_eq!(
+        status, 500,
+        "an unreachable auth service never opens the door"
+    );
+}
+
+#[test]
+fn rate_limit_source_ranges_and_redirects() {
+    let bin = backend_bin();
+    let (_app, port) = start_backend(&bin, "app");
+    let dir = TempDir::new("ann-limits");
+    let mut m = service("app", port);
+    m += &ingress(
+        "limited",
+        &[("limit-rps", "5"), ("limit-burst-multiplier", "1")],
+        "/limited",
+        "Prefix",
+        "app",
+    );
+    m += &ingress(
+        "private",
+        &[("whitelist-source-range", "127.0.0.2/32")],
+        "/private",
+        "Prefix",
+        "app",
+    );
+    m += &ingress(
+        "moved",
+        &[("permanent-redirect", "https://new.example.com/x")],
+        "/moved",
+        "Prefix",
+        "app",
+    );
+    m += &ingress("root", &[("app-root", "/app/")], "/", "Prefix", "app");
+    dir.write("m.yaml", &m);
+    let lb = LocalLb::start(&ebpf_lb_bin(&bin), &dir.0);
+
+    // 20 back-to-back requests with a burst of 5: at least 14 refused (tokens refill at
+    // 5/s, so a slow machine may earn a few more), and a second client is unaffected.
+    let out = tests::local::curl(&[
+        "-o",
+        "/dev/null",
+        "-w",
+        "%{http_code}\n",
+        &lb.url("/limited?i=[1-20]"),
+    ])
+    .expect("curl");
+    let codes: Vec<&str> = out.lines().collect();
+    assert_eq!(codes.len(), 20);
+    assert!(codes[..5].iter().all(|c| *c == "200"), "{codes:?}");
+    assert!(
+        codes.iter().filter(|c| **c == "503").count() >= 14,
+        "{codes:?}"
+    );
+    let (status, _, _) = fetch(&["--interface", "127.0.0.2", &lb.url("/limited")]);
+    assert_eq!(status, 200, "another source has its own bucket");
+
+    let (status, _, _) = fetch(&[&lb.url("/private")]);
+    assert_eq!(status, 403);
+    let (status, _, _) = fetch(&["--interface", "127.0.0.2", &lb.url("/private")]);
+    assert_eq!(status, 200);
+
+    let (status, head, _) = fetch(&[&lb.url("/moved/a")]);
+    assert_eq!(status, 301);
+    assert!(
+        head.contains("location: https://new.example.com/x"),
+        "{head}"
+    );
+    let (status, head, _) = fetch(&[&lb.url("/")]);
+    assert_eq!(status, 302);
+    assert!(head.contains("location: /app/"), "{head}");
+}
