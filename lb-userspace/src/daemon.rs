@@ -10,12 +10,22 @@ use crate::{
     admin::{self, Readiness},
     cli::RunArgs,
     dataplane::{self, Dataplane},
-    provider::{self, watch::FilesProvider},
+    provider::{
+        self,
+        kube::{self, KubeOptions, KubeProvider},
+        watch::FilesProvider,
+    },
     proxy::Proxy,
     publish::Publisher,
     routes::RouteStore,
     translate::ClassFilter,
 };
+
+/// Where configuration comes from.
+enum Source {
+    Files(FilesProvider),
+    Kube(Box<(KubeProvider, ::kube::Client, KubeOptions)>),
+}
 
 pub async fn run(args: RunArgs) -> anyhow::Result<()> {
     if args.iface.is_some() && args.vips.is_empty() {
@@ -28,13 +38,29 @@ pub async fn run(args: RunArgs) -> anyhow::Result<()> {
         without_class: args.manifests.watch_ingress_without_class,
     };
 
-    // Configuration first: an unreadable directory is fatal, a bad object is not.
-    let dir = &args.manifests.manifests;
-    let mut provider = FilesProvider::new(dir);
-    let initial = provider
-        .poll()
-        .with_context(|| format!("--manifests {}", dir.display()))?
-        .unwrap_or_default();
+    // Configuration first: an unreadable directory or an unreachable API server is fatal,
+    // a bad object is not.
+    let (source, initial) = match &args.manifests.manifests {
+        Some(dir) => {
+            let mut provider = FilesProvider::new(dir);
+            let initial = provider
+                .poll()
+                .with_context(|| format!("--manifests {}", dir.display()))?
+                .unwrap_or_default();
+            (Source::Files(provider), initial)
+        }
+        None => {
+            let mut opts = KubeOptions::new(&args.manifests.namespace, kube::default_identity());
+            opts.node_selector = args.manifests.node_selector.clone();
+            opts.vips = args.vips.clone();
+            let client = KubeProvider::default_client().await?;
+            let provider = KubeProvider::start(&client, &opts)
+                .await
+                .context("kube provider")?;
+            let initial = provider.update();
+            (Source::Kube(Box::new((provider, client, opts))), initial)
+        }
+    };
     let publisher = Arc::new(Publisher::new(routes.clone(), classes));
     publisher.apply(&initial);
     ready.config_loaded.store(true, Ordering::Release);
@@ -62,12 +88,23 @@ pub async fn run(args: RunArgs) -> anyhow::Result<()> {
     ready.dataplane_ready.store(true, Ordering::Release);
 
     let (shutdown_tx, shutdown_rx) = watch::channel(false);
-    let watch_task = tokio::spawn(provider::watch::run(
-        provider,
-        updates_tx,
-        shutdown_rx.clone(),
-    ));
-    let publish_task = tokio::spawn(publisher.run(updates_rx, shutdown_rx.clone()));
+    let config_tasks = match source {
+        Source::Files(provider) => vec![
+            tokio::spawn(provider::watch::run(
+                provider,
+                updates_tx,
+                shutdown_rx.clone(),
+            )),
+            tokio::spawn(publisher.run(updates_rx, shutdown_rx.clone())),
+        ],
+        Source::Kube(parts) => {
+            let (provider, client, opts) = *parts;
+            let mut tasks =
+                kube::spawn_publishing(client, &opts, publisher, updates_rx, shutdown_rx.clone());
+            tasks.push(tokio::spawn(provider.run(updates_tx, shutdown_rx.clone())));
+            tasks
+        }
+    };
     let proxy = Arc::new(Proxy::new(routes.clone()));
     let http_task = tokio::spawn(proxy.serve_http(http, shutdown_rx.clone()));
     let admin_task = tokio::spawn(admin::serve(admin_listener, ready.clone(), shutdown_rx));
@@ -79,8 +116,9 @@ pub async fn run(args: RunArgs) -> anyhow::Result<()> {
     let _ = shutdown_tx.send(true);
     let _ = http_task.await;
     let _ = admin_task.await;
-    let _ = watch_task.await;
-    let _ = publish_task.await;
+    for task in config_tasks {
+        let _ = task.await;
+    }
     if let Some(dp) = dataplane {
         dp.detach().context("detaching XDP")?;
     }

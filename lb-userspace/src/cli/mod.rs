@@ -13,6 +13,7 @@ use crate::dataplane::XdpAttachMode;
     after_help = "Examples:\n  \
         ebpf-lb run --manifests examples/demo --http-listen 127.0.0.1:8080\n  \
         ebpf-lb run --manifests DIR --iface eth0 --vip 192.168.1.210\n  \
+        ebpf-lb run --namespace ebpf-lb --vip 192.168.1.210   (kube provider)\n  \
         ebpf-lb check --manifests examples/demo\n  \
         ebpf-lb routes --manifests examples/demo\n  \
         ebpf-lb maps --bpffs /sys/fs/bpf/ebpf-lb"
@@ -54,10 +55,31 @@ pub struct ManifestArgs {
     pub watch_ingress_without_class: bool,
 }
 
+/// Where `run` reads its configuration: `--manifests DIR`, else the Kubernetes API.
+#[derive(Debug, Args)]
+pub struct SourceArgs {
+    /// Directory of manifests (*.yaml, *.yml, *.json; multi-document). Without it: the kube
+    /// provider, from the in-cluster configuration or KUBECONFIG.
+    #[arg(long)]
+    pub manifests: Option<PathBuf>,
+    /// IngressClass name this controller serves.
+    #[arg(long, default_value = "ebpf-lb")]
+    pub ingress_class: String,
+    /// Also serve Ingresses that name no class.
+    #[arg(long)]
+    pub watch_ingress_without_class: bool,
+    /// The controller's namespace (ConfigMap `ebpf-lb`, Lease `ebpf-lb-leader`, its pods).
+    #[arg(long, env = "POD_NAMESPACE", default_value = "ebpf-lb")]
+    pub namespace: String,
+    /// Label selector of the DaemonSet's pods: their Ready pods' host IPs are the node set.
+    #[arg(long, default_value = "app.kubernetes.io/name=ebpf-lb")]
+    pub node_selector: String,
+}
+
 #[derive(Debug, Args)]
 pub struct RunArgs {
     #[command(flatten)]
-    pub manifests: ManifestArgs,
+    pub manifests: SourceArgs,
     /// Plain HTTP listener.
     #[arg(long, default_value = "0.0.0.0:80")]
     pub http_listen: SocketAddr,

@@ -1,6 +1,8 @@
 //! Providers turn a source of Kubernetes objects into a [`Snapshot`]: the `files` provider
-//! reads a directory of manifests (the embedded default, also used by the demo and the tests).
+//! reads a directory of manifests (the embedded default, also used by the demo and the tests);
+//! the `kube` provider watches the API server.
 pub mod files;
+pub mod kube;
 pub mod watch;
 
 use crate::diagnostics::Diagnostic;
@@ -39,6 +41,9 @@ impl Snapshot {
 pub struct Update {
     pub snapshot: Snapshot,
     pub diagnostics: Vec<Diagnostic>,
+    /// The proxy nodes, when the provider knows them (kube: the DaemonSet's Ready pods'
+    /// host IPs, sorted); `None` leaves the node set to `--peer`.
+    pub nodes: Option<Vec<std::net::IpAddr>>,
 }
 
 /// `namespace/name` of an object (namespace `default` when unset, as the API server would).

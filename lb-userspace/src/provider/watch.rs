@@ -96,6 +96,7 @@ impl FilesProvider {
         Update {
             snapshot,
             diagnostics,
+            nodes: None,
         }
     }
 }
