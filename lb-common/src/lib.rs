@@ -5,10 +5,14 @@
 //! size is asserted at compile time so both sides can never disagree silently.
 #![no_std]
 
+pub mod flow;
 pub mod maps;
+pub mod policy;
 pub mod stats;
 pub mod vip;
 
+pub use flow::*;
 pub use maps::*;
+pub use policy::*;
 pub use stats::*;
 pub use vip::*;

@@ -45,7 +45,25 @@ impl VipKey {
             family: FAMILY_V6,
         }
     }
+
+    /// The address-only key of this VIP's address (port 0, protocol 0): how the kernel
+    /// recognises fragments, ICMP and malformed L4 headers sent to a VIP address.
+    pub const fn address_only(&self) -> Self {
+        Self {
+            addr: self.addr,
+            port: 0,
+            proto: 0,
+            family: self.family,
+        }
+    }
+
+    pub const fn is_address_only(&self) -> bool {
+        self.port == 0 && self.proto == 0
+    }
 }
+
+/// [`VipInfo::flags`]: the entry is an address-only key (see [`VipKey::address_only`]).
+pub const VIP_FLAG_ADDR_ONLY: u32 = 1;
 
 /// Value of `VIPS`.
 #[repr(C)]
@@ -53,7 +71,7 @@ impl VipKey {
 pub struct VipInfo {
     /// Dense id (< `MAX_VIPS`) that selects this VIP's row in `STATS`.
     pub id: u32,
-    /// Reserved for per-VIP policy bits; zero today.
+    /// `VIP_FLAG_*` bits.
     pub flags: u32,
 }
 const _: () = assert!(core::mem::size_of::<VipInfo>() == 8);

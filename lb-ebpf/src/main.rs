@@ -1,18 +1,37 @@
 //! ebpf-lb kernel programs.
 //!
-//! - `lb_xdp` (XDP, node NIC): parse, classify VIP traffic, count it, pass it on.
+//! - `lb_xdp` (XDP, node NIC): parse, police (ACL, penalty box, rate limits), steer each
+//!   VIP flow to the node Maglev gives it (pass locally, or IPIP/IP6IP6 + XDP_TX), count.
+//! - `lb_tc_decap` (TC ingress, node NIC): strip the outer header of steered packets
+//!   addressed to this node.
+//! - `lb_xdp_pass`: XDP_PASS, the benchmark baseline and a test-topology helper.
 //!
-//! Files by job, Katran style: `parse` (bounds-checked header walking), `maps` (every map
-//! with a one-line comment), `stats` (counter updates).
+//! Files by job, Katran style: `parse` (bounds-checked header walking and the policy for
+//! fragments, options, extension headers and ICMP), `maps` (every map with a one-line
+//! comment), `acl`, `ratelimit` (penalty box and token buckets), `steer` (flow table and
+//! Maglev), `encap` + `csum` (outer headers), `decap`, `stats` (counter updates), `xdp`
+//! (the order of it all).
 #![cfg_attr(target_arch = "bpf", no_std)]
 #![cfg_attr(target_arch = "bpf", no_main)]
 
+#[cfg(target_arch = "bpf")]
+mod acl;
+#[cfg(target_arch = "bpf")]
+mod csum;
+#[cfg(target_arch = "bpf")]
+mod decap;
+#[cfg(target_arch = "bpf")]
+mod encap;
 #[cfg(target_arch = "bpf")]
 mod maps;
 #[cfg(target_arch = "bpf")]
 mod parse;
 #[cfg(target_arch = "bpf")]
+mod ratelimit;
+#[cfg(target_arch = "bpf")]
 mod stats;
+#[cfg(target_arch = "bpf")]
+mod steer;
 #[cfg(target_arch = "bpf")]
 mod xdp;
 

@@ -1,15 +1,60 @@
 //! Every map the programs use. Names and sizes come from `lb_common::maps`; the daemon pins
 //! each one under `--bpffs DIR/<NAME>`.
 use aya_ebpf::{
-    btf_maps::{HashMap, PerCpuArray},
+    btf_maps::{Array, HashMap, LpmTrie, LruHashMap, PerCpuArray},
     macros::btf_map,
 };
-use lb_common::{Counter, MAX_VIPS, STATS_ENTRIES, VipInfo, VipKey};
+use lb_common::{
+    ACL_ENTRIES, AclValue, Config, Counter, FLOWS_ENTRIES, FlowKey, FlowValue, MAGLEV_ENTRIES,
+    MAX_NODES, MAX_VIPS, NodeInfo, PENALTY_ENTRIES, SOURCES_ENTRIES, STATS_ENTRIES, SourceKey,
+    SourceState, VipInfo, VipKey,
+};
 
-/// VIP:port:protocol this node load-balances -> its id and policy.
+/// VIP:port:protocol this node load-balances (and address-only keys) -> its id and flags.
 #[btf_map]
 pub static VIPS: HashMap<VipKey, VipInfo, { MAX_VIPS as usize }> = HashMap::new();
 
 /// Per-CPU packet/byte counters per VIP and reason (`vip_id * Reason::COUNT + reason`).
 #[btf_map]
 pub static STATS: PerCpuArray<Counter, { STATS_ENTRIES as usize }> = PerCpuArray::new();
+
+/// Limits, steering switches and this node's addresses (one entry, written by the daemon).
+#[btf_map]
+pub static CONFIG: Array<Config, 1> = Array::new();
+
+/// Established flows (client 5-tuple) -> serving node; LRU, so idle flows age out.
+#[btf_map]
+pub static FLOWS: LruHashMap<FlowKey, FlowValue, { FLOWS_ENTRIES as usize }> = LruHashMap::new();
+
+/// Two Maglev tables of node indices; `Config::maglev_active` says which one is live.
+#[btf_map]
+pub static MAGLEV: Array<u32, { MAGLEV_ENTRIES as usize }> = Array::new();
+
+/// Proxy nodes by index: addresses and the MAC encapsulated frames are sent to.
+#[btf_map]
+pub static NODES: Array<NodeInfo, { MAX_NODES as usize }> = Array::new();
+
+/// Per-source token buckets (new connections/s, packets/s); LRU bounds the memory.
+#[btf_map]
+pub static SOURCES: LruHashMap<SourceKey, SourceState, { SOURCES_ENTRIES as usize }> =
+    LruHashMap::new();
+
+/// Sources the proxy reported as abusive -> ktime (ns) until which they are dropped.
+#[btf_map]
+pub static PENALTY: LruHashMap<SourceKey, u64, { PENALTY_ENTRIES as usize }> = LruHashMap::new();
+
+/// IPv4 source prefixes to drop (deny wins over allow).
+#[btf_map]
+pub static DENY_V4: LpmTrie<[u8; 4], AclValue, { ACL_ENTRIES as usize }> = LpmTrie::new();
+
+/// IPv6 source prefixes to drop.
+#[btf_map]
+pub static DENY_V6: LpmTrie<[u8; 16], AclValue, { ACL_ENTRIES as usize }> = LpmTrie::new();
+
+/// IPv4 source prefixes allowed; when `Config::allow_v4` is 0 every source is allowed.
+#[btf_map]
+pub static ALLOW_V4: LpmTrie<[u8; 4], AclValue, { ACL_ENTRIES as usize }> = LpmTrie::new();
+
+/// IPv6 source prefixes allowed; when `Config::allow_v6` is 0 every source is allowed.
+#[btf_map]
+pub static ALLOW_V6: LpmTrie<[u8; 16], AclValue, { ACL_ENTRIES as usize }> = LpmTrie::new();

@@ -1,12 +1,26 @@
-//! `lb_xdp`: the entry point on the node NIC.
+//! `lb_xdp`: the entry point on the node NIC. The order of checks for a packet to a
+//! VIP:port is: ACL, penalty box, packets/s, flow lookup, new connections/s, steering.
 use aya_ebpf::{bindings::xdp_action, macros::xdp, programs::XdpContext};
-use lb_common::Reason;
+use lb_common::{CONFIG_KEY, Config, PROTO_TCP, Reason, VIP_FLAG_ADDR_ONLY};
 
-use crate::{maps::VIPS, parse, stats};
+use crate::{
+    acl,
+    encap::{self, Encap},
+    maps::{CONFIG, VIPS},
+    parse::{self, Kind, Packet, TCP_ACK, TCP_FIN, TCP_RST, TCP_SYN},
+    ratelimit, stats, steer,
+};
 
 #[xdp]
 pub fn lb_xdp(ctx: XdpContext) -> u32 {
     try_lb_xdp(&ctx)
+}
+
+/// A trivial program that passes everything: the benchmark baseline, and what test
+/// topologies attach to the far end of a veth that must receive XDP_TX frames.
+#[xdp]
+pub fn lb_xdp_pass(_ctx: XdpContext) -> u32 {
+    xdp_action::XDP_PASS
 }
 
 #[inline(always)]
@@ -14,12 +28,113 @@ fn try_lb_xdp(ctx: &XdpContext) -> u32 {
     let Some(pkt) = parse::parse(ctx) else {
         return xdp_action::XDP_PASS;
     };
-    let Some(vip) = VIPS.get_ptr(pkt.dst) else {
+    let len = (ctx.data_end() - ctx.data()) as u64;
+    match pkt.kind {
+        Kind::L4 => {}
+        Kind::Malformed => {
+            // Dropped only when sent to a VIP address; everything else is the stack's.
+            let key = pkt.vip_key().address_only();
+            return match VIPS.get_ptr(key) {
+                Some(vip) => {
+                    // SAFETY: VIPS values are replaced whole by userspace; copied out now.
+                    let vip_id = unsafe { (*vip).id };
+                    stats::count(vip_id, Reason::DropMalformed, len);
+                    xdp_action::XDP_DROP
+                }
+                None => xdp_action::XDP_PASS,
+            };
+        }
+        Kind::IcmpError => return icmp_error(ctx, &pkt, len),
+        Kind::Other => return xdp_action::XDP_PASS,
+    }
+    let Some(vip) = VIPS.get_ptr(pkt.vip_key()) else {
         return xdp_action::XDP_PASS;
     };
-    // SAFETY: VIPS values are only replaced whole by userspace; we copy the id out at once.
-    let vip_id = unsafe { (*vip).id };
-    let len = (ctx.data_end() - ctx.data()) as u64;
+    // SAFETY: VIPS values are only replaced whole by userspace; we copy them out at once.
+    let (vip_id, vip_flags) = unsafe { ((*vip).id, (*vip).flags) };
+    if vip_flags & VIP_FLAG_ADDR_ONLY != 0 {
+        // An address-only key can only match port 0 / protocol 0: not real traffic.
+        return xdp_action::XDP_PASS;
+    }
+    let Some(cfg) = CONFIG.get(CONFIG_KEY) else {
+        return xdp_action::XDP_PASS;
+    };
+    let flow = &pkt.flow;
+    if acl::denied(flow, cfg) {
+        stats::count(vip_id, Reason::DropAcl, len);
+        return xdp_action::XDP_DROP;
+    }
+    let src = ratelimit::source_key(flow);
+    if ratelimit::penalized(&src) {
+        stats::count(vip_id, Reason::DropPenalty, len);
+        return xdp_action::XDP_DROP;
+    }
+    if ratelimit::charge_packet(&src, cfg).is_err() {
+        stats::count(vip_id, Reason::DropRatePps, len);
+        return xdp_action::XDP_DROP;
+    }
+
+    let is_tcp = flow.proto == PROTO_TCP;
+    let now = if is_tcp { 0 } else { ratelimit::now_ns() };
+    let choice = steer::lookup(flow, cfg, now);
+    // New connection: a TCP SYN without ACK, or a UDP datagram of no known flow.
+    let new_conn = if is_tcp {
+        pkt.tcp_flags & (TCP_SYN | TCP_ACK) == TCP_SYN
+    } else {
+        !choice.hit
+    };
+    if new_conn && ratelimit::charge_conn(&src, cfg).is_err() {
+        stats::count(vip_id, Reason::DropRateConn, len);
+        return xdp_action::XDP_DROP;
+    }
+    if choice.hit {
+        stats::count(vip_id, Reason::FlowHit, len);
+    } else {
+        stats::count(vip_id, Reason::FlowMiss, len);
+    }
+    let closing = is_tcp && pkt.tcp_flags & (TCP_FIN | TCP_RST) != 0;
+    if closing {
+        if choice.hit {
+            steer::forget(flow);
+        }
+    } else if !choice.hit {
+        steer::remember(flow, choice.node, now);
+    }
+    forward(ctx, &pkt, cfg, vip_id, choice.node, len)
+}
+
+/// Passes locally or encapsulates to the serving node, and counts which.
+#[inline(always)]
+fn forward(ctx: &XdpContext, pkt: &Packet, cfg: &Config, vip_id: u32, node: u32, len: u64) -> u32 {
+    if let Some(info) = steer::remote_node(node) {
+        match encap::encapsulate(ctx, pkt, &info, cfg) {
+            Encap::Done => {
+                stats::count(vip_id, Reason::SteeredRemote, len);
+                return xdp_action::XDP_TX;
+            }
+            Encap::Broken => {
+                stats::count(vip_id, Reason::DropMalformed, len);
+                return xdp_action::XDP_DROP;
+            }
+            Encap::Skipped => {}
+        }
+    }
     stats::count(vip_id, Reason::PassLocal, len);
     xdp_action::XDP_PASS
+}
+
+/// "Fragmentation needed" / "packet too big" for a VIP flow goes where the flow goes.
+/// Not subject to ACLs or limits (routers send these), and never creates a flow.
+#[inline(always)]
+fn icmp_error(ctx: &XdpContext, pkt: &Packet, len: u64) -> u32 {
+    let Some(vip) = VIPS.get_ptr(pkt.vip_key()) else {
+        return xdp_action::XDP_PASS;
+    };
+    // SAFETY: as in try_lb_xdp.
+    let vip_id = unsafe { (*vip).id };
+    let Some(cfg) = CONFIG.get(CONFIG_KEY) else {
+        return xdp_action::XDP_PASS;
+    };
+    let choice = steer::lookup(&pkt.flow, cfg, ratelimit::now_ns());
+    forward(ctx, pkt, cfg, vip_id, choice.node, len)
 }

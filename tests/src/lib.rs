@@ -6,3 +6,4 @@ pub mod packet;
 pub mod procs;
 pub mod topology;
 pub mod wait;
+pub mod xdp;

@@ -1,43 +1,42 @@
-//! Packet tests of `lb_xdp`, Katran style: the real program, run by the kernel through
-//! BPF_PROG_TEST_RUN on crafted frames. Each row gives the input bytes, the expected XDP
-//! action and output bytes, and the expected change of every `STATS` counter (summed over
-//! CPUs; every counter not named must stay unchanged).
+//! Packet tests of `lb_xdp` and `lb_tc_decap`, Katran style: the real programs, run by the
+//! kernel through BPF_PROG_TEST_RUN on crafted frames. Each row gives a description, the
+//! map setup, packets run first, the input bytes, the expected action and output bytes,
+//! and the expected change of every `STATS` counter (summed over CPUs; every counter not
+//! named must stay unchanged). Each row runs on a freshly loaded object.
 //!
-//! Needs root (BPF_PROG_LOAD, BPF_PROG_TEST_RUN, bpffs); skips with a message otherwise.
-use std::{
-    collections::BTreeMap,
-    fs,
-    io::ErrorKind,
-    path::{Path, PathBuf},
-    process::Command,
-    sync::atomic::{AtomicU32, Ordering},
-};
+//! Needs root (BPF_PROG_LOAD, BPF_PROG_TEST_RUN); skips with a message otherwise.
+use std::{collections::BTreeMap, net::IpAddr};
 
-use aya::{
-    Ebpf, EbpfLoader,
-    maps::{HashMap, MapData, PerCpuArray},
-    programs::{ProgramError, TestRun, TestRunOptions, Xdp},
-};
+use aya::programs::ProgramError;
 use lb_common::{
-    Counter, MAX_VIPS, PROG_XDP, PROTO_TCP, PROTO_UDP, Reason, STATS, STATS_ENTRIES, VIPS, VipInfo,
-    VipKey,
+    Counter, FAMILY_V4, FlowKey, MAX_VIPS, NODE_HAS_V4, NODE_HAS_V6, NODE_LOCAL, NodeInfo,
+    PROG_XDP, PROTO_TCP, PROTO_UDP, Reason, VipKey,
 };
-use tests::packet::{self, Frame, PacketBuilder, tcp_flags};
+use lb_userspace::dataplane::policy::{Cidr, KernelPolicy};
+use tests::{
+    packet::{self, Frame, PacketBuilder, tcp_flags},
+    xdp::{Loaded, TC_ACT_OK, XDP_DROP, XDP_PASS, XDP_TX, flow_key},
+};
 
-const XDP_PASS: u32 = 2;
-
-/// VIPs every row runs against, with their `STATS` row ids.
-const VIP_TCP: (VipKey, u32) = (VipKey::v4([198, 18, 0, 210], 80, PROTO_TCP), 1);
-const VIP_UDP: (VipKey, u32) = (VipKey::v4([198, 18, 0, 210], 53, PROTO_UDP), 2);
+/// VIPs every row runs against; ids are positions, then one id per VIP address.
+const VIP_TCP: VipKey = VipKey::v4([198, 18, 0, 210], 80, PROTO_TCP);
+const VIP_UDP: VipKey = VipKey::v4([198, 18, 0, 210], 53, PROTO_UDP);
 /// 2001:2::/48 is the IPv6 benchmarking range (RFC 5180), the counterpart of 198.18.0.0/15.
-const VIP_V6: (VipKey, u32) = (
-    VipKey::v6(
-        [0x20, 0x01, 0, 0x02, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0xd2],
-        443,
-        PROTO_TCP,
-    ),
-    3,
-);
+const VIP6_ADDR: [u8; 16] = [0x20, 0x01, 0, 0x02, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0xd2];
+const VIP_V6: VipKey = VipKey::v6(VIP6_ADDR, 443, PROTO_TCP);
+const TCP_ID: u32 = 0;
+const UDP_ID: u32 = 1;
+const V6_ID: u32 = 2;
+/// Address-only entries: 198.18.0.210 and 2001:2::d2.
+const ADDR4_ID: u32 = 3;
+const ADDR6_ID: u32 = 4;
+
+/// This node (index 0) and a peer (index 1) for the steering rows.
+const SELF_V4: [u8; 4] = [198, 18, 0, 2];
+const PEER_V4: [u8; 4] = [198, 18, 0, 3];
+const SELF_V6: [u8; 16] = [0x20, 0x01, 0, 2, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 2];
+const PEER_V6: [u8; 16] = [0x20, 0x01, 0, 2, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 3];
+const PEER_MAC: [u8; 6] = [0x02, 0, 0, 0, 0, 0x03];
 
 fn skip_unless_root() -> bool {
     // SAFETY: geteuid has no preconditions and cannot fail.
@@ -46,72 +45,6 @@ fn skip_unless_root() -> bool {
         return true;
     }
     false
-}
-
-/// The lb-ebpf object loaded into the kernel, `lb_xdp` verified and ready to run.
-struct Dataplane {
-    ebpf: Ebpf,
-}
-
-impl Dataplane {
-    fn load() -> Self {
-        let mut ebpf = EbpfLoader::new()
-            .load(lb_userspace::dataplane::object::bytes())
-            .unwrap_or_else(|e| panic!("loading the lb-ebpf object: {e}"));
-        let prog: &mut Xdp = ebpf
-            .program_mut(PROG_XDP)
-            .expect("lb_xdp in the object")
-            .try_into()
-            .expect("lb_xdp is an XDP program");
-        // The verifier log is part of the error's Display.
-        prog.load()
-            .unwrap_or_else(|e| panic!("verifying lb_xdp: {e}"));
-        Self { ebpf }
-    }
-
-    fn add_vip(&mut self, (key, id): (VipKey, u32)) {
-        let mut vips: HashMap<_, VipKey, VipInfo> =
-            HashMap::try_from(self.ebpf.map_mut(VIPS).expect("VIPS map")).expect("VIPS type");
-        vips.insert(key, VipInfo { id, flags: 0 }, 0)
-            .expect("insert VIP");
-    }
-
-    fn xdp(&self) -> &Xdp {
-        self.ebpf
-            .program(PROG_XDP)
-            .expect("lb_xdp")
-            .try_into()
-            .expect("XDP program")
-    }
-
-    /// Runs `lb_xdp` `repeat` times on `input`; returns the action and the output frame.
-    fn run(&self, input: &[u8], repeat: u32) -> Result<(u32, Vec<u8>), ProgramError> {
-        // Room for programs that grow the frame (encapsulation) in later rows.
-        let mut out = vec![0u8; input.len() + 256];
-        let result = self.xdp().test_run(TestRunOptions {
-            data_in: Some(input),
-            data_out: Some(&mut out),
-            repeat,
-            ..TestRunOptions::default()
-        })?;
-        out.truncate(result.data_size_out as usize);
-        Ok((result.return_value, out))
-    }
-
-    /// Every `STATS` entry, summed over CPUs.
-    fn stats(&self) -> Vec<Counter> {
-        let stats: PerCpuArray<&MapData, Counter> =
-            PerCpuArray::try_from(self.ebpf.map(STATS).expect("STATS map")).expect("STATS type");
-        (0..STATS_ENTRIES)
-            .map(|i| {
-                let per_cpu = stats.get(&i, 0).expect("read STATS");
-                per_cpu.iter().fold(Counter::default(), |a, c| Counter {
-                    packets: a.packets + c.packets,
-                    bytes: a.bytes + c.bytes,
-                })
-            })
-            .collect()
-    }
 }
 
 /// Changed counters, keyed by (vip id, reason name): (packets, bytes).
@@ -142,50 +75,116 @@ enum Expect {
     KernelRejects,
 }
 
+type Setup = Box<dyn Fn(&mut Loaded)>;
+type Check = Box<dyn Fn(&Loaded) -> Result<(), String>>;
+
+#[derive(Clone, Copy, PartialEq, Eq)]
+enum Program {
+    Xdp,
+    TcDecap,
+}
+
 struct Row {
-    name: &'static str,
+    name: String,
+    program: Program,
+    setup: Vec<Setup>,
+    /// Packets run through the program before `input` (their counters are not checked).
+    before: Vec<Vec<u8>>,
     input: Vec<u8>,
     expect: Expect,
     counted: Deltas,
+    check: Option<Check>,
 }
 
 impl Row {
-    /// Passed untouched and counted once for `vip_id` as PassLocal, bytes = frame length.
-    fn counted(name: &'static str, input: impl Into<Vec<u8>>, vip_id: u32) -> Self {
+    fn new(name: impl Into<String>, input: impl Into<Vec<u8>>) -> Self {
         let input = input.into();
-        let counted = Deltas::from([((vip_id, Reason::PassLocal.name()), (1, input.len() as u64))]);
         Self {
-            name,
+            name: name.into(),
+            program: Program::Xdp,
+            setup: Vec::new(),
+            before: Vec::new(),
             expect: Expect::Action {
                 action: XDP_PASS,
                 output: input.clone(),
             },
             input,
-            counted,
+            counted: Deltas::new(),
+            check: None,
         }
+    }
+
+    /// Passed untouched, counted as a new local flow for `vip_id`.
+    fn local_new(name: impl Into<String>, input: impl Into<Vec<u8>>, vip_id: u32) -> Self {
+        let row = Self::new(name, input);
+        let len = row.input.len() as u64;
+        row.counts(&[
+            (vip_id, Reason::FlowMiss, len),
+            (vip_id, Reason::PassLocal, len),
+        ])
     }
 
     /// Passed untouched, no counter changes.
-    fn uncounted(name: &'static str, input: impl Into<Vec<u8>>) -> Self {
-        let input = input.into();
-        Self {
-            name,
-            expect: Expect::Action {
-                action: XDP_PASS,
-                output: input.clone(),
-            },
-            input,
-            counted: Deltas::new(),
-        }
+    fn uncounted(name: impl Into<String>, input: impl Into<Vec<u8>>) -> Self {
+        Self::new(name, input)
     }
 
-    fn rejected(name: &'static str, input: impl Into<Vec<u8>>) -> Self {
-        Self {
-            name,
-            input: input.into(),
-            expect: Expect::KernelRejects,
-            counted: Deltas::new(),
+    /// Dropped, counted once under `reason`.
+    fn dropped(name: impl Into<String>, input: impl Into<Vec<u8>>, id: u32, r: Reason) -> Self {
+        let row = Self::new(name, input);
+        let len = row.input.len() as u64;
+        row.action(XDP_DROP).counts(&[(id, r, len)])
+    }
+
+    fn rejected(name: impl Into<String>, input: impl Into<Vec<u8>>) -> Self {
+        let mut row = Self::new(name, input);
+        row.expect = Expect::KernelRejects;
+        row
+    }
+
+    fn tc(mut self) -> Self {
+        self.program = Program::TcDecap;
+        if let Expect::Action { action, .. } = &mut self.expect {
+            *action = TC_ACT_OK;
         }
+        self
+    }
+
+    fn setup(mut self, f: impl Fn(&mut Loaded) + 'static) -> Self {
+        self.setup.push(Box::new(f));
+        self
+    }
+
+    fn before(mut self, packets: Vec<Vec<u8>>) -> Self {
+        self.before = packets;
+        self
+    }
+
+    /// Same output as input, this action.
+    fn action(mut self, action: u32) -> Self {
+        self.expect = Expect::Action {
+            action,
+            output: self.input.clone(),
+        };
+        self
+    }
+
+    fn output(mut self, action: u32, output: Vec<u8>) -> Self {
+        self.expect = Expect::Action { action, output };
+        self
+    }
+
+    fn counts(mut self, c: &[(u32, Reason, u64)]) -> Self {
+        self.counted = c
+            .iter()
+            .map(|(id, r, bytes)| ((*id, r.name()), (1, *bytes)))
+            .collect();
+        self
+    }
+
+    fn check(mut self, f: impl Fn(&Loaded) -> Result<(), String> + 'static) -> Self {
+        self.check = Some(Box::new(f));
+        self
     }
 }
 
@@ -200,10 +199,186 @@ fn with_ipv4(frame: &Frame, edit: impl FnOnce(&mut [u8])) -> Vec<u8> {
     b
 }
 
-fn rows() -> Vec<Row> {
-    let (_, tcp_id) = VIP_TCP;
-    let (_, udp_id) = VIP_UDP;
-    let (_, v6_id) = VIP_V6;
+/// An IPv6 frame with an 8-byte extension header of type `ext` inserted before TCP.
+fn with_ipv6_ext(frame: &Frame, ext: u8) -> Vec<u8> {
+    let mut b = frame.bytes[..frame.l4].to_vec();
+    let plen = u16::from_be_bytes([b[frame.l3 + 4], b[frame.l3 + 5]]) + 8;
+    b[frame.l3 + 4..frame.l3 + 6].copy_from_slice(&plen.to_be_bytes());
+    b[frame.l3 + 6] = ext;
+    // Next header TCP, length 0 (8 bytes); PadN or fragment offset 0 with M set.
+    b.extend_from_slice(&[6, 0, 1, 4, 0, 0, 0, 0]);
+    if ext == 44 {
+        let n = b.len();
+        b[n - 6..].copy_from_slice(&[0, 1, 0, 0, 0x12, 0x34]);
+    }
+    b.extend_from_slice(&frame.bytes[frame.l4..]);
+    b
+}
+
+/// ICMP "fragmentation needed" from a router (198.18.0.254) to the VIP, quoting the
+/// VIP's reply `vip:80 -> client:cport`.
+fn icmp_frag_needed(cport: u16) -> Vec<u8> {
+    let quoted = PacketBuilder::tcp("198.18.0.210:80", &format!("198.18.0.1:{cport}"))
+        .tcp_flags(tcp_flags::ACK)
+        .build();
+    let mut icmp = vec![3, 4, 0, 0, 0, 0, 0x05, 0xc8]; // MTU 1480
+    icmp.extend_from_slice(&quoted.bytes[quoted.l3..quoted.l4 + 8]);
+    let c = packet::checksum(&[&icmp]);
+    icmp[2..4].copy_from_slice(&c.to_be_bytes());
+    ipv4_frame([198, 18, 0, 254], [198, 18, 0, 210], 1, &icmp)
+}
+
+/// ICMPv6 "packet too big" to the IPv6 VIP quoting `vip:443 -> client:cport`.
+fn icmp6_too_big(cport: u16) -> Vec<u8> {
+    let quoted = PacketBuilder::tcp("[2001:2::d2]:443", &format!("[2001:2::1]:{cport}"))
+        .tcp_flags(tcp_flags::ACK)
+        .build();
+    let mut icmp = vec![2, 0, 0, 0, 0, 0, 0x05, 0x00];
+    icmp.extend_from_slice(&quoted.bytes[quoted.l3..quoted.l4 + 8]);
+    // The checksum is not checked by lb_xdp; left zero.
+    let mut b = quoted.bytes[..quoted.l3].to_vec();
+    let mut h = vec![0x60, 0, 0, 0];
+    h.extend_from_slice(&(icmp.len() as u16).to_be_bytes());
+    h.extend_from_slice(&[58, 64]);
+    h.extend_from_slice(&[0x20, 0x01, 0, 2, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0xfe]);
+    h.extend_from_slice(&VIP6_ADDR);
+    b.extend_from_slice(&h);
+    b.extend_from_slice(&icmp);
+    b
+}
+
+/// Ethernet (client -> node) + a 20-byte IPv4 header + `payload`.
+fn ipv4_frame(src: [u8; 4], dst: [u8; 4], proto: u8, payload: &[u8]) -> Vec<u8> {
+    let mut h = vec![0x45, 0];
+    h.extend_from_slice(&((20 + payload.len()) as u16).to_be_bytes());
+    h.extend_from_slice(&[0, 0, 0x40, 0, 64, proto, 0, 0]);
+    h.extend_from_slice(&src);
+    h.extend_from_slice(&dst);
+    let c = packet::checksum(&[&h]);
+    h[10..12].copy_from_slice(&c.to_be_bytes());
+    h.extend_from_slice(payload);
+    packet::ethernet(packet::ETH_P_IP, &h)
+}
+
+/// What `lb_xdp` must emit when it steers `inner` to the peer: built here independently of
+/// the kernel code, outer IPv4 header checksum by `packet::checksum`.
+fn ipip(inner: &Frame) -> Vec<u8> {
+    let l3 = &inner.bytes[inner.l3..];
+    let mut b = PEER_MAC.to_vec();
+    b.extend_from_slice(&packet::NODE_MAC);
+    b.extend_from_slice(&inner.bytes[12..inner.l3]); // VLAN tag (if any) + ethertype
+    let total = (20 + u16::from_be_bytes([l3[2], l3[3]])).to_be_bytes();
+    let mut h = vec![
+        0x45,
+        l3[1],
+        total[0],
+        total[1],
+        0,
+        0,
+        l3[6] & 0x40,
+        0,
+        64,
+        4,
+        0,
+        0,
+    ];
+    h.extend_from_slice(&SELF_V4);
+    h.extend_from_slice(&PEER_V4);
+    let c = packet::checksum(&[&h]);
+    h[10..12].copy_from_slice(&c.to_be_bytes());
+    b.extend_from_slice(&h);
+    b.extend_from_slice(l3);
+    b
+}
+
+fn ip6ip6(inner: &Frame) -> Vec<u8> {
+    let l3 = &inner.bytes[inner.l3..];
+    let mut b = PEER_MAC.to_vec();
+    b.extend_from_slice(&packet::NODE_MAC);
+    b.extend_from_slice(&inner.bytes[12..inner.l3]);
+    let plen = (40 + u16::from_be_bytes([l3[4], l3[5]])).to_be_bytes();
+    b.extend_from_slice(&[0x60, 0, 0, 0, plen[0], plen[1], 41, 64]);
+    b.extend_from_slice(&SELF_V6);
+    b.extend_from_slice(&PEER_V6);
+    b.extend_from_slice(l3);
+    b
+}
+
+fn policy(edit: impl Fn(&mut KernelPolicy) + 'static) -> impl Fn(&mut Loaded) + 'static {
+    move |dp: &mut Loaded| {
+        let mut p = KernelPolicy::default();
+        edit(&mut p);
+        dp.set_policy(&p);
+    }
+}
+
+fn cidrs(list: &[&str]) -> Vec<Cidr> {
+    list.iter().map(|c| c.parse().expect("cidr")).collect()
+}
+
+fn ip(s: &str) -> IpAddr {
+    s.parse().expect("ip")
+}
+
+/// Two nodes: this one (index 0, local) and the peer (index 1); Maglev's live half (0)
+/// sends every flow to `node`, the other half to the other node.
+fn steering(node: u32) -> impl Fn(&mut Loaded) + 'static {
+    move |dp: &mut Loaded| {
+        dp.set_node(
+            0,
+            NodeInfo {
+                v6: SELF_V6,
+                v4: SELF_V4,
+                mac: packet::NODE_MAC,
+                flags: NODE_LOCAL | NODE_HAS_V4 | NODE_HAS_V6,
+            },
+        );
+        dp.set_node(
+            1,
+            NodeInfo {
+                v6: PEER_V6,
+                v4: PEER_V4,
+                mac: PEER_MAC,
+                flags: NODE_HAS_V4 | NODE_HAS_V6,
+            },
+        );
+        dp.fill_maglev(0, node);
+        dp.fill_maglev(1, 1 - node);
+        dp.edit_config(|c| {
+            c.steering = 1;
+            c.maglev_active = 0;
+            c.node_v4 = SELF_V4;
+            c.node_v6 = SELF_V6;
+        });
+    }
+}
+
+fn syn(src: &str) -> Vec<u8> {
+    PacketBuilder::tcp(src, "198.18.0.210:80").build().bytes
+}
+
+fn udp(src: &str) -> Vec<u8> {
+    PacketBuilder::udp(src, "198.18.0.210:53")
+        .payload(b"q")
+        .build()
+        .bytes
+}
+
+fn flow_absent(key: FlowKey) -> impl Fn(&Loaded) -> Result<(), String> {
+    move |dp: &Loaded| match dp.flow(&key) {
+        None => Ok(()),
+        Some(v) => Err(format!("flow still in FLOWS: {v:?}")),
+    }
+}
+
+fn flow_is(key: FlowKey, node: u32) -> impl Fn(&Loaded) -> Result<(), String> {
+    move |dp: &Loaded| match dp.flow(&key) {
+        Some(v) if v.node == node => Ok(()),
+        other => Err(format!("FLOWS entry {other:?}, want node {node}")),
+    }
+}
+
+fn parse_rows() -> Vec<Row> {
     let v4_tcp = PacketBuilder::tcp("198.18.0.1:40000", "198.18.0.210:80").build();
     let v4_udp = PacketBuilder::udp("198.18.0.1:40000", "198.18.0.210:53")
         .payload(b"query")
@@ -214,11 +389,12 @@ fn rows() -> Vec<Row> {
         .build();
     // 40 bytes of NOP options: IHL 15, the largest header IPv4 allows.
     let max_options = [0x01; 40];
+    let len = |b: &[u8]| b.len() as u64;
 
     vec![
-        // VIP traffic: counted once, bytes = whole frame.
-        Row::counted("IPv4 TCP SYN to TCP VIP", v4_tcp.bytes.clone(), tcp_id),
-        Row::counted(
+        // VIP traffic: a new flow served here, counted as flow_miss + pass_local.
+        Row::local_new("IPv4 TCP SYN to TCP VIP", v4_tcp.bytes.clone(), TCP_ID),
+        Row::local_new(
             "IPv4 TCP ACK+PSH with 1400-byte payload to TCP VIP",
             PacketBuilder::tcp("198.18.0.1:40000", "198.18.0.210:80")
                 .tcp_flags(tcp_flags::ACK | tcp_flags::PSH)
@@ -226,46 +402,57 @@ fn rows() -> Vec<Row> {
                 .payload(&[0xab; 1400])
                 .build()
                 .bytes,
-            tcp_id,
+            TCP_ID,
         ),
-        Row::counted("IPv4 UDP to UDP VIP", v4_udp.bytes.clone(), udp_id),
-        Row::counted(
+        Row::local_new("IPv4 UDP to UDP VIP", v4_udp.bytes.clone(), UDP_ID),
+        Row::local_new(
             "IPv4 UDP with empty payload (8-byte header exactly) to UDP VIP",
             PacketBuilder::udp("198.18.0.1:40000", "198.18.0.210:53")
                 .build()
                 .bytes,
-            udp_id,
+            UDP_ID,
         ),
-        Row::counted(
+        Row::local_new(
             "802.1Q-tagged IPv4 TCP to TCP VIP",
             vlan_tcp.bytes.clone(),
-            tcp_id,
+            TCP_ID,
         ),
-        Row::counted(
+        Row::local_new(
             "802.1ad-tagged IPv4 UDP to UDP VIP",
             PacketBuilder::udp("198.18.0.1:40000", "198.18.0.210:53")
                 .vlan_8021ad(4094)
                 .build()
                 .bytes,
-            udp_id,
+            UDP_ID,
         ),
-        Row::counted("IPv6 TCP to IPv6 VIP", v6_tcp.bytes.clone(), v6_id),
-        Row::counted(
+        Row::local_new("IPv6 TCP to IPv6 VIP", v6_tcp.bytes.clone(), V6_ID),
+        Row::local_new(
             "IPv4 with 4 bytes of options (IHL 6) to TCP VIP",
             PacketBuilder::tcp("198.18.0.1:40000", "198.18.0.210:80")
                 .ipv4_options(&[0x01, 0x01, 0x01, 0x00])
                 .build()
                 .bytes,
-            tcp_id,
+            TCP_ID,
         ),
-        Row::counted(
+        Row::local_new(
             "IPv4 with 40 bytes of options (IHL 15) to UDP VIP",
             PacketBuilder::udp("198.18.0.1:40000", "198.18.0.210:53")
                 .ipv4_options(&max_options)
                 .build()
                 .bytes,
-            udp_id,
+            UDP_ID,
         ),
+        Row::new("second packet of a TCP flow is a flow hit", {
+            PacketBuilder::tcp("198.18.0.1:40000", "198.18.0.210:80")
+                .tcp_flags(tcp_flags::ACK)
+                .build()
+                .bytes
+        })
+        .before(vec![v4_tcp.bytes.clone()])
+        .counts(&[
+            (TCP_ID, Reason::FlowHit, 54),
+            (TCP_ID, Reason::PassLocal, 54),
+        ]),
         // Not a VIP:port:protocol: untouched, uncounted.
         Row::uncounted(
             "IPv4 TCP to VIP address, other port",
@@ -292,8 +479,14 @@ fn rows() -> Vec<Row> {
                 .bytes,
         ),
         Row::uncounted(
-            "IPv4 ICMP to VIP address (protocol 1)",
+            "IPv4 protocol 1 with a non-ICMP-error body to the VIP address",
             with_ipv4(&v4_tcp, |h| h[9] = 1),
+        ),
+        Row::uncounted(
+            "IPv4 TCP to port 0 of the VIP address (the address-only key is not traffic)",
+            PacketBuilder::tcp("198.18.0.1:40000", "198.18.0.210:0")
+                .build()
+                .bytes,
         ),
         Row::uncounted(
             "IPv6 TCP to IPv6 VIP, other port",
@@ -307,7 +500,7 @@ fn rows() -> Vec<Row> {
                 .build()
                 .bytes,
         ),
-        // Malformed IP headers.
+        // Malformed IP headers: not ours to judge.
         Row::uncounted(
             "IPv4 IHL 4 (< 5)",
             PacketBuilder::tcp("198.18.0.1:40000", "198.18.0.210:80")
@@ -323,13 +516,6 @@ fn rows() -> Vec<Row> {
                 .bytes,
         ),
         Row::uncounted(
-            "IPv4 IHL 15 but no options: the TCP header would run past the frame",
-            PacketBuilder::tcp("198.18.0.1:40000", "198.18.0.210:80")
-                .ihl(15)
-                .build()
-                .bytes,
-        ),
-        Row::uncounted(
             "IPv4 ethertype carrying version 6",
             with_ipv4(&v4_tcp, |h| h[0] = 0x65),
         ),
@@ -338,6 +524,120 @@ fn rows() -> Vec<Row> {
             b[v6_tcp.l3] = 0x40;
             b
         }),
+        // Short or invalid L4 header to a VIP address: dropped as malformed.
+        Row::dropped(
+            "IPv4 IHL 15 but no options: the TCP header would run past the frame",
+            PacketBuilder::tcp("198.18.0.1:40000", "198.18.0.210:80")
+                .ihl(15)
+                .build()
+                .bytes,
+            ADDR4_ID,
+            Reason::DropMalformed,
+        ),
+        Row::dropped(
+            "IPv4 header, no TCP header",
+            v4_tcp.truncated(v4_tcp.l4),
+            ADDR4_ID,
+            Reason::DropMalformed,
+        ),
+        Row::dropped(
+            "truncated TCP header (19 of 20 bytes)",
+            v4_tcp.truncated(v4_tcp.l4 + 19),
+            ADDR4_ID,
+            Reason::DropMalformed,
+        ),
+        Row::dropped(
+            "truncated TCP header after VLAN tag (10 of 20 bytes)",
+            vlan_tcp.truncated(vlan_tcp.l4 + 10),
+            ADDR4_ID,
+            Reason::DropMalformed,
+        ),
+        Row::dropped(
+            "truncated UDP header (7 of 8 bytes)",
+            v4_udp.truncated(v4_udp.l4 + 7),
+            ADDR4_ID,
+            Reason::DropMalformed,
+        ),
+        Row::dropped(
+            "truncated TCP header after IPv6 (19 of 20 bytes)",
+            v6_tcp.truncated(v6_tcp.l4 + 19),
+            ADDR6_ID,
+            Reason::DropMalformed,
+        ),
+        Row::dropped(
+            "TCP data offset 4 (< 5)",
+            {
+                let mut b = v4_tcp.bytes.clone();
+                b[v4_tcp.l4 + 12] = 4 << 4;
+                b
+            },
+            ADDR4_ID,
+            Reason::DropMalformed,
+        ),
+        Row::uncounted(
+            "truncated TCP header to a non-VIP address",
+            PacketBuilder::tcp("198.18.0.1:40000", "198.18.0.99:80")
+                .build()
+                .truncated(v4_tcp.l4 + 10),
+        ),
+        // Fragments and IPv6 extension headers (policy in lb-ebpf/src/parse.rs).
+        Row::dropped(
+            "IPv4 first fragment (MF, offset 0) to TCP VIP",
+            with_ipv4(&v4_tcp, |h| h[6] = 0x20),
+            ADDR4_ID,
+            Reason::DropMalformed,
+        ),
+        Row::dropped(
+            "IPv4 later fragment (offset 1480) to the VIP address",
+            with_ipv4(&v4_tcp, |h| h[6..8].copy_from_slice(&185u16.to_be_bytes())),
+            ADDR4_ID,
+            Reason::DropMalformed,
+        ),
+        Row::uncounted(
+            "IPv4 fragment to a non-VIP address",
+            with_ipv4(
+                &PacketBuilder::tcp("198.18.0.1:40000", "198.18.0.99:80").build(),
+                |h| h[6] = 0x20,
+            ),
+        ),
+        Row::dropped(
+            "IPv6 Hop-by-Hop header before TCP to IPv6 VIP",
+            with_ipv6_ext(&v6_tcp, 0),
+            ADDR6_ID,
+            Reason::DropMalformed,
+        ),
+        Row::dropped(
+            "IPv6 Destination Options header before TCP to IPv6 VIP",
+            with_ipv6_ext(&v6_tcp, 60),
+            ADDR6_ID,
+            Reason::DropMalformed,
+        ),
+        Row::dropped(
+            "IPv6 Fragment header to IPv6 VIP",
+            with_ipv6_ext(&v6_tcp, 44),
+            ADDR6_ID,
+            Reason::DropMalformed,
+        ),
+        // ICMP.
+        Row::uncounted(
+            "ICMP echo request to the VIP address: the local stack answers",
+            ipv4_frame(
+                [198, 18, 0, 1],
+                [198, 18, 0, 210],
+                1,
+                &[8, 0, 0xf7, 0xfe, 0, 1, 0, 0],
+            ),
+        ),
+        Row::new(
+            "ICMP fragmentation needed for a VIP flow, served here",
+            icmp_frag_needed(40000),
+        )
+        .counts(&[(TCP_ID, Reason::PassLocal, len(&icmp_frag_needed(40000)))]),
+        Row::new(
+            "ICMPv6 packet too big for an IPv6 VIP flow, served here",
+            icmp6_too_big(40000),
+        )
+        .counts(&[(V6_ID, Reason::PassLocal, len(&icmp6_too_big(40000)))]),
         // Truncated frames: every read must stay inside the packet.
         Row::rejected("truncated Ethernet header (10 bytes)", v4_tcp.truncated(10)),
         Row::rejected("empty frame", Vec::new()),
@@ -357,44 +657,21 @@ fn rows() -> Vec<Row> {
             "truncated IPv4 header (19 of 20 bytes)",
             v4_tcp.truncated(v4_tcp.l3 + 19),
         ),
-        Row::uncounted("IPv4 header, no TCP header", v4_tcp.truncated(v4_tcp.l4)),
-        Row::uncounted(
-            "truncated TCP header (19 of 20 bytes)",
-            v4_tcp.truncated(v4_tcp.l4 + 19),
-        ),
-        Row::uncounted(
-            "truncated TCP header after VLAN tag (10 of 20 bytes)",
-            vlan_tcp.truncated(vlan_tcp.l4 + 10),
-        ),
-        Row::uncounted(
-            "truncated UDP header (7 of 8 bytes)",
-            v4_udp.truncated(v4_udp.l4 + 7),
-        ),
         Row::uncounted(
             "truncated IPv6 header (39 of 40 bytes)",
             v6_tcp.truncated(v6_tcp.l3 + 39),
         ),
-        Row::uncounted(
-            "truncated TCP header after IPv6 (19 of 20 bytes)",
-            v6_tcp.truncated(v6_tcp.l4 + 19),
-        ),
         // Not IP at all.
         Row::uncounted(
             "ARP request for the VIP",
-            packet::arp_request(
-                "198.18.0.1".parse().expect("addr"),
-                "198.18.0.210".parse().expect("addr"),
-            ),
+            packet::arp_request(ip4("198.18.0.1"), ip4("198.18.0.210")),
         ),
         Row::uncounted(
             "LLDP (ethertype 0x88cc)",
             packet::ethernet(0x88cc, &[0; 46]),
         ),
         Row::uncounted("802.1Q tag carrying ARP", {
-            let arp = packet::arp_request(
-                "198.18.0.1".parse().expect("addr"),
-                "198.18.0.210".parse().expect("addr"),
-            );
+            let arp = packet::arp_request(ip4("198.18.0.1"), ip4("198.18.0.210"));
             let mut b = arp[..12].to_vec();
             b.extend_from_slice(&[0x81, 0x00, 0x00, 0x07]);
             b.extend_from_slice(&arp[12..]);
@@ -403,25 +680,370 @@ fn rows() -> Vec<Row> {
     ]
 }
 
-fn loaded_with_vips() -> Dataplane {
-    let mut dp = Dataplane::load();
-    for vip in [VIP_TCP, VIP_UDP, VIP_V6] {
-        dp.add_vip(vip);
-    }
-    dp
+fn ip4(s: &str) -> std::net::Ipv4Addr {
+    s.parse().expect("addr")
 }
 
-#[test]
-fn lb_xdp_packet_table() {
-    if skip_unless_root() {
-        return;
-    }
-    let dp = loaded_with_vips();
-    let rows = rows();
+fn policy_rows() -> Vec<Row> {
+    let s = syn("198.18.0.1:40000");
+    let s6 = PacketBuilder::tcp("[2001:2::1]:40000", "[2001:2::d2]:443")
+        .build()
+        .bytes;
+    vec![
+        Row::dropped(
+            "deny list: source in 198.18.0.0/24",
+            s.clone(),
+            TCP_ID,
+            Reason::DropAcl,
+        )
+        .setup(policy(|p| p.deny = cidrs(&["198.18.0.0/24"]))),
+        Row::dropped(
+            "deny list: IPv6 source in 2001:2::/64",
+            s6.clone(),
+            V6_ID,
+            Reason::DropAcl,
+        )
+        .setup(policy(|p| p.deny = cidrs(&["2001:2::/64"]))),
+        Row::local_new(
+            "deny list: source outside the denied prefix",
+            s.clone(),
+            TCP_ID,
+        )
+        .setup(policy(|p| {
+            p.deny = cidrs(&["198.18.1.0/24", "198.18.0.2/32"])
+        })),
+        Row::dropped(
+            "allow list: source outside it",
+            s.clone(),
+            TCP_ID,
+            Reason::DropAcl,
+        )
+        .setup(policy(|p| p.allow = cidrs(&["198.18.9.0/24"]))),
+        Row::local_new("allow list: source inside it", s.clone(), TCP_ID)
+            .setup(policy(|p| p.allow = cidrs(&["198.18.0.0/24"]))),
+        Row::dropped("deny wins over allow", s.clone(), TCP_ID, Reason::DropAcl).setup(policy(
+            |p| {
+                p.allow = cidrs(&["198.18.0.0/24"]);
+                p.deny = cidrs(&["198.18.0.1/32"]);
+            },
+        )),
+        Row::local_new(
+            "an IPv4 allow list does not restrict IPv6",
+            s6.clone(),
+            V6_ID,
+        )
+        .setup(policy(|p| p.allow = cidrs(&["198.18.9.0/24"]))),
+        Row::uncounted(
+            "non-VIP traffic from a denied source passes",
+            PacketBuilder::tcp("198.18.0.1:40000", "198.18.0.99:80")
+                .build()
+                .bytes,
+        )
+        .setup(policy(|p| p.deny = cidrs(&["0.0.0.0/0"]))),
+        Row::dropped(
+            "penalty box: source reported by the proxy",
+            s.clone(),
+            TCP_ID,
+            Reason::DropPenalty,
+        )
+        .setup(|dp| dp.penalize(ip("198.18.0.1"), 60)),
+        Row::local_new("penalty box: sentence expired", s.clone(), TCP_ID)
+            .setup(|dp| dp.penalize_expired(ip("198.18.0.1"))),
+        Row::local_new("penalty box: another source", s.clone(), TCP_ID)
+            .setup(|dp| dp.penalize(ip("198.18.0.7"), 60)),
+        Row::dropped(
+            "new connections: third SYN with rate 1/s, burst 2",
+            syn("198.18.0.1:40003"),
+            TCP_ID,
+            Reason::DropRateConn,
+        )
+        .setup(policy(|p| (p.conn_rate, p.conn_burst) = (1, 2)))
+        .before(vec![syn("198.18.0.1:40001"), syn("198.18.0.1:40002")]),
+        Row::local_new(
+            "new connections: a second source is unaffected",
+            syn("198.18.0.5:40001"),
+            TCP_ID,
+        )
+        .setup(policy(|p| (p.conn_rate, p.conn_burst) = (1, 2)))
+        .before(vec![
+            syn("198.18.0.1:40001"),
+            syn("198.18.0.1:40002"),
+            syn("198.18.0.1:40003"),
+        ]),
+        Row::new(
+            "new connections: an ACK of an admitted flow is not a new connection",
+            PacketBuilder::tcp("198.18.0.1:40001", "198.18.0.210:80")
+                .tcp_flags(tcp_flags::ACK)
+                .build()
+                .bytes,
+        )
+        .setup(policy(|p| (p.conn_rate, p.conn_burst) = (1, 2)))
+        .before(vec![syn("198.18.0.1:40001"), syn("198.18.0.1:40002")])
+        .counts(&[
+            (TCP_ID, Reason::FlowHit, 54),
+            (TCP_ID, Reason::PassLocal, 54),
+        ]),
+        Row::dropped(
+            "new connections: a second UDP flow with rate 1/s, burst 1",
+            udp("198.18.0.1:1001"),
+            UDP_ID,
+            Reason::DropRateConn,
+        )
+        .setup(policy(|p| (p.conn_rate, p.conn_burst) = (1, 1)))
+        .before(vec![udp("198.18.0.1:1000")]),
+        Row::new(
+            "new connections: more datagrams of a known UDP flow",
+            udp("198.18.0.1:1000"),
+        )
+        .setup(policy(|p| (p.conn_rate, p.conn_burst) = (1, 1)))
+        .before(vec![udp("198.18.0.1:1000")])
+        .counts(&[
+            (UDP_ID, Reason::FlowHit, 43),
+            (UDP_ID, Reason::PassLocal, 43),
+        ]),
+        Row::dropped(
+            "packets/s: fourth packet with rate 1/s, burst 3",
+            udp("198.18.0.1:1000"),
+            UDP_ID,
+            Reason::DropRatePps,
+        )
+        .setup(policy(|p| (p.pps, p.pps_burst) = (1, 3)))
+        .before(vec![udp("198.18.0.1:1000"); 3]),
+        Row::local_new(
+            "packets/s: a second source is unaffected",
+            udp("198.18.0.9:1000"),
+            UDP_ID,
+        )
+        .setup(policy(|p| (p.pps, p.pps_burst) = (1, 3)))
+        .before(vec![udp("198.18.0.1:1000"); 4]),
+    ]
+}
+
+fn steer_rows() -> Vec<Row> {
+    let v4 = PacketBuilder::tcp("198.18.0.1:40000", "198.18.0.210:80").build();
+    let v4_opts = PacketBuilder::tcp("198.18.0.1:40000", "198.18.0.210:80")
+        .ipv4_options(&[0x01; 8])
+        .payload(b"hello")
+        .build();
+    let vlan = PacketBuilder::udp("198.18.0.1:40000", "198.18.0.210:53")
+        .vlan(7)
+        .payload(b"q")
+        .build();
+    let v6 = PacketBuilder::tcp("[2001:2::1]:40000", "[2001:2::d2]:443")
+        .payload(&[7; 100])
+        .build();
+    let fin = PacketBuilder::tcp("198.18.0.1:40000", "198.18.0.210:80")
+        .tcp_flags(tcp_flags::FIN | tcp_flags::ACK)
+        .build();
+    let rst = PacketBuilder::tcp("198.18.0.1:40000", "198.18.0.210:80")
+        .tcp_flags(tcp_flags::RST)
+        .build();
+    let key = flow_key("198.18.0.1:40000", "198.18.0.210:80", PROTO_TCP);
+    let n = |f: &Frame| f.len() as u64;
+    vec![
+        Row::new(
+            "new flow, Maglev picks the peer: IPIP to it, XDP_TX",
+            v4.bytes.clone(),
+        )
+        .setup(steering(1))
+        .output(XDP_TX, ipip(&v4))
+        .counts(&[
+            (TCP_ID, Reason::FlowMiss, n(&v4)),
+            (TCP_ID, Reason::SteeredRemote, n(&v4)),
+        ])
+        .check(flow_is(key, 1)),
+        Row::local_new("new flow, Maglev picks this node", v4.bytes.clone(), TCP_ID)
+            .setup(steering(0))
+            .check(flow_is(key, 0)),
+        Row::new(
+            "flow hit on the peer wins over Maglev (this node)",
+            v4.bytes.clone(),
+        )
+        .setup(steering(0))
+        .setup(move |dp| dp.insert_flow(&key, 1))
+        .output(XDP_TX, ipip(&v4))
+        .counts(&[
+            (TCP_ID, Reason::FlowHit, n(&v4)),
+            (TCP_ID, Reason::SteeredRemote, n(&v4)),
+        ]),
+        Row::new(
+            "flow hit here wins over Maglev (the peer)",
+            v4.bytes.clone(),
+        )
+        .setup(steering(1))
+        .setup(move |dp| dp.insert_flow(&key, 0))
+        .counts(&[
+            (TCP_ID, Reason::FlowHit, n(&v4)),
+            (TCP_ID, Reason::PassLocal, n(&v4)),
+        ]),
+        Row::local_new(
+            "Maglev's other half is live (maglev_active 1)",
+            v4.bytes.clone(),
+            TCP_ID,
+        )
+        .setup(steering(1))
+        .setup(|dp| dp.edit_config(|c| c.maglev_active = 1)),
+        Row::new(
+            "IPv4 options are carried inside the tunnel unchanged",
+            v4_opts.bytes.clone(),
+        )
+        .setup(steering(1))
+        .output(XDP_TX, ipip(&v4_opts))
+        .counts(&[
+            (TCP_ID, Reason::FlowMiss, n(&v4_opts)),
+            (TCP_ID, Reason::SteeredRemote, n(&v4_opts)),
+        ]),
+        Row::new(
+            "802.1Q tag kept on the encapsulated frame (UDP)",
+            vlan.bytes.clone(),
+        )
+        .setup(steering(1))
+        .output(XDP_TX, ipip(&vlan))
+        .counts(&[
+            (UDP_ID, Reason::FlowMiss, n(&vlan)),
+            (UDP_ID, Reason::SteeredRemote, n(&vlan)),
+        ]),
+        Row::new("IPv6 flow to the peer: IP6IP6", v6.bytes.clone())
+            .setup(steering(1))
+            .output(XDP_TX, ip6ip6(&v6))
+            .counts(&[
+                (V6_ID, Reason::FlowMiss, n(&v6)),
+                (V6_ID, Reason::SteeredRemote, n(&v6)),
+            ]),
+        Row::local_new(
+            "IPv6 flow, this node has no IPv6 address: served here",
+            v6.bytes.clone(),
+            V6_ID,
+        )
+        .setup(steering(1))
+        .setup(|dp| dp.edit_config(|c| c.node_v6 = [0; 16])),
+        Row::new(
+            "FIN of a steered flow is sent on and removes the flow",
+            fin.bytes.clone(),
+        )
+        .setup(steering(0))
+        .setup(move |dp| dp.insert_flow(&key, 1))
+        .output(XDP_TX, ipip(&fin))
+        .counts(&[
+            (TCP_ID, Reason::FlowHit, n(&fin)),
+            (TCP_ID, Reason::SteeredRemote, n(&fin)),
+        ])
+        .check(flow_absent(key)),
+        Row::new(
+            "RST of an unknown flow is steered but not remembered",
+            rst.bytes.clone(),
+        )
+        .setup(steering(1))
+        .output(XDP_TX, ipip(&rst))
+        .counts(&[
+            (TCP_ID, Reason::FlowMiss, n(&rst)),
+            (TCP_ID, Reason::SteeredRemote, n(&rst)),
+        ])
+        .check(flow_absent(key)),
+        Row::new(
+            "ICMP fragmentation needed follows its flow to the peer",
+            icmp_frag_needed(40000),
+        )
+        .setup(steering(0))
+        .setup(move |dp| dp.insert_flow(&key, 1))
+        .output(XDP_TX, {
+            let f = icmp_frag_needed(40000);
+            ipip(&Frame {
+                l3: 14,
+                l4: 34,
+                payload: 34,
+                bytes: f,
+            })
+        })
+        .counts(&[(
+            TCP_ID,
+            Reason::SteeredRemote,
+            icmp_frag_needed(40000).len() as u64,
+        )])
+        .check(flow_is(key, 1)),
+        Row::dropped(
+            "ACL drops before steering",
+            v4.bytes.clone(),
+            TCP_ID,
+            Reason::DropAcl,
+        )
+        .setup(steering(1))
+        .setup(policy(|p| p.deny = cidrs(&["198.18.0.1/32"]))),
+    ]
+}
+
+/// The frame the peer receives when `inner` is steered to it, as the peer's `lb_tc_decap`
+/// sees it, and what it must hand to the stack.
+fn decap_rows() -> Vec<Row> {
+    let v4 = PacketBuilder::tcp("198.18.0.1:40000", "198.18.0.210:80")
+        .payload(b"GET / HTTP/1.1\r\n\r\n")
+        .build();
+    let v6 = PacketBuilder::tcp("[2001:2::1]:40000", "[2001:2::d2]:443").build();
+    let other = PacketBuilder::tcp("198.18.0.1:40000", "198.18.0.99:80").build();
+    let stripped = |f: &Frame| {
+        let mut b = PEER_MAC.to_vec();
+        b.extend_from_slice(&packet::NODE_MAC);
+        b.extend_from_slice(&f.bytes[12..]);
+        b
+    };
+    // The receiving node is the peer: its own address is PEER_V4/6.
+    let peer = |dp: &mut Loaded| {
+        dp.edit_config(|c| {
+            c.node_v4 = PEER_V4;
+            c.node_v6 = PEER_V6;
+        })
+    };
+    let enc4 = ipip(&v4);
+    let enc6 = ip6ip6(&v6);
+    vec![
+        Row::new(
+            "IPIP to this node, inner TCP to the VIP: outer header stripped",
+            enc4.clone(),
+        )
+        .tc()
+        .setup(peer)
+        .output(TC_ACT_OK, stripped(&v4))
+        .counts(&[(TCP_ID, Reason::Decapsulated, enc4.len() as u64)]),
+        Row::new(
+            "IP6IP6 to this node, inner TCP to the IPv6 VIP: stripped",
+            enc6.clone(),
+        )
+        .tc()
+        .setup(peer)
+        .output(TC_ACT_OK, stripped(&v6))
+        .counts(&[(V6_ID, Reason::Decapsulated, enc6.len() as u64)]),
+        Row::new("IPIP to another node: untouched", enc4.clone())
+            .tc()
+            .setup(|dp| dp.edit_config(|c| c.node_v4 = [198, 18, 0, 77])),
+        Row::new(
+            "IPIP to this node, inner not to a VIP: untouched",
+            ipip(&other),
+        )
+        .tc()
+        .setup(peer),
+        Row::new("plain TCP to the VIP: untouched", v4.bytes.clone())
+            .tc()
+            .setup(peer),
+    ]
+}
+
+fn run_rows(rows: Vec<Row>) {
     let mut failures = Vec::new();
+    let total = rows.len();
     for row in &rows {
+        let mut dp = Loaded::load();
+        dp.set_vips(&[VIP_TCP, VIP_UDP, VIP_V6]);
+        for s in &row.setup {
+            s(&mut dp);
+        }
+        for p in &row.before {
+            dp.run_xdp(PROG_XDP, p, 1).expect("earlier packet");
+        }
         let before = dp.stats();
-        let result = dp.run(&row.input, 1);
+        let result = match row.program {
+            Program::Xdp => dp.run_xdp(PROG_XDP, &row.input, 1).map(|(a, o, _)| (a, o)),
+            Program::TcDecap => dp.run_tc(&row.input),
+        };
         let counted = deltas(&before, &dp.stats());
         let mut problems = Vec::new();
         match (&row.expect, result) {
@@ -435,6 +1057,9 @@ fn lb_xdp_packet_table() {
                         got_output.len(),
                         output.len()
                     ));
+                }
+                if got_action == XDP_TX {
+                    problems.extend(verify_encapsulated(&got_output).err());
                 }
             }
             (Expect::KernelRejects, Err(ProgramError::SyscallError(e)))
@@ -452,6 +1077,11 @@ fn lb_xdp_packet_table() {
                 row.counted
             ));
         }
+        if let Some(check) = &row.check
+            && let Err(e) = check(&dp)
+        {
+            problems.push(e);
+        }
         if problems.is_empty() {
             eprintln!("ok   {}", row.name);
         } else {
@@ -461,11 +1091,133 @@ fn lb_xdp_packet_table() {
     }
     assert!(
         failures.is_empty(),
-        "{} of {} rows failed:\n{}",
+        "{} of {total} rows failed:\n{}",
         failures.len(),
-        rows.len(),
         failures.join("\n")
     );
+}
+
+/// Checks an encapsulated frame on its own terms: outer IPv4 header checksum sums to zero,
+/// outer length fields match the frame, and the inner TCP/UDP checksum still verifies.
+fn verify_encapsulated(frame: &[u8]) -> Result<(), String> {
+    let mut l3 = 14;
+    if frame[12..14] == [0x81, 0x00] {
+        l3 = 18;
+    }
+    let outer = &frame[l3..];
+    let (inner, outer_len) = match outer[0] >> 4 {
+        4 => {
+            if packet::checksum(&[&outer[..20]]) != 0 {
+                return Err("outer IPv4 header checksum does not verify".into());
+            }
+            (
+                &outer[20..],
+                usize::from(u16::from_be_bytes([outer[2], outer[3]])),
+            )
+        }
+        6 => (
+            &outer[40..],
+            40 + usize::from(u16::from_be_bytes([outer[4], outer[5]])),
+        ),
+        v => return Err(format!("outer IP version {v}")),
+    };
+    if outer_len != outer.len() {
+        return Err(format!(
+            "outer length {outer_len}, frame carries {}",
+            outer.len()
+        ));
+    }
+    let (src, dst, proto, l4): (Vec<u8>, Vec<u8>, u8, &[u8]) = if inner[0] >> 4 == 4 {
+        if packet::checksum(&[&inner[..usize::from(inner[0] & 0xf) * 4]]) != 0 {
+            return Err("inner IPv4 header checksum does not verify".into());
+        }
+        let ihl = usize::from(inner[0] & 0xf) * 4;
+        (
+            inner[12..16].to_vec(),
+            inner[16..20].to_vec(),
+            inner[9],
+            &inner[ihl..],
+        )
+    } else {
+        (
+            inner[8..24].to_vec(),
+            inner[24..40].to_vec(),
+            inner[6],
+            &inner[40..],
+        )
+    };
+    if proto != PROTO_TCP && proto != PROTO_UDP {
+        return Ok(()); // ICMP: its own checksum is end to end and untouched
+    }
+    let mut pseudo = src.clone();
+    pseudo.extend_from_slice(&dst);
+    if src.len() == 4 {
+        pseudo.extend_from_slice(&[0, proto]);
+        pseudo.extend_from_slice(&(l4.len() as u16).to_be_bytes());
+    } else {
+        pseudo.extend_from_slice(&(l4.len() as u32).to_be_bytes());
+        pseudo.extend_from_slice(&[0, 0, 0, proto]);
+    }
+    if packet::checksum(&[&pseudo, l4]) != 0 {
+        return Err("inner L4 checksum does not verify".into());
+    }
+    Ok(())
+}
+
+#[test]
+fn lb_xdp_parse_and_policy_for_odd_packets() {
+    if skip_unless_root() {
+        return;
+    }
+    run_rows(parse_rows());
+}
+
+#[test]
+fn lb_xdp_acl_penalty_and_rate_limits() {
+    if skip_unless_root() {
+        return;
+    }
+    run_rows(policy_rows());
+}
+
+#[test]
+fn lb_xdp_steering_and_encapsulation() {
+    if skip_unless_root() {
+        return;
+    }
+    run_rows(steer_rows());
+}
+
+#[test]
+fn lb_tc_decap_strips_our_tunnels_only() {
+    if skip_unless_root() {
+        return;
+    }
+    run_rows(decap_rows());
+}
+
+/// What `lb_xdp` emits for a steered flow, fed to the peer's `lb_tc_decap`, is the
+/// original packet again (with the MACs of the hop between the nodes).
+#[test]
+fn encapsulation_round_trips_through_decap() {
+    if skip_unless_root() {
+        return;
+    }
+    let inner = PacketBuilder::tcp("198.18.0.1:40000", "198.18.0.210:80")
+        .payload(b"x")
+        .build();
+    let mut sender = Loaded::load();
+    sender.set_vips(&[VIP_TCP, VIP_UDP, VIP_V6]);
+    steering(1)(&mut sender);
+    let (action, wire, _) = sender.run_xdp(PROG_XDP, &inner.bytes, 1).expect("run");
+    assert_eq!(action, XDP_TX);
+    let mut receiver = Loaded::load();
+    receiver.set_vips(&[VIP_TCP, VIP_UDP, VIP_V6]);
+    receiver.edit_config(|c| c.node_v4 = PEER_V4);
+    let (action, out) = receiver.run_tc(&wire).expect("run tc");
+    assert_eq!(action, TC_ACT_OK);
+    assert_eq!(&out[12..], &inner.bytes[12..]);
+    assert_eq!(&out[..6], &PEER_MAC);
 }
 
 /// `repeat` runs the program that many times on the same frame: the benchmarks rely on it.
@@ -474,139 +1226,20 @@ fn lb_xdp_repeat_counts_every_run() {
     if skip_unless_root() {
         return;
     }
-    let dp = loaded_with_vips();
+    let mut dp = Loaded::load();
+    dp.set_vips(&[VIP_TCP, VIP_UDP, VIP_V6]);
     let frame = PacketBuilder::tcp("198.18.0.1:40000", "198.18.0.210:80").build();
     let before = dp.stats();
-    let (action, output) = dp.run(&frame.bytes, 1000).expect("test run");
+    let (action, output, _) = dp.run_xdp(PROG_XDP, &frame.bytes, 1000).expect("test run");
     assert_eq!(action, XDP_PASS);
     assert_eq!(output, frame.bytes);
-    let want = Deltas::from([(
-        (VIP_TCP.1, Reason::PassLocal.name()),
-        (1000, 1000 * frame.len() as u64),
-    )]);
-    assert_eq!(deltas(&before, &dp.stats()), want);
-}
-
-const BPF_FS_MAGIC: i64 = 0xcafe_4a11;
-const BPFFS: &str = "/sys/fs/bpf";
-
-/// Mounts bpffs on /sys/fs/bpf unless it is already there (containers often lack it).
-fn ensure_bpffs() {
-    let path = std::ffi::CString::new(BPFFS).expect("path");
-    // SAFETY: statfs writes into the zeroed struct we pass; the path is NUL-terminated.
-    let mounted = unsafe {
-        let mut st: libc::statfs = std::mem::zeroed();
-        libc::statfs(path.as_ptr(), &mut st) == 0 && st.f_type as i64 == BPF_FS_MAGIC
-    };
-    if mounted {
-        return;
-    }
-    eprintln!("mounting bpffs on {BPFFS}");
-    let fstype = std::ffi::CString::new("bpf").expect("fstype");
-    // SAFETY: all pointers are NUL-terminated strings or null for no data.
-    let rc = unsafe {
-        libc::mount(
-            fstype.as_ptr(),
-            path.as_ptr(),
-            fstype.as_ptr(),
-            0,
-            std::ptr::null(),
-        )
-    };
-    assert_eq!(
-        rc,
-        0,
-        "mount -t bpf bpf {BPFFS}: {}",
-        std::io::Error::last_os_error()
-    );
-}
-
-/// A fresh directory under /sys/fs/bpf, removed with every pin in it when dropped (also
-/// when the test panics).
-struct PinDir(PathBuf);
-
-impl PinDir {
-    fn new() -> Self {
-        static N: AtomicU32 = AtomicU32::new(0);
-        let dir = Path::new(BPFFS).join(format!(
-            "ebpf-lb-test-{}-{}",
-            std::process::id(),
-            N.fetch_add(1, Ordering::Relaxed)
-        ));
-        fs::create_dir(&dir).unwrap_or_else(|e| panic!("create {}: {e}", dir.display()));
-        Self(dir)
-    }
-}
-
-impl Drop for PinDir {
-    fn drop(&mut self) {
-        if let Ok(entries) = fs::read_dir(&self.0) {
-            for entry in entries.flatten() {
-                let _ = fs::remove_file(entry.path());
-            }
-        }
-        if let Err(e) = fs::remove_dir(&self.0)
-            && e.kind() != ErrorKind::NotFound
-        {
-            eprintln!("could not remove {}: {e}", self.0.display());
-        }
-    }
-}
-
-fn bpftool_dump(pin: &Path) -> String {
-    let out = Command::new("bpftool")
-        .args(["map", "dump", "pinned"])
-        .arg(pin)
-        .output()
-        .unwrap_or_else(|e| panic!("running bpftool: {e}"));
-    let stdout = String::from_utf8_lossy(&out.stdout).into_owned();
-    assert!(
-        out.status.success(),
-        "bpftool map dump pinned {}: {}\n{stdout}{}",
-        pin.display(),
-        out.status,
-        String::from_utf8_lossy(&out.stderr)
-    );
-    stdout
-}
-
-/// Pinned maps carry BTF, so `bpftool map dump` shows field names rather than hex.
-#[test]
-fn pinned_maps_dump_with_btf_field_names() {
-    if skip_unless_root() {
-        return;
-    }
-    ensure_bpffs();
-    let dp = loaded_with_vips();
-    let pins = PinDir::new();
-    for name in [VIPS, STATS] {
-        dp.ebpf
-            .map(name)
-            .expect("map")
-            .pin(pins.0.join(name))
-            .unwrap_or_else(|e| panic!("pin {name}: {e}"));
-    }
-    // One counted packet, so the dump shows a live, non-zero counter.
-    let frame = PacketBuilder::tcp("198.18.0.1:40000", "198.18.0.210:80").build();
-    assert_eq!(dp.run(&frame.bytes, 1).expect("test run").0, XDP_PASS);
-
-    let vips = bpftool_dump(&pins.0.join(VIPS));
-    for field in [
-        "\"addr\"",
-        "\"port\": 80",
-        "\"proto\": 6",
-        "\"family\": 4",
-        "\"id\": 1",
-        "\"flags\"",
-    ] {
-        assert!(vips.contains(field), "VIPS dump lacks {field}:\n{vips}");
-    }
-    let stats = bpftool_dump(&pins.0.join(STATS));
-    for field in ["\"packets\": 1", &format!("\"bytes\": {}", frame.len())] {
-        assert!(
-            stats.contains(field),
-            "STATS dump lacks {field}:\n{}",
-            &stats[..stats.len().min(2000)]
-        );
-    }
+    let got = deltas(&before, &dp.stats());
+    let l = frame.len() as u64;
+    let want = Deltas::from([
+        ((TCP_ID, Reason::PassLocal.name()), (1000, 1000 * l)),
+        ((TCP_ID, Reason::FlowMiss.name()), (1, l)),
+        ((TCP_ID, Reason::FlowHit.name()), (999, 999 * l)),
+    ]);
+    assert_eq!(got, want);
+    let _ = FAMILY_V4;
 }

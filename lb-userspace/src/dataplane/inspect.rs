@@ -70,6 +70,9 @@ pub fn vip_label(key: &VipKey) -> String {
         PROTO_UDP => "udp",
         _ => "?",
     };
+    if key.is_address_only() {
+        return format!("{ip} (address)");
+    }
     match ip {
         IpAddr::V4(a) => format!("{a}:{}/{proto}", key.port),
         IpAddr::V6(a) => format!("[{a}]:{}/{proto}", key.port),

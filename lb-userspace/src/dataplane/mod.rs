@@ -1,7 +1,9 @@
 //! Kernel side management: loading `lb-ebpf`, pinning its maps under `--bpffs`, attaching
 //! `lb_xdp` to the node NIC, and keeping the maps in step with the configuration.
 pub mod inspect;
+pub mod kernel;
 pub mod object;
+pub mod policy;
 
 use std::{
     collections::HashSet,
@@ -15,7 +17,7 @@ use aya::{
     maps::HashMap as BpfHashMap,
     programs::{Xdp, XdpMode, xdp::XdpLinkId},
 };
-use lb_common::{MAX_VIPS, PROG_XDP, STATS, VIPS, VipInfo, VipKey};
+use lb_common::{MAX_VIPS, PINNED_MAPS, PROG_XDP, VIP_FLAG_ADDR_ONLY, VIPS, VipInfo, VipKey};
 use tracing::info;
 
 #[derive(Debug, thiserror::Error)]
@@ -91,11 +93,12 @@ impl Dataplane {
             path: bpffs.to_owned(),
             source,
         })?;
-        let (vips_pin, stats_pin) = (bpffs.join(VIPS), bpffs.join(STATS));
-        let mut ebpf = EbpfLoader::new()
-            .map_pin_path(VIPS, vips_pin.as_path())
-            .map_pin_path(STATS, stats_pin.as_path())
-            .load(object::bytes())?;
+        let pins: Vec<(&str, PathBuf)> = PINNED_MAPS.iter().map(|m| (*m, bpffs.join(m))).collect();
+        let mut loader = EbpfLoader::new();
+        for (name, pin) in &pins {
+            loader.map_pin_path(name, pin.as_path());
+        }
+        let mut ebpf = loader.load(object::bytes())?;
         let program: &mut Xdp = ebpf
             .program_mut(PROG_XDP)
             .ok_or(DataplaneError::Missing(PROG_XDP))?
@@ -127,39 +130,16 @@ impl Dataplane {
         &self.bpffs
     }
 
-    /// Makes `VIPS` hold exactly `wanted` (ids are positions in `wanted`): stale entries
-    /// are removed, new ones inserted, changed ids rewritten.
+    /// The loaded object (maps and programs), for the writers in [`kernel`].
+    pub fn ebpf_mut(&mut self) -> &mut Ebpf {
+        &mut self.ebpf
+    }
+
+    /// Makes `VIPS` hold exactly `wanted` (ids are positions in `wanted`) plus one
+    /// address-only entry per VIP address (ids after them): stale entries are removed,
+    /// new ones inserted, changed ids rewritten.
     pub fn set_vips(&mut self, wanted: &[VipKey]) -> Result<(), DataplaneError> {
-        if wanted.len() > MAX_VIPS as usize {
-            return Err(DataplaneError::TooManyVips(wanted.len()));
-        }
-        let map = self
-            .ebpf
-            .map_mut(VIPS)
-            .ok_or(DataplaneError::Missing(VIPS))?;
-        let mut vips: BpfHashMap<_, VipKey, VipInfo> = BpfHashMap::try_from(map)
-            .map_err(|source| DataplaneError::Map { map: VIPS, source })?;
-        let keep: HashSet<VipKey> = wanted.iter().copied().collect();
-        let stale: Vec<VipKey> = vips
-            .keys()
-            .filter_map(Result::ok)
-            .filter(|k| !keep.contains(k))
-            .collect();
-        for key in stale {
-            vips.remove(&key)
-                .map_err(|source| DataplaneError::Map { map: VIPS, source })?;
-        }
-        for (id, key) in wanted.iter().enumerate() {
-            let info = VipInfo {
-                id: id as u32,
-                flags: 0,
-            };
-            if vips.get(key, 0).ok() != Some(info) {
-                vips.insert(key, info, 0)
-                    .map_err(|source| DataplaneError::Map { map: VIPS, source })?;
-            }
-        }
-        Ok(())
+        set_vips(&mut self.ebpf, wanted)
     }
 
     /// Detaches `lb_xdp` from the interface now (dropping does the same).
@@ -184,6 +164,54 @@ impl Dataplane {
         }
         Ok(())
     }
+}
+
+/// See [`Dataplane::set_vips`]; works on any loaded object (tests, benchmarks).
+pub fn set_vips(ebpf: &mut Ebpf, wanted: &[VipKey]) -> Result<(), DataplaneError> {
+    let mut all: Vec<(VipKey, VipInfo)> = Vec::new();
+    for key in wanted {
+        if !all.iter().any(|(k, _)| k == key) {
+            all.push((*key, VipInfo { id: 0, flags: 0 }));
+        }
+    }
+    for key in wanted {
+        let addr = key.address_only();
+        if !all.iter().any(|(k, _)| *k == addr) {
+            all.push((
+                addr,
+                VipInfo {
+                    id: 0,
+                    flags: VIP_FLAG_ADDR_ONLY,
+                },
+            ));
+        }
+    }
+    if all.len() > MAX_VIPS as usize {
+        return Err(DataplaneError::TooManyVips(all.len()));
+    }
+    for (id, (_, info)) in all.iter_mut().enumerate() {
+        info.id = id as u32;
+    }
+    let map = ebpf.map_mut(VIPS).ok_or(DataplaneError::Missing(VIPS))?;
+    let mut vips: BpfHashMap<_, VipKey, VipInfo> =
+        BpfHashMap::try_from(map).map_err(|source| DataplaneError::Map { map: VIPS, source })?;
+    let keep: HashSet<VipKey> = all.iter().map(|(k, _)| *k).collect();
+    let stale: Vec<VipKey> = vips
+        .keys()
+        .filter_map(Result::ok)
+        .filter(|k| !keep.contains(k))
+        .collect();
+    for key in stale {
+        vips.remove(&key)
+            .map_err(|source| DataplaneError::Map { map: VIPS, source })?;
+    }
+    for (key, info) in &all {
+        if vips.get(key, 0).ok() != Some(*info) {
+            vips.insert(key, info, 0)
+                .map_err(|source| DataplaneError::Map { map: VIPS, source })?;
+        }
+    }
+    Ok(())
 }
 
 /// The `VIPS` keys for every VIP address and listening TCP port.

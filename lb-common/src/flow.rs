@@ -1,0 +1,134 @@
+//! Flows, nodes and the Maglev table: what steering reads.
+
+/// Prime size of each half of `MAGLEV` (Maglev needs a prime table size).
+pub const MAGLEV_SIZE: u32 = 65537;
+/// Most proxy nodes (this one included) in `NODES`.
+pub const MAX_NODES: u32 = 256;
+/// `MAGLEV` entry meaning "no node" (empty table: pass locally).
+pub const NO_NODE: u32 = u32::MAX;
+
+/// Key of `FLOWS`: the 5-tuple of a client-to-VIP packet. IPv4 addresses use the first
+/// four bytes of `src`/`dst`. Ports in host byte order.
+#[repr(C)]
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Hash, Default)]
+pub struct FlowKey {
+    pub src: [u8; 16],
+    pub dst: [u8; 16],
+    pub sport: u16,
+    pub dport: u16,
+    pub proto: u8,
+    pub family: u8,
+    pub _pad: [u8; 2],
+}
+const _: () = assert!(core::mem::size_of::<FlowKey>() == 40);
+
+/// Value of `FLOWS`: the node (index into `NODES`) serving the flow.
+#[repr(C)]
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Default)]
+pub struct FlowValue {
+    pub node: u32,
+    pub _pad: u32,
+    /// Last packet seen (ktime ns); used for the UDP idle timeout.
+    pub last_ns: u64,
+}
+const _: () = assert!(core::mem::size_of::<FlowValue>() == 16);
+
+/// Node is this node: serve locally.
+pub const NODE_LOCAL: u16 = 1;
+/// `v4` is set.
+pub const NODE_HAS_V4: u16 = 2;
+/// `v6` is set.
+pub const NODE_HAS_V6: u16 = 4;
+
+/// Value of `NODES`: where to send flows Maglev gives to this node.
+#[repr(C)]
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Default)]
+pub struct NodeInfo {
+    pub v6: [u8; 16],
+    pub v4: [u8; 4],
+    /// Ethernet address the encapsulated frame is sent to (the node, or the gateway).
+    pub mac: [u8; 6],
+    /// `NODE_*` bits.
+    pub flags: u16,
+}
+const _: () = assert!(core::mem::size_of::<NodeInfo>() == 28);
+
+#[inline(always)]
+const fn word(b: &[u8; 16], i: usize) -> u32 {
+    u32::from_le_bytes([b[i], b[i + 1], b[i + 2], b[i + 3]])
+}
+
+#[inline(always)]
+const fn mix(h: u32, w: u32) -> u32 {
+    (h ^ w).wrapping_mul(0x9e37_79b1).rotate_left(13)
+}
+
+/// Hash of a flow for the Maglev lookup, the same in the kernel and in userspace (tests
+/// use it to pick source ports that land on a chosen node). murmur3's finaliser over a
+/// multiply-rotate of the key's ten words.
+#[inline(always)]
+pub const fn flow_hash(k: &FlowKey) -> u32 {
+    let mut h: u32 = 0x4c42_5f31;
+    h = mix(h, word(&k.src, 0));
+    h = mix(h, word(&k.src, 4));
+    h = mix(h, word(&k.src, 8));
+    h = mix(h, word(&k.src, 12));
+    h = mix(h, word(&k.dst, 0));
+    h = mix(h, word(&k.dst, 4));
+    h = mix(h, word(&k.dst, 8));
+    h = mix(h, word(&k.dst, 12));
+    h = mix(h, (k.sport as u32) << 16 | k.dport as u32);
+    h = mix(h, (k.proto as u32) << 8 | k.family as u32);
+    h ^= h >> 16;
+    h = h.wrapping_mul(0x85eb_ca6b);
+    h ^= h >> 13;
+    h = h.wrapping_mul(0xc2b2_ae35);
+    h ^= h >> 16;
+    h
+}
+
+/// Slot of `k` within one half of `MAGLEV`.
+#[inline(always)]
+pub const fn maglev_slot(k: &FlowKey) -> u32 {
+    flow_hash(k) % MAGLEV_SIZE
+}
+
+#[cfg(feature = "user")]
+mod pod {
+    // SAFETY: #[repr(C)] integers and byte arrays, no implicit padding (sizes asserted).
+    unsafe impl aya::Pod for super::FlowKey {}
+    // SAFETY: as above.
+    unsafe impl aya::Pod for super::FlowValue {}
+    // SAFETY: as above.
+    unsafe impl aya::Pod for super::NodeInfo {}
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn hash_spreads_ports_and_is_stable() {
+        let mut k = FlowKey {
+            src: [198, 18, 0, 1, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0],
+            dst: [198, 18, 0, 210, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0],
+            sport: 40000,
+            dport: 80,
+            proto: 6,
+            family: 4,
+            _pad: [0; 2],
+        };
+        let a = flow_hash(&k);
+        assert_eq!(a, flow_hash(&k));
+        k.sport += 1;
+        assert_ne!(a, flow_hash(&k));
+        // Two halves of the table get roughly half of 10k consecutive ports each.
+        let low = (0..10_000u16)
+            .filter(|p| {
+                k.sport = 30000 + p;
+                maglev_slot(&k) < MAGLEV_SIZE / 2
+            })
+            .count();
+        assert!((4500..5500).contains(&low), "{low}");
+    }
+}

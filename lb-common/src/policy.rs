@@ -1,0 +1,98 @@
+//! Kernel policy: the `CONFIG` record, per-source rate-limit state and the penalty box.
+
+/// The one entry of `CONFIG` (an array of length 1): limits, steering switches and this
+/// node's own addresses. Written whole by the daemon; read once per packet.
+///
+/// Rate limits are GCRA token buckets kept as a "theoretical arrival time" per source:
+/// a packet is admitted when `max(tat, now) + interval - now <= burst_ns`, so `burst`
+/// packets may arrive at once and then one per `interval`. An interval of 0 turns the
+/// limit off. All times are `bpf_ktime_get_ns` (CLOCK_MONOTONIC) nanoseconds.
+#[repr(C)]
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Default)]
+pub struct Config {
+    /// Nanoseconds per new connection per source (1e9 / xdp-conn-rate); 0 = off.
+    pub conn_interval_ns: u64,
+    /// Burst tolerance for new connections: xdp-conn-burst * conn_interval_ns.
+    pub conn_burst_ns: u64,
+    /// Nanoseconds per packet per source (1e9 / xdp-pps); 0 = off.
+    pub pps_interval_ns: u64,
+    /// Burst tolerance for packets: xdp-pps-burst * pps_interval_ns.
+    pub pps_burst_ns: u64,
+    /// UDP flows idle longer than this are chosen again by Maglev.
+    pub udp_flow_timeout_ns: u64,
+    /// SYNs per second to one VIP above which SYN cookies answer; 0 = off.
+    pub syn_cookie_threshold: u32,
+    /// Which half of `MAGLEV` is live (0 or 1); flipped after the other half is written.
+    pub maglev_active: u32,
+    /// 1: steer new flows with `MAGLEV` over `NODES`; 0: every VIP packet is local.
+    pub steering: u32,
+    /// Entries in `ALLOW_V4`; 0 means every IPv4 source is allowed.
+    pub allow_v4: u32,
+    /// Entries in `ALLOW_V6`; 0 means every IPv6 source is allowed.
+    pub allow_v6: u32,
+    /// This node's IPv4 address: outer source of IPIP, outer destination `lb_tc_decap` strips.
+    pub node_v4: [u8; 4],
+    /// This node's IPv6 address, for IP6IP6 (all zero: none).
+    pub node_v6: [u8; 16],
+}
+const _: () = assert!(core::mem::size_of::<Config>() == 80);
+
+/// Key of `SOURCES` and `PENALTY`: a client address. IPv4 uses the first four bytes.
+#[repr(C)]
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Hash, Default)]
+pub struct SourceKey {
+    pub addr: [u8; 16],
+    pub family: u8,
+    pub _pad: [u8; 3],
+}
+const _: () = assert!(core::mem::size_of::<SourceKey>() == 20);
+
+impl SourceKey {
+    pub const fn v4(a: [u8; 4]) -> Self {
+        let mut addr = [0u8; 16];
+        addr[0] = a[0];
+        addr[1] = a[1];
+        addr[2] = a[2];
+        addr[3] = a[3];
+        Self {
+            addr,
+            family: crate::FAMILY_V4,
+            _pad: [0; 3],
+        }
+    }
+
+    pub const fn v6(addr: [u8; 16]) -> Self {
+        Self {
+            addr,
+            family: crate::FAMILY_V6,
+            _pad: [0; 3],
+        }
+    }
+}
+
+/// Value of `SOURCES`: the two GCRA buckets of one source.
+#[repr(C)]
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Default)]
+pub struct SourceState {
+    /// Theoretical arrival time of the next new connection.
+    pub conn_tat: u64,
+    /// Theoretical arrival time of the next packet.
+    pub pps_tat: u64,
+}
+const _: () = assert!(core::mem::size_of::<SourceState>() == 16);
+
+/// Value of the ACL tries: a marker (the prefix is the key).
+pub type AclValue = u32;
+
+/// Index of the single entry of `CONFIG`.
+pub const CONFIG_KEY: u32 = 0;
+
+#[cfg(feature = "user")]
+mod pod {
+    // SAFETY: #[repr(C)] integers and byte arrays, no implicit padding (sizes asserted).
+    unsafe impl aya::Pod for super::Config {}
+    // SAFETY: as above.
+    unsafe impl aya::Pod for super::SourceKey {}
+    // SAFETY: as above.
+    unsafe impl aya::Pod for super::SourceState {}
+}

@@ -1,0 +1,216 @@
+//! The lb-ebpf object loaded for packet tests and `cargo xtask bench xdp`: programs
+//! verified, maps small, helpers to configure VIPs, policy and steering, and to run a
+//! program through BPF_PROG_TEST_RUN.
+use std::net::IpAddr;
+
+use aya::{
+    Ebpf, EbpfLoader,
+    maps::{Array, HashMap, MapData, PerCpuArray},
+    programs::{ProgramError, SchedClassifier, TestRun, TestRunOptions, Xdp},
+};
+use lb_common::{
+    Config, Counter, FLOWS, FlowKey, FlowValue, MAGLEV, MAGLEV_SIZE, NODES, NodeInfo, PENALTY,
+    PROG_TC_DECAP, PROG_XDP, PROG_XDP_PASS, SOURCES, STATS, STATS_ENTRIES, VipKey,
+};
+use lb_userspace::dataplane::{self, kernel, policy::KernelPolicy};
+
+pub const XDP_DROP: u32 = 1;
+pub const XDP_PASS: u32 = 2;
+pub const XDP_TX: u32 = 3;
+pub const TC_ACT_OK: u32 = 0;
+
+/// The loaded object.
+pub struct Loaded {
+    pub ebpf: Ebpf,
+}
+
+impl Loaded {
+    /// Loads the object with small LRU maps and verifies `lb_xdp`, `lb_xdp_pass` and
+    /// `lb_tc_decap`. Panics with the verifier log on failure (test helper).
+    pub fn load() -> Self {
+        let mut ebpf = EbpfLoader::new()
+            .map_max_entries(FLOWS, 4096)
+            .map_max_entries(SOURCES, 4096)
+            .map_max_entries(PENALTY, 1024)
+            .load(dataplane::object::bytes())
+            .unwrap_or_else(|e| panic!("loading the lb-ebpf object: {e}"));
+        for name in [PROG_XDP, PROG_XDP_PASS] {
+            let prog: &mut Xdp = ebpf
+                .program_mut(name)
+                .unwrap_or_else(|| panic!("{name} in the object"))
+                .try_into()
+                .unwrap_or_else(|e| panic!("{name} is XDP: {e}"));
+            prog.load()
+                .unwrap_or_else(|e| panic!("verifying {name}: {e}"));
+        }
+        let tc: &mut SchedClassifier = ebpf
+            .program_mut(PROG_TC_DECAP)
+            .expect("lb_tc_decap in the object")
+            .try_into()
+            .expect("lb_tc_decap is a classifier");
+        tc.load()
+            .unwrap_or_else(|e| panic!("verifying lb_tc_decap: {e}"));
+        Self { ebpf }
+    }
+
+    pub fn set_vips(&mut self, vips: &[VipKey]) {
+        dataplane::set_vips(&mut self.ebpf, vips).expect("set VIPS");
+    }
+
+    pub fn config(&self) -> Config {
+        kernel::read_config(&self.ebpf).expect("read CONFIG")
+    }
+
+    pub fn set_config(&mut self, cfg: &Config) {
+        kernel::write_config(&mut self.ebpf, cfg).expect("write CONFIG");
+    }
+
+    pub fn edit_config(&mut self, edit: impl FnOnce(&mut Config)) {
+        let mut cfg = self.config();
+        edit(&mut cfg);
+        self.set_config(&cfg);
+    }
+
+    pub fn set_policy(&mut self, policy: &KernelPolicy) {
+        kernel::write_policy(&mut self.ebpf, policy).expect("write policy");
+    }
+
+    pub fn penalize(&mut self, addr: IpAddr, seconds: u64) {
+        kernel::penalize(
+            &mut self.ebpf,
+            addr,
+            std::time::Duration::from_secs(seconds),
+        )
+        .expect("penalize");
+    }
+
+    /// Penalty entry that expired already (1 ns after boot).
+    pub fn penalize_expired(&mut self, addr: IpAddr) {
+        let mut m: HashMap<_, lb_common::SourceKey, u64> =
+            HashMap::try_from(self.ebpf.map_mut(PENALTY).expect("PENALTY")).expect("type");
+        m.insert(kernel::source_key(addr), 1, 0).expect("insert");
+    }
+
+    pub fn set_node(&mut self, index: u32, node: NodeInfo) {
+        let mut m: Array<_, NodeInfo> =
+            Array::try_from(self.ebpf.map_mut(NODES).expect("NODES")).expect("type");
+        m.set(index, node, 0).expect("set node");
+    }
+
+    /// Fills half `half` (0 or 1) of `MAGLEV` with `node` for every slot.
+    pub fn fill_maglev(&mut self, half: u32, node: u32) {
+        let mut m: Array<_, u32> =
+            Array::try_from(self.ebpf.map_mut(MAGLEV).expect("MAGLEV")).expect("type");
+        for slot in 0..MAGLEV_SIZE {
+            m.set(half * MAGLEV_SIZE + slot, node, 0).expect("set slot");
+        }
+    }
+
+    pub fn flow(&self, key: &FlowKey) -> Option<FlowValue> {
+        let m: HashMap<&MapData, FlowKey, FlowValue> =
+            HashMap::try_from(self.ebpf.map(FLOWS).expect("FLOWS")).expect("type");
+        m.get(key, 0).ok()
+    }
+
+    pub fn insert_flow(&mut self, key: &FlowKey, node: u32) {
+        let mut m: HashMap<_, FlowKey, FlowValue> =
+            HashMap::try_from(self.ebpf.map_mut(FLOWS).expect("FLOWS")).expect("type");
+        let value = FlowValue {
+            node,
+            _pad: 0,
+            last_ns: kernel::monotonic_ns(),
+        };
+        m.insert(key, value, 0).expect("insert flow");
+    }
+
+    fn xdp_prog(&self, name: &str) -> &Xdp {
+        self.ebpf
+            .program(name)
+            .expect("program")
+            .try_into()
+            .expect("XDP program")
+    }
+
+    /// Runs XDP program `name` `repeat` times on `input`: (action, output, duration).
+    pub fn run_xdp(
+        &self,
+        name: &str,
+        input: &[u8],
+        repeat: u32,
+    ) -> Result<(u32, Vec<u8>, std::time::Duration), ProgramError> {
+        let mut out = vec![0u8; input.len() + 256];
+        let r = self.xdp_prog(name).test_run(TestRunOptions {
+            data_in: Some(input),
+            data_out: Some(&mut out),
+            repeat,
+            ..TestRunOptions::default()
+        })?;
+        out.truncate(r.data_size_out as usize);
+        Ok((r.return_value, out, r.duration))
+    }
+
+    /// Runs `lb_tc_decap` once on `input`: (TC action, output frame).
+    pub fn run_tc(&self, input: &[u8]) -> Result<(u32, Vec<u8>), ProgramError> {
+        let prog: &SchedClassifier = self
+            .ebpf
+            .program(PROG_TC_DECAP)
+            .expect("program")
+            .try_into()
+            .expect("classifier");
+        let mut out = vec![0u8; input.len() + 256];
+        let r = prog.test_run(TestRunOptions {
+            data_in: Some(input),
+            data_out: Some(&mut out),
+            ..TestRunOptions::default()
+        })?;
+        out.truncate(r.data_size_out as usize);
+        Ok((r.return_value, out))
+    }
+
+    /// Every `STATS` entry, summed over CPUs.
+    pub fn stats(&self) -> Vec<Counter> {
+        let stats: PerCpuArray<&MapData, Counter> =
+            PerCpuArray::try_from(self.ebpf.map(STATS).expect("STATS map")).expect("STATS type");
+        (0..STATS_ENTRIES)
+            .map(|i| {
+                let per_cpu = stats.get(&i, 0).expect("read STATS");
+                per_cpu.iter().fold(Counter::default(), |a, c| Counter {
+                    packets: a.packets + c.packets,
+                    bytes: a.bytes + c.bytes,
+                })
+            })
+            .collect()
+    }
+}
+
+/// The `CONFIG` keys a test sees when nothing is configured: all zero, i.e. no limits,
+/// no ACLs, steering off.
+pub fn unconfigured() -> Config {
+    Config::default()
+}
+
+/// Forms a `FlowKey` from addresses (test helper; panics on bad input).
+pub fn flow_key(src: &str, dst: &str, proto: u8) -> FlowKey {
+    let src: std::net::SocketAddr = src.parse().expect("src");
+    let dst: std::net::SocketAddr = dst.parse().expect("dst");
+    let mut k = FlowKey {
+        sport: src.port(),
+        dport: dst.port(),
+        proto,
+        ..FlowKey::default()
+    };
+    match (src.ip(), dst.ip()) {
+        (IpAddr::V4(s), IpAddr::V4(d)) => {
+            k.src[..4].copy_from_slice(&s.octets());
+            k.dst[..4].copy_from_slice(&d.octets());
+            k.family = lb_common::FAMILY_V4;
+        }
+        (IpAddr::V6(s), IpAddr::V6(d)) => {
+            k.src = s.octets();
+            k.dst = d.octets();
+            k.family = lb_common::FAMILY_V6;
+        }
+        _ => panic!("mixed families"),
+    }
+    k
+}
