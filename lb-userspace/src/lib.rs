@@ -11,4 +11,5 @@ pub mod proxy;
 pub mod publish;
 pub mod routes;
 pub mod shutdown;
+pub mod tls;
 pub mod translate;

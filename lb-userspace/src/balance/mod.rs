@@ -1,10 +1,44 @@
 //! Choosing an endpoint of a backend. Discovery (which endpoints exist) is `translate`'s job;
-//! selection among them is this module's.
+//! selection among them is this module's: round robin, EWMA power-of-two-choices, consistent
+//! hashing and cookie affinity, all skipping endpoints that passive outlier detection
+//! ejected (see [`health`]).
+pub mod hash;
+pub mod health;
+mod rng;
+
 use std::{
     fmt,
     net::SocketAddr,
-    sync::atomic::{AtomicUsize, Ordering},
+    sync::{
+        OnceLock,
+        atomic::{AtomicUsize, Ordering},
+    },
+    time::Duration,
 };
+
+pub use health::{EndpointState, Outcome};
+pub use rng::random_u64;
+
+use crate::translate::annotations::upstream::LoadBalance;
+
+/// How to choose among the endpoints for one request.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum Strategy {
+    RoundRobin,
+    /// Least cost of two random endpoints, cost = EWMA latency x (requests in flight + 1).
+    Ewma,
+    /// The ring position of this key (consistent hashing).
+    Hash(u64),
+}
+
+impl From<LoadBalance> for Strategy {
+    fn from(lb: LoadBalance) -> Self {
+        match lb {
+            LoadBalance::RoundRobin => Self::RoundRobin,
+            LoadBalance::Ewma => Self::Ewma,
+        }
+    }
+}
 
 /// A Service port as an Ingress names it, with its resolved endpoints.
 #[derive(Debug)]
@@ -15,7 +49,12 @@ pub struct Backend {
     pub port: String,
     /// Ready endpoints (address:targetPort), in a stable order.
     pub endpoints: Vec<SocketAddr>,
+    /// Health and load of each endpoint, same order as `endpoints`.
+    pub state: Vec<EndpointState>,
     next: AtomicUsize,
+    ring: OnceLock<hash::Ring>,
+    /// Affinity cookie value of each endpoint, same order as `endpoints`.
+    tokens: OnceLock<Vec<String>>,
 }
 
 impl Backend {
@@ -24,18 +63,113 @@ impl Backend {
             namespace: namespace.to_owned(),
             service: service.to_owned(),
             port: port.to_owned(),
+            state: endpoints.iter().map(|_| EndpointState::default()).collect(),
             endpoints,
             next: AtomicUsize::new(0),
+            ring: OnceLock::new(),
+            tokens: OnceLock::new(),
         }
     }
 
-    /// Round robin over the ready endpoints; `None` when there are none.
+    /// Round robin over the available endpoints; `None` when there are none.
     pub fn pick(&self) -> Option<SocketAddr> {
-        if self.endpoints.is_empty() {
+        self.choose(Strategy::RoundRobin, &[])
+            .and_then(|i| self.endpoints.get(i).copied())
+    }
+
+    /// The index of the endpoint for a request, never one of `tried` while another is left,
+    /// and an ejected one only when every endpoint is ejected.
+    pub fn choose(&self, strategy: Strategy, tried: &[usize]) -> Option<usize> {
+        let n = self.endpoints.len();
+        if n == 0 {
             return None;
         }
-        let i = self.next.fetch_add(1, Ordering::Relaxed) % self.endpoints.len();
-        self.endpoints.get(i).copied()
+        let now = health::now_ms();
+        let usable = |i: usize| !tried.contains(&i) && !self.state[i].is_ejected(now);
+        let fallback = || {
+            // Everything tried or ejected: prefer an untried one, then anything.
+            (0..n)
+                .find(|i| !tried.contains(i))
+                .or_else(|| (tried.len() < n).then_some(0))
+        };
+        let chosen = match strategy {
+            Strategy::RoundRobin => {
+                let start = self.next.fetch_add(1, Ordering::Relaxed);
+                (0..n).map(|k| (start + k) % n).find(|&i| usable(i))
+            }
+            Strategy::Ewma => self.power_of_two(&usable, now),
+            Strategy::Hash(key) => {
+                let ring = self.ring.get_or_init(|| hash::Ring::new(&self.endpoints));
+                ring.walk(key).find(|&i| usable(i))
+            }
+        };
+        chosen.or_else(fallback)
+    }
+
+    fn power_of_two(&self, usable: &impl Fn(usize) -> bool, now: u64) -> Option<usize> {
+        let candidates: Vec<usize> = (0..self.endpoints.len()).filter(|&i| usable(i)).collect();
+        match candidates.len() {
+            0 => None,
+            1 => Some(candidates[0]),
+            len => {
+                let r = random_u64();
+                let a = (r % len as u64) as usize;
+                let mut b = ((r >> 32) % (len as u64 - 1)) as usize;
+                if b >= a {
+                    b += 1;
+                }
+                let (a, b) = (candidates[a], candidates[b]);
+                let cost = |i: usize| self.state[i].cost(now);
+                Some(if cost(b) < cost(a) { b } else { a })
+            }
+        }
+    }
+
+    /// The endpoint an affinity cookie value names, if it is there and not ejected.
+    pub fn by_token(&self, token: &str) -> Option<usize> {
+        let now = health::now_ms();
+        self.tokens()
+            .iter()
+            .position(|t| t == token)
+            .filter(|&i| !self.state[i].is_ejected(now))
+    }
+
+    /// The affinity cookie value of endpoint `i`.
+    pub fn token(&self, i: usize) -> Option<&str> {
+        self.tokens().get(i).map(String::as_str)
+    }
+
+    fn tokens(&self) -> &[String] {
+        self.tokens.get_or_init(|| {
+            self.endpoints
+                .iter()
+                .map(|e| format!("{:016x}", hash::hash_bytes(e.to_string().as_bytes())))
+                .collect()
+        })
+    }
+
+    /// Marks a request as started on endpoint `i` (for EWMA's in-flight count).
+    pub fn start(&self, i: usize) {
+        if let Some(s) = self.state.get(i) {
+            s.start();
+        }
+    }
+
+    /// Records how a request to endpoint `i` went; may eject it (never the last one).
+    pub fn report(&self, i: usize, outcome: Outcome, latency: Duration) {
+        let Some(s) = self.state.get(i) else { return };
+        s.finish(outcome, latency);
+        if outcome != Outcome::Success && s.wants_ejection(outcome) {
+            let now = health::now_ms();
+            let others_left = self
+                .state
+                .iter()
+                .enumerate()
+                .any(|(j, o)| j != i && !o.is_ejected(now));
+            if others_left {
+                s.eject(now);
+            }
+        }
     }
 }
 
@@ -46,26 +180,4 @@ impl fmt::Display for Backend {
 }
 
 #[cfg(test)]
-mod tests {
-    use super::*;
-
-    #[test]
-    fn round_robin_visits_each_endpoint_equally() {
-        let eps: Vec<SocketAddr> = (1..=3)
-            .map(|i| SocketAddr::from(([198, 18, 1, i], 8080)))
-            .collect();
-        let b = Backend::new("ns", "svc", "80", eps.clone());
-        let mut counts = [0usize; 3];
-        for _ in 0..300 {
-            let ep = b.pick().expect("endpoint");
-            let i = eps.iter().position(|e| *e == ep).expect("known endpoint");
-            counts[i] += 1;
-        }
-        assert_eq!(counts, [100, 100, 100]);
-    }
-
-    #[test]
-    fn no_endpoints_no_pick() {
-        assert_eq!(Backend::new("ns", "svc", "80", vec![]).pick(), None);
-    }
-}
+mod tests;

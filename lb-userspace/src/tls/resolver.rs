@@ -1,0 +1,39 @@
+//! SNI certificate choice, read from the route-table snapshot current at each handshake.
+use std::sync::Arc;
+
+use rustls::{
+    server::{ClientHello, ResolvesServerCert},
+    sign::CertifiedKey,
+};
+
+use crate::routes::RouteStore;
+
+/// Picks the certificate for a ClientHello: the route table's certificate for the SNI name
+/// (exact, then wildcard), else the default one (`--default-ssl-certificate`, or the
+/// self-signed certificate generated at start).
+#[derive(Debug)]
+pub struct SniResolver {
+    routes: Arc<RouteStore>,
+    default: Arc<CertifiedKey>,
+}
+
+impl SniResolver {
+    pub fn new(routes: Arc<RouteStore>, default: Arc<CertifiedKey>) -> Self {
+        Self { routes, default }
+    }
+
+    /// The certificate served for `server_name` (None: no SNI) right now.
+    pub fn choose(&self, server_name: Option<&str>) -> Arc<CertifiedKey> {
+        let table = self.routes.load();
+        server_name
+            .and_then(|name| table.tls.lookup(name))
+            .unwrap_or(&self.default)
+            .clone()
+    }
+}
+
+impl ResolvesServerCert for SniResolver {
+    fn resolve(&self, hello: ClientHello<'_>) -> Option<Arc<CertifiedKey>> {
+        Some(self.choose(hello.server_name()))
+    }
+}
