@@ -24,6 +24,10 @@ pub struct Cli {
 }
 
 #[derive(Debug, Subcommand)]
+#[expect(
+    clippy::large_enum_variant,
+    reason = "parsed once at startup; boxing RunArgs would only add noise"
+)]
 pub enum Command {
     /// Run the daemon: serve HTTP, and attach XDP when --iface is given.
     Run(RunArgs),
