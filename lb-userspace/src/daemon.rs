@@ -80,6 +80,16 @@ pub async fn run(args: RunArgs) -> anyhow::Result<()> {
                 .with_context(|| format!("attaching XDP to --iface {iface}"))?;
             let keys = dataplane::vip_keys(&args.vips, &[args.http_listen.port()]);
             dp.set_vips(&keys).context("filling the VIPS map")?;
+            let config_maps = updates_rx.borrow().snapshot.config_maps.clone();
+            dataplane::steering::configure(
+                &mut dp,
+                &config_maps,
+                &args.manifests.namespace,
+                args.node_ip,
+                &args.peers,
+                args.http_listen.port(),
+            )
+            .context("kernel policy and steering")?;
             info!(vips = keys.len(), "VIPS map filled");
             Some(dp)
         }
@@ -119,8 +129,10 @@ pub async fn run(args: RunArgs) -> anyhow::Result<()> {
     for task in config_tasks {
         let _ = task.await;
     }
-    if let Some(dp) = dataplane {
-        dp.detach().context("detaching XDP")?;
+    match dataplane {
+        Some(dp) if args.keep_attached => dp.release(),
+        Some(dp) => dp.detach().context("detaching XDP")?,
+        None => {}
     }
     info!("stopped");
     Ok(())

@@ -103,4 +103,15 @@ pub struct RunArgs {
     /// XDP attach mode.
     #[arg(long, value_enum, default_value_t = XdpAttachMode::Auto)]
     pub xdp_mode: XdpAttachMode,
+    /// This node's address: outer source of steered packets, its own entry in the node set.
+    /// With --iface, turns on Maglev steering between this node and the --peer nodes.
+    #[arg(long, env = "NODE_IP")]
+    pub node_ip: Option<IpAddr>,
+    /// Another proxy node (repeatable; files mode). Health-checked on the proxy port.
+    #[arg(long = "peer")]
+    pub peers: Vec<IpAddr>,
+    /// On exit, leave lb_xdp and lb_tc_decap attached (pinned links under --bpffs) so a
+    /// restarted daemon takes over without breaking established flows.
+    #[arg(long)]
+    pub keep_attached: bool,
 }

@@ -2,8 +2,10 @@
 //! `lb_xdp` to the node NIC, and keeping the maps in step with the configuration.
 pub mod inspect;
 pub mod kernel;
+pub mod maglev;
 pub mod object;
 pub mod policy;
+pub mod steering;
 
 use std::{
     collections::HashSet,
@@ -12,13 +14,23 @@ use std::{
     path::{Path, PathBuf},
 };
 
+use std::sync::{Arc, Mutex};
+
 use aya::{
     Ebpf, EbpfLoader,
     maps::HashMap as BpfHashMap,
-    programs::{Xdp, XdpMode, xdp::XdpLinkId},
+    programs::{
+        ProgramError, SchedClassifier, TcAttachType, Xdp, XdpMode,
+        links::{FdLink, LinkError, PinnedLink},
+        tc::SchedClassifierLink,
+        xdp::XdpLink,
+    },
 };
-use lb_common::{MAX_VIPS, PINNED_MAPS, PROG_XDP, VIP_FLAG_ADDR_ONLY, VIPS, VipInfo, VipKey};
-use tracing::info;
+use lb_common::{
+    LINK_TC, LINK_XDP, MAX_VIPS, PINNED_MAPS, PROG_TC_DECAP, PROG_XDP, VIP_FLAG_ADDR_ONLY, VIPS,
+    VipInfo, VipKey,
+};
+use tracing::{info, warn};
 
 #[derive(Debug, thiserror::Error)]
 pub enum DataplaneError {
@@ -52,6 +64,12 @@ pub enum DataplaneError {
     Missing(&'static str),
     #[error("too many VIP:port entries ({0}); at most {MAX_VIPS}")]
     TooManyVips(usize),
+    /// A program link could not be re-used, converted or pinned.
+    #[error("link {link}: {message}")]
+    Link { link: &'static str, message: String },
+    /// `--node-ip` / `--peer` do not describe a usable node set.
+    #[error("node set: {0}")]
+    Nodes(String),
 }
 
 /// `--xdp-mode`.
@@ -76,17 +94,23 @@ impl From<XdpAttachMode> for XdpMode {
     }
 }
 
-/// The loaded programs and maps. Dropping it detaches the programs; pinned maps stay.
+/// The loaded programs and maps. The programs stay attached through links pinned under
+/// `--bpffs` until [`Dataplane::detach`]; dropping the value (or a SIGKILL) leaves them
+/// attached, so a restarted daemon finds them and replaces the programs atomically.
 pub struct Dataplane {
-    ebpf: Ebpf,
-    link: Option<XdpLinkId>,
+    ebpf: Arc<Mutex<Ebpf>>,
+    links: Vec<PinnedLink>,
     bpffs: PathBuf,
     iface: String,
+    steering: Option<steering::Handle>,
 }
 
 impl Dataplane {
     /// Loads the object with its maps pinned under `bpffs` (re-using maps already pinned
-    /// there) and attaches `lb_xdp` to `iface`.
+    /// there, so flows, limits and counters survive a restart) and attaches `lb_xdp` and
+    /// `lb_tc_decap` to `iface` through pinned links: when links from an earlier run are
+    /// pinned there, their programs are replaced atomically (`bpf_link_update`), so no
+    /// packet sees the interface without a program.
     pub fn attach(iface: &str, bpffs: &Path, mode: XdpAttachMode) -> Result<Self, DataplaneError> {
         let ifindex = if_index(iface)?;
         std::fs::create_dir_all(bpffs).map_err(|source| DataplaneError::BpffsDir {
@@ -99,30 +123,74 @@ impl Dataplane {
             loader.map_pin_path(name, pin.as_path());
         }
         let mut ebpf = loader.load(object::bytes())?;
-        let program: &mut Xdp = ebpf
+        let prog_err = |program: &'static str| {
+            move |source: ProgramError| DataplaneError::Program { program, source }
+        };
+        let xdp: &mut Xdp = ebpf
             .program_mut(PROG_XDP)
             .ok_or(DataplaneError::Missing(PROG_XDP))?
             .try_into()
-            .map_err(|source| DataplaneError::Program {
-                program: PROG_XDP,
-                source,
+            .map_err(prog_err(PROG_XDP))?;
+        xdp.load().map_err(prog_err(PROG_XDP))?;
+        let xdp_pin = bpffs.join(LINK_XDP);
+        let id = match previous_link(&xdp_pin) {
+            Some(fd) => {
+                let link = XdpLink::try_from(fd).map_err(|e| DataplaneError::Link {
+                    link: LINK_XDP,
+                    message: e.to_string(),
+                })?;
+                info!(pin = %xdp_pin.display(), "replacing the program of the pinned XDP link");
+                xdp.attach_to_link(link).map_err(prog_err(PROG_XDP))?
+            }
+            None => xdp
+                .attach_to_if_index(ifindex, mode.into())
+                .map_err(prog_err(PROG_XDP))?,
+        };
+        let link: FdLink = xdp
+            .take_link(id)
+            .map_err(prog_err(PROG_XDP))?
+            .try_into()
+            .map_err(|e: LinkError| DataplaneError::Link {
+                link: LINK_XDP,
+                message: format!("{e} (the driver or kernel offers no bpf_link for XDP)"),
             })?;
-        program.load().map_err(|source| DataplaneError::Program {
-            program: PROG_XDP,
-            source,
-        })?;
-        let link = program
-            .attach_to_if_index(ifindex, mode.into())
-            .map_err(|source| DataplaneError::Program {
-                program: PROG_XDP,
-                source,
+        let mut links = vec![pin_link(link, &xdp_pin, LINK_XDP)?];
+
+        let tc: &mut SchedClassifier = ebpf
+            .program_mut(PROG_TC_DECAP)
+            .ok_or(DataplaneError::Missing(PROG_TC_DECAP))?
+            .try_into()
+            .map_err(prog_err(PROG_TC_DECAP))?;
+        tc.load().map_err(prog_err(PROG_TC_DECAP))?;
+        let tc_pin = bpffs.join(LINK_TC);
+        let id = match previous_link(&tc_pin) {
+            Some(fd) => {
+                let link = SchedClassifierLink::try_from(fd).map_err(|e| DataplaneError::Link {
+                    link: LINK_TC,
+                    message: e.to_string(),
+                })?;
+                tc.attach_to_link(link).map_err(prog_err(PROG_TC_DECAP))?
+            }
+            None => tc
+                .attach(iface, TcAttachType::Ingress)
+                .map_err(prog_err(PROG_TC_DECAP))?,
+        };
+        let link: FdLink = tc
+            .take_link(id)
+            .map_err(prog_err(PROG_TC_DECAP))?
+            .try_into()
+            .map_err(|e: LinkError| DataplaneError::Link {
+                link: LINK_TC,
+                message: format!("{e} (TCX links need Linux >= 6.6)"),
             })?;
-        info!(iface, ?mode, bpffs = %bpffs.display(), "lb_xdp attached");
+        links.push(pin_link(link, &tc_pin, LINK_TC)?);
+        info!(iface, ?mode, bpffs = %bpffs.display(), "lb_xdp and lb_tc_decap attached");
         Ok(Self {
-            ebpf,
-            link: Some(link),
+            ebpf: Arc::new(Mutex::new(ebpf)),
+            links,
             bpffs: bpffs.to_owned(),
             iface: iface.to_owned(),
+            steering: None,
         })
     }
 
@@ -130,40 +198,92 @@ impl Dataplane {
         &self.bpffs
     }
 
-    /// The loaded object (maps and programs), for the writers in [`kernel`].
-    pub fn ebpf_mut(&mut self) -> &mut Ebpf {
-        &mut self.ebpf
+    /// Runs `f` on the loaded object (maps and programs), e.g. with the writers in [`kernel`].
+    pub fn with_ebpf<T>(&self, f: impl FnOnce(&mut Ebpf) -> T) -> T {
+        let mut guard = self
+            .ebpf
+            .lock()
+            .unwrap_or_else(std::sync::PoisonError::into_inner);
+        f(&mut guard)
     }
 
     /// Makes `VIPS` hold exactly `wanted` (ids are positions in `wanted`) plus one
     /// address-only entry per VIP address (ids after them): stale entries are removed,
     /// new ones inserted, changed ids rewritten.
     pub fn set_vips(&mut self, wanted: &[VipKey]) -> Result<(), DataplaneError> {
-        set_vips(&mut self.ebpf, wanted)
+        self.with_ebpf(|e| set_vips(e, wanted))
     }
 
-    /// Detaches `lb_xdp` from the interface now (dropping does the same).
-    pub fn detach(mut self) -> Result<(), DataplaneError> {
-        if let Some(link) = self.link.take() {
-            let program: &mut Xdp = self
-                .ebpf
-                .program_mut(PROG_XDP)
-                .ok_or(DataplaneError::Missing(PROG_XDP))?
-                .try_into()
-                .map_err(|source| DataplaneError::Program {
-                    program: PROG_XDP,
-                    source,
-                })?;
-            program
-                .detach(link)
-                .map_err(|source| DataplaneError::Program {
-                    program: PROG_XDP,
-                    source,
-                })?;
-            info!(iface = %self.iface, "lb_xdp detached");
+    /// Applies the kernel policy of ConfigMap `ebpf-lb` in `namespace` (ACL tries and
+    /// limits in `CONFIG`). Returns the keys that could not be used (they stay off);
+    /// `Err` only when the maps cannot be written.
+    pub fn apply_config_maps(
+        &mut self,
+        config_maps: &[k8s_openapi::api::core::v1::ConfigMap],
+        namespace: &str,
+    ) -> Result<Vec<policy::PolicyError>, DataplaneError> {
+        let (p, errors) = policy::from_config_maps(config_maps, namespace);
+        self.with_ebpf(|e| kernel::write_policy(e, &p))?;
+        Ok(errors)
+    }
+
+    /// Starts steering between this node and `opts.peers`: `NODES` and `MAGLEV` are
+    /// published now and again whenever a peer's health changes (see [`steering`]).
+    pub fn start_steering(&mut self, opts: steering::Options) -> Result<(), DataplaneError> {
+        for warning in steering::check_sysctls(&self.iface) {
+            warn!("{warning}");
         }
+        self.steering = Some(steering::start(self.ebpf.clone(), opts)?);
         Ok(())
     }
+
+    /// Stops the daemon's use of the programs but leaves them attached, with their pinned
+    /// links and maps, for the next daemon to take over (a restart keeps every flow).
+    pub fn release(mut self) {
+        self.steering.take();
+        info!(iface = %self.iface, "leaving lb_xdp and lb_tc_decap attached for the next start");
+    }
+
+    /// Detaches `lb_xdp` and `lb_tc_decap` from the interface now and removes their link
+    /// pins; pinned maps stay for inspection.
+    pub fn detach(mut self) -> Result<(), DataplaneError> {
+        self.steering.take();
+        for link in self.links.drain(..) {
+            // Unpinning drops the last reference to the link: the program is detached.
+            link.unpin().map_err(|source| DataplaneError::BpffsDir {
+                path: self.bpffs.clone(),
+                source,
+            })?;
+        }
+        info!(iface = %self.iface, "lb_xdp and lb_tc_decap detached");
+        Ok(())
+    }
+}
+
+/// The link pinned at `pin` by an earlier run, if any (and still valid).
+fn previous_link(pin: &Path) -> Option<FdLink> {
+    if !pin.exists() {
+        return None;
+    }
+    match PinnedLink::from_pin(pin) {
+        Ok(p) => Some(FdLink::from(p)),
+        Err(e) => {
+            warn!(pin = %pin.display(), "ignoring unusable pinned link: {e}");
+            let _ = std::fs::remove_file(pin);
+            None
+        }
+    }
+}
+
+fn pin_link(link: FdLink, pin: &Path, name: &'static str) -> Result<PinnedLink, DataplaneError> {
+    if pin.exists() {
+        // The same link (we replaced its program): re-pinning needs the path free.
+        let _ = std::fs::remove_file(pin);
+    }
+    link.pin(pin).map_err(|e| DataplaneError::Link {
+        link: name,
+        message: format!("pinning at {}: {e}", pin.display()),
+    })
 }
 
 /// See [`Dataplane::set_vips`]; works on any loaded object (tests, benchmarks).

@@ -1,0 +1,379 @@
+//! The node set and Maglev publishing: which proxy node serves each new flow.
+//!
+//! Files mode: `--node-ip` (this node) and `--peer` (the others) define the node set. A
+//! background thread connects to each peer's proxy port every second; a peer that does not
+//! accept, or whose MAC is not in the neighbour table, is left out of Maglev until it
+//! does. Every node orders the set the same way (by address), so nodes with the same view
+//! of health build the same table. Established flows stay where `FLOWS` says.
+//!
+//! Publishing never exposes a half-written table: the inactive half of `MAGLEV` is
+//! written, then `CONFIG.maglev_active` flips in one element update.
+//!
+//! Sysctls a node needs (checked by [`check_sysctls`], which warns; the DaemonSet sets them):
+//! - `net.ipv4.conf.{all,lo}.arp_ignore=1`, `arp_announce=2`: the VIP sits on `lo` of every
+//!   node, but only the node MetalLB elects may answer ARP for it.
+//! - `net.ipv4.conf.{all,IFACE}.rp_filter` 0 or 2: decapsulated packets carry the client's
+//!   address as source; strict reverse-path filtering drops them when the route back to the
+//!   client leaves by another interface.
+use std::{
+    net::{IpAddr, SocketAddr, TcpStream},
+    sync::{
+        Arc, Mutex,
+        atomic::{AtomicBool, Ordering},
+    },
+    thread::JoinHandle,
+    time::Duration,
+};
+
+use aya::{Ebpf, maps::Array};
+use lb_common::{
+    MAGLEV, MAGLEV_SIZE, MAX_NODES, NODE_HAS_V4, NODE_HAS_V6, NODE_LOCAL, NODES, NodeInfo,
+};
+use tracing::{info, warn};
+
+use super::{DataplaneError, kernel, maglev};
+
+/// `--node-ip`, `--peer` and the proxy port peers are checked on.
+#[derive(Clone, Debug)]
+pub struct Options {
+    pub node_ip: IpAddr,
+    pub peers: Vec<IpAddr>,
+    /// The proxy's port on every node (`--http-listen`'s port).
+    pub port: u16,
+}
+
+/// One node of the set, in `NODES` order.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct NodeRecord {
+    pub addr: IpAddr,
+    pub local: bool,
+    /// Where encapsulated frames to this node go (from the neighbour table).
+    pub mac: Option<[u8; 6]>,
+    pub healthy: bool,
+}
+
+impl NodeRecord {
+    fn info(&self) -> NodeInfo {
+        let mut n = NodeInfo {
+            mac: self.mac.unwrap_or_default(),
+            ..NodeInfo::default()
+        };
+        match self.addr {
+            IpAddr::V4(a) => {
+                n.v4 = a.octets();
+                n.flags |= NODE_HAS_V4;
+            }
+            IpAddr::V6(a) => {
+                n.v6 = a.octets();
+                n.flags |= NODE_HAS_V6;
+            }
+        }
+        if self.local {
+            n.flags |= NODE_LOCAL;
+        }
+        n
+    }
+
+    /// In Maglev: this node always; a peer when healthy and reachable at L2.
+    fn usable(&self) -> bool {
+        self.local || (self.healthy && self.mac.is_some())
+    }
+}
+
+/// The node set, sorted by address (this is the `NODES` index).
+pub fn node_set(opts: &Options) -> Result<Vec<NodeRecord>, DataplaneError> {
+    let mut addrs = vec![opts.node_ip];
+    addrs.extend(opts.peers.iter().copied());
+    addrs.sort();
+    addrs.dedup();
+    if addrs.len() > MAX_NODES as usize {
+        return Err(DataplaneError::Nodes(format!(
+            "{} nodes, at most {MAX_NODES}",
+            addrs.len()
+        )));
+    }
+    Ok(addrs
+        .into_iter()
+        .map(|addr| NodeRecord {
+            addr,
+            local: addr == opts.node_ip,
+            mac: None,
+            healthy: false,
+        })
+        .collect())
+}
+
+/// The Maglev table (node indices) over the usable nodes.
+pub fn table(nodes: &[NodeRecord]) -> Option<Vec<u32>> {
+    let usable: Vec<(String, u32)> = nodes
+        .iter()
+        .enumerate()
+        .filter(|(_, n)| n.usable())
+        .map(|(i, n)| (n.addr.to_string(), i as u32))
+        .collect();
+    maglev::build(&usable, MAGLEV_SIZE)
+}
+
+/// Writes `NODES`, then the new table into the inactive half of `MAGLEV`, then flips
+/// `CONFIG.maglev_active` and turns steering on with this node's address. Skips the table
+/// when it equals `last` (what the live half holds).
+pub fn publish(
+    ebpf: &mut Ebpf,
+    nodes: &[NodeRecord],
+    last: Option<&[u32]>,
+) -> Result<Option<Vec<u32>>, DataplaneError> {
+    let err = |map: &'static str| move |source| DataplaneError::Map { map, source };
+    {
+        let m = ebpf.map_mut(NODES).ok_or(DataplaneError::Missing(NODES))?;
+        let mut arr: Array<_, NodeInfo> = Array::try_from(m).map_err(err(NODES))?;
+        for (i, n) in nodes.iter().enumerate() {
+            let info = n.info();
+            if arr.get(&(i as u32), 0).ok() != Some(info) {
+                arr.set(i as u32, info, 0).map_err(err(NODES))?;
+            }
+        }
+    }
+    let Some(new) = table(nodes) else {
+        return Ok(None);
+    };
+    let mut cfg = kernel::read_config(ebpf)?;
+    let local = nodes.iter().find(|n| n.local);
+    match local.map(|n| n.addr) {
+        Some(IpAddr::V4(a)) => cfg.node_v4 = a.octets(),
+        Some(IpAddr::V6(a)) => cfg.node_v6 = a.octets(),
+        None => {}
+    }
+    if last == Some(new.as_slice()) && cfg.steering == 1 {
+        kernel::write_config(ebpf, &cfg)?;
+        return Ok(Some(new));
+    }
+    let inactive = if cfg.maglev_active == 1 { 0 } else { 1 };
+    {
+        let m = ebpf
+            .map_mut(MAGLEV)
+            .ok_or(DataplaneError::Missing(MAGLEV))?;
+        let mut arr: Array<_, u32> = Array::try_from(m).map_err(err(MAGLEV))?;
+        let base = inactive * MAGLEV_SIZE;
+        for (slot, node) in new.iter().enumerate() {
+            arr.set(base + slot as u32, node, 0).map_err(err(MAGLEV))?;
+        }
+    }
+    cfg.maglev_active = inactive;
+    cfg.steering = 1;
+    kernel::write_config(ebpf, &cfg)?;
+    Ok(Some(new))
+}
+
+/// The MAC of `addr` from the kernel's neighbour table (IPv4: /proc/net/arp; IPv6 peers
+/// are not resolved yet and stay out of Maglev).
+pub fn neighbour_mac(addr: IpAddr) -> Option<[u8; 6]> {
+    let IpAddr::V4(a) = addr else { return None };
+    let table = std::fs::read_to_string("/proc/net/arp").ok()?;
+    parse_arp(&table, &a.to_string())
+}
+
+fn parse_arp(table: &str, ip: &str) -> Option<[u8; 6]> {
+    for line in table.lines().skip(1) {
+        let f: Vec<&str> = line.split_whitespace().collect();
+        // IP address, HW type, Flags, HW address, Mask, Device; flag 0x2 = complete.
+        if f.len() < 4 || f[0] != ip {
+            continue;
+        }
+        let flags = u32::from_str_radix(f[2].trim_start_matches("0x"), 16).ok()?;
+        if flags & 0x2 == 0 {
+            return None;
+        }
+        let mut mac = [0u8; 6];
+        let parts: Vec<&str> = f[3].split(':').collect();
+        if parts.len() != 6 {
+            return None;
+        }
+        for (m, p) in mac.iter_mut().zip(parts) {
+            *m = u8::from_str_radix(p, 16).ok()?;
+        }
+        return Some(mac);
+    }
+    None
+}
+
+fn lock(e: &Mutex<Ebpf>) -> std::sync::MutexGuard<'_, Ebpf> {
+    e.lock().unwrap_or_else(std::sync::PoisonError::into_inner)
+}
+
+/// Stops the health-check thread when dropped.
+pub struct Handle {
+    stop: Arc<AtomicBool>,
+    thread: Option<JoinHandle<()>>,
+}
+
+impl Drop for Handle {
+    fn drop(&mut self) {
+        self.stop.store(true, Ordering::Release);
+        if let Some(t) = self.thread.take() {
+            let _ = t.join();
+        }
+    }
+}
+
+const CHECK_EVERY: Duration = Duration::from_secs(1);
+const CONNECT_TIMEOUT: Duration = Duration::from_millis(500);
+
+/// Publishes the node set (this node only, until peers answer), then health-checks the
+/// peers in a thread and republishes on every change.
+pub fn start(ebpf: Arc<Mutex<Ebpf>>, opts: Options) -> Result<Handle, DataplaneError> {
+    let mut nodes = node_set(&opts)?;
+    let mut last = publish(&mut lock(&ebpf), &nodes, None)?;
+    info!(node = %opts.node_ip, peers = opts.peers.len(), "steering on: Maglev over this node");
+    let stop = Arc::new(AtomicBool::new(false));
+    let stop2 = stop.clone();
+    let thread = std::thread::Builder::new()
+        .name("peer-health".into())
+        .spawn(move || {
+            while !stop2.load(Ordering::Acquire) {
+                let mut changed = false;
+                for n in nodes.iter_mut().filter(|n| !n.local) {
+                    let healthy = TcpStream::connect_timeout(
+                        &SocketAddr::new(n.addr, opts.port),
+                        CONNECT_TIMEOUT,
+                    )
+                    .is_ok();
+                    let mac = if healthy {
+                        neighbour_mac(n.addr)
+                    } else {
+                        n.mac
+                    };
+                    if healthy != n.healthy || mac != n.mac {
+                        info!(peer = %n.addr, healthy, ?mac, "peer changed");
+                        n.healthy = healthy;
+                        n.mac = mac;
+                        changed = true;
+                    }
+                }
+                if changed {
+                    match publish(&mut lock(&ebpf), &nodes, last.as_deref()) {
+                        Ok(t) => {
+                            let usable = nodes.iter().filter(|n| n.usable()).count();
+                            info!(usable, "Maglev table published");
+                            last = t;
+                        }
+                        Err(e) => warn!("publishing the node set failed: {e}"),
+                    }
+                }
+                // Sleep in small steps so a stop is seen quickly.
+                for _ in 0..10 {
+                    if stop2.load(Ordering::Acquire) {
+                        return;
+                    }
+                    std::thread::sleep(CHECK_EVERY / 10);
+                }
+            }
+        })
+        .map_err(|e| DataplaneError::Nodes(format!("starting the health-check thread: {e}")))?;
+    Ok(Handle {
+        stop,
+        thread: Some(thread),
+    })
+}
+
+/// What `ebpf-lb run` does once the programs are attached: the kernel policy from ConfigMap
+/// `ebpf-lb` in `namespace` (keys that cannot be used are logged and stay off) and, when
+/// `node_ip` is set, steering over `node_ip` + `peers` health-checked on `port`.
+pub fn configure(
+    dp: &mut super::Dataplane,
+    config_maps: &[k8s_openapi::api::core::v1::ConfigMap],
+    namespace: &str,
+    node_ip: Option<IpAddr>,
+    peers: &[IpAddr],
+    port: u16,
+) -> Result<(), DataplaneError> {
+    for e in dp.apply_config_maps(config_maps, namespace)? {
+        warn!("{e}");
+    }
+    if let Some(node_ip) = node_ip {
+        dp.start_steering(Options {
+            node_ip,
+            peers: peers.to_vec(),
+            port,
+        })?;
+    }
+    Ok(())
+}
+
+fn sysctl(path: &str) -> Option<u32> {
+    std::fs::read_to_string(format!("/proc/sys/{path}"))
+        .ok()?
+        .trim()
+        .parse()
+        .ok()
+}
+
+/// Warnings for the sysctls steering needs (see the module documentation).
+pub fn check_sysctls(iface: &str) -> Vec<String> {
+    let mut out = Vec::new();
+    let get = |dev: &str, key: &str| sysctl(&format!("net/ipv4/conf/{dev}/{key}"));
+    // The kernel uses the larger of `all` and the device value for these three.
+    let max = |key: &str, dev: &str| get("all", key).max(get(dev, key));
+    if let Some(v) = max("rp_filter", iface)
+        && v == 1
+    {
+        out.push(format!(
+            "net.ipv4.conf.{{all,{iface}}}.rp_filter is 1 (strict): decapsulated packets from \
+             clients routed via another interface are dropped; set it to 0 or 2"
+        ));
+    }
+    if max("arp_ignore", "lo").unwrap_or(0) < 1 {
+        out.push(
+            "net.ipv4.conf.all.arp_ignore is 0: this node answers ARP for the VIP on lo; set \
+             it to 1 so only the elected node does"
+                .into(),
+        );
+    }
+    if max("arp_announce", "lo").unwrap_or(0) < 2 {
+        out.push(
+            "net.ipv4.conf.all.arp_announce is below 2: ARP requests may use the VIP as \
+             source; set it to 2"
+                .into(),
+        );
+    }
+    out
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn node_set_is_sorted_and_marks_this_node() {
+        let opts = Options {
+            node_ip: "198.18.0.12".parse().expect("ip"),
+            peers: vec![
+                "198.18.0.11".parse().expect("ip"),
+                "198.18.0.12".parse().expect("ip"),
+            ],
+            port: 80,
+        };
+        let nodes = node_set(&opts).expect("nodes");
+        let addrs: Vec<String> = nodes.iter().map(|n| n.addr.to_string()).collect();
+        assert_eq!(addrs, ["198.18.0.11", "198.18.0.12"]);
+        assert_eq!(
+            nodes.iter().map(|n| n.local).collect::<Vec<_>>(),
+            [false, true]
+        );
+        // Only this node is usable until the peer answers: every slot is node 1.
+        let t = table(&nodes).expect("table");
+        assert!(t.iter().all(|v| *v == 1));
+    }
+
+    #[test]
+    fn arp_table_parsing() {
+        let t = "IP address       HW type     Flags       HW address            Mask     Device\n\
+                 198.18.0.11      0x1         0x2         02:aa:bb:cc:dd:0e     *        n0\n\
+                 198.18.0.13      0x1         0x0         00:00:00:00:00:00     *        n0\n";
+        assert_eq!(
+            parse_arp(t, "198.18.0.11"),
+            Some([2, 0xaa, 0xbb, 0xcc, 0xdd, 0x0e])
+        );
+        assert_eq!(parse_arp(t, "198.18.0.13"), None);
+        assert_eq!(parse_arp(t, "198.18.0.99"), None);
+    }
+}
