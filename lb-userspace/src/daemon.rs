@@ -10,6 +10,7 @@ use crate::{
     admin::{self, Readiness},
     cli::RunArgs,
     dataplane::{self, Dataplane},
+    metrics::{Metrics, observe::Observer, xdp::XdpCollector},
     provider::{
         self,
         kube::{self, KubeOptions, KubeProvider},
@@ -61,7 +62,14 @@ pub async fn run(args: RunArgs) -> anyhow::Result<()> {
             (Source::Kube(Box::new((provider, client, opts))), initial)
         }
     };
-    let publisher = Arc::new(Publisher::new(routes.clone(), classes));
+    let mut metrics = Metrics::new();
+    if args.iface.is_some() {
+        metrics.registry.register_collector(Box::new(XdpCollector {
+            bpffs: args.bpffs.clone(),
+        }));
+    }
+    let metrics = Arc::new(metrics);
+    let publisher = Arc::new(Publisher::new(routes.clone(), classes).with_metrics(metrics.clone()));
     publisher.apply(&initial);
     ready.config_loaded.store(true, Ordering::Release);
     let (updates_tx, updates_rx) = watch::channel(Arc::new(initial));
@@ -115,9 +123,22 @@ pub async fn run(args: RunArgs) -> anyhow::Result<()> {
             tasks
         }
     };
-    let proxy = Arc::new(Proxy::new(routes.clone()));
+    let (observer, access_log_writer) = Observer::new(metrics.clone(), &args.access_log)
+        .with_context(|| format!("--access-log {:?}: cannot open", args.access_log))?;
+    if let Some(writer) = access_log_writer {
+        tokio::spawn(writer);
+    }
+    let proxy = Arc::new(Proxy::new(routes.clone(), observer));
     let http_task = tokio::spawn(proxy.serve_http(http, shutdown_rx.clone()));
-    let admin_task = tokio::spawn(admin::serve(admin_listener, ready.clone(), shutdown_rx));
+    let admin_task = tokio::spawn(admin::serve(
+        admin_listener,
+        admin::State {
+            ready: ready.clone(),
+            metrics,
+            routes: routes.clone(),
+        },
+        shutdown_rx,
+    ));
     info!(http = %args.http_listen, admin = %args.admin_listen, "serving");
 
     wait_for_signal().await?;

@@ -6,6 +6,8 @@ pub mod cli;
 pub mod daemon;
 pub mod dataplane;
 pub mod diagnostics;
+pub mod metrics;
+pub mod policy;
 pub mod provider;
 pub mod proxy;
 pub mod publish;

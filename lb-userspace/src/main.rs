@@ -4,7 +4,7 @@ use std::process::ExitCode;
 use anyhow::Context as _;
 use clap::Parser as _;
 use lb_userspace::{
-    cli::{Cli, Command, ManifestArgs},
+    cli::{Cli, Command, LogFormat, ManifestArgs},
     daemon,
     dataplane::inspect,
     diagnostics::Severity,
@@ -14,13 +14,15 @@ use lb_userspace::{
 
 fn main() -> ExitCode {
     let cli = Cli::parse();
-    tracing_subscriber::fmt()
-        .with_env_filter(
-            tracing_subscriber::EnvFilter::try_from_default_env()
-                .unwrap_or_else(|_| tracing_subscriber::EnvFilter::new("info")),
-        )
-        .with_writer(std::io::stderr)
-        .init();
+    let filter = tracing_subscriber::EnvFilter::try_from_default_env()
+        .unwrap_or_else(|_| tracing_subscriber::EnvFilter::new("info"));
+    let fmt = tracing_subscriber::fmt()
+        .with_env_filter(filter)
+        .with_writer(std::io::stderr);
+    match cli.log_format {
+        LogFormat::Human => fmt.init(),
+        LogFormat::Json => fmt.json().init(),
+    }
     match dispatch(cli.command) {
         Ok(code) => code,
         Err(e) => {

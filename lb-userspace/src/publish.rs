@@ -13,6 +13,7 @@ use tracing::{error, info, warn};
 
 use crate::{
     diagnostics::Severity,
+    metrics::Metrics,
     provider::Update,
     routes::RouteStore,
     translate::{ClassFilter, Translation, translate},
@@ -23,6 +24,7 @@ pub struct Publisher {
     pub classes: ClassFilter,
     /// Number of route tables published so far.
     pub generation: AtomicUsize,
+    metrics: Option<Arc<Metrics>>,
 }
 
 impl Publisher {
@@ -31,7 +33,14 @@ impl Publisher {
             routes,
             classes,
             generation: AtomicUsize::new(0),
+            metrics: None,
         }
+    }
+
+    /// Records publishes in `metrics`.
+    pub fn with_metrics(mut self, metrics: Arc<Metrics>) -> Self {
+        self.metrics = Some(metrics);
+        self
     }
 
     /// Translates `update` and publishes the result; returns the translation's summary.
@@ -47,6 +56,18 @@ impl Publisher {
         let routes = std::mem::take(&mut translation.routes);
         self.routes.publish(routes);
         let generation = self.generation.fetch_add(1, Ordering::AcqRel) + 1;
+        if let Some(m) = &self.metrics {
+            m.publish_duration.observe(started.elapsed().as_secs_f64());
+            m.route_tables_published.inc();
+            m.rejected_objects.set(translation.rejected.len() as i64);
+            // A route table is always published (bad objects are left out, never fatal),
+            // so the reload is successful even when some objects were rejected.
+            m.config_last_reload_successful.set(1);
+            let now = std::time::SystemTime::now()
+                .duration_since(std::time::UNIX_EPOCH)
+                .map_or(0, |d| d.as_secs() as i64);
+            m.config_last_reload_successful_timestamp.set(now);
+        }
         info!(
             generation,
             ingresses = translation.accepted.len(),

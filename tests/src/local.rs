@@ -79,11 +79,17 @@ pub struct LocalLb {
 
 impl LocalLb {
     pub fn start(ebpf_lb: &Path, manifests: &Path) -> Self {
+        Self::start_with(ebpf_lb, manifests, &["--access-log", "off"])
+    }
+
+    /// Starts with extra `ebpf-lb run` arguments.
+    pub fn start_with(ebpf_lb: &Path, manifests: &Path, extra: &[&str]) -> Self {
         let (http_port, admin_port) = (free_port(), free_port());
         let child = Command::new(ebpf_lb)
             .arg("run")
             .arg("--manifests")
             .arg(manifests)
+            .args(extra)
             .args(["--http-listen", &format!("127.0.0.1:{http_port}")])
             .args(["--admin-listen", &format!("127.0.0.1:{admin_port}")])
             .stdin(Stdio::null())
@@ -110,6 +116,10 @@ impl LocalLb {
 
     pub fn url(&self, path: &str) -> String {
         format!("http://127.0.0.1:{}{path}", self.http_port)
+    }
+
+    pub fn admin_url(&self, path: &str) -> String {
+        format!("http://127.0.0.1:{}{path}", self.admin_port)
     }
 }
 

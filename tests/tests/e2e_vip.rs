@@ -133,6 +133,25 @@ fn curl_through_the_vip_is_routed_and_counted() {
         .expect("packets column");
     assert_eq!(packets, counted, "{maps}");
 
+    // The same counters on /metrics (read from the pinned maps at scrape time).
+    let metrics = topo
+        .curl_from(&topo.node, "http://127.0.0.1:10254/metrics")
+        .expect("scrape");
+    let series = metrics
+        .lines()
+        .find(|l| {
+            l.starts_with("ebpf_lb_xdp_packets_total{")
+                && l.contains("vip=\"198.18.0.210:80/tcp\"")
+                && l.contains("reason=\"pass_local\"")
+        })
+        .unwrap_or_else(|| panic!("XDP series missing:\n{metrics}"));
+    let scraped: u64 = series
+        .rsplit(' ')
+        .next()
+        .and_then(|v| v.parse().ok())
+        .expect("value");
+    assert!(scraped >= counted, "{series} vs {counted}");
+
     // bpftool prints field names (the maps carry BTF).
     let text = topo.bpftool_dump("STATS", false).expect("bpftool");
     assert!(text.contains("packets") && text.contains("bytes"), "{text}");

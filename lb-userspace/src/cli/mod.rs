@@ -21,6 +21,15 @@ use crate::dataplane::XdpAttachMode;
 pub struct Cli {
     #[command(subcommand)]
     pub command: Command,
+    /// Log format (filter with RUST_LOG, e.g. RUST_LOG=debug).
+    #[arg(long, global = true, value_enum, default_value_t = LogFormat::Human)]
+    pub log_format: LogFormat,
+}
+
+#[derive(Clone, Copy, Debug, PartialEq, Eq, clap::ValueEnum)]
+pub enum LogFormat {
+    Human,
+    Json,
 }
 
 #[derive(Debug, Subcommand)]
@@ -100,6 +109,9 @@ pub struct RunArgs {
     /// bpffs directory for pinned maps.
     #[arg(long, default_value = "/sys/fs/bpf/ebpf-lb")]
     pub bpffs: PathBuf,
+    /// Access log: one JSON line per request to `stdout`, a file PATH, or `off`.
+    #[arg(long, default_value = "stdout")]
+    pub access_log: crate::metrics::observe::AccessLogTarget,
     /// XDP attach mode.
     #[arg(long, value_enum, default_value_t = XdpAttachMode::Auto)]
     pub xdp_mode: XdpAttachMode,

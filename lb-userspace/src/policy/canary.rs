@@ -1,10 +1,13 @@
 //! Choosing between a route's main backend and its canaries: header > cookie > weight.
-use std::sync::Arc;
+use std::{
+    hash::{BuildHasher as _, RandomState},
+    sync::Arc,
+};
 
 use http::HeaderMap;
 
 use crate::{
-    balance::{Backend, rng::random_u64},
+    balance::Backend,
     routes::{Canary, Route},
     translate::annotations::canary::Decision,
 };
@@ -27,7 +30,8 @@ pub fn choose<'r>(route: &'r Route, headers: &HeaderMap) -> (&'r Arc<Backend>, O
         return (&route.backend, None);
     }
     // Weights: one draw, each canary owning weight/total of the unit interval in turn.
-    let draw = (random_u64() >> 11) as f64 / (1u64 << 53) as f64;
+    // SipHash under a fresh per-call key (RandomState) is a uniform 64-bit draw.
+    let draw = (RandomState::new().hash_one(route.path.len()) >> 11) as f64 / (1u64 << 53) as f64;
     let mut edge = 0.0;
     for c in &route.canaries {
         edge += f64::from(c.rule.weight) / f64::from(c.rule.weight_total);

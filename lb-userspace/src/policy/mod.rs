@@ -42,10 +42,10 @@ pub fn screen<B>(route: &Route, req: &Request<B>, conn: Conn<'_>) -> Result<(), 
         ));
     }
     redirect::check(p, req, conn)?;
-    if let Some(cors) = &p.cors {
-        if let Some(resp) = cors::preflight(cors, req) {
-            return Err(resp);
-        }
+    if let Some(cors) = &p.cors
+        && let Some(resp) = cors::preflight(cors, req)
+    {
+        return Err(resp);
     }
     Ok(())
 }
@@ -70,10 +70,10 @@ pub fn rewrite_request<B>(route: &Route, req: &mut Request<B>) {
         }
     }
     let headers = req.headers_mut();
-    if let Some(prefix) = &p.rewrite.forwarded_prefix {
-        if let Ok(v) = HeaderValue::from_str(prefix) {
-            headers.insert("x-forwarded-prefix", v);
-        }
+    if let Some(prefix) = &p.rewrite.forwarded_prefix
+        && let Ok(v) = HeaderValue::from_str(prefix)
+    {
+        headers.insert("x-forwarded-prefix", v);
     }
     if let Some(vhost) = &p.headers.upstream_vhost {
         headers.insert(header::HOST, vhost.clone());

@@ -45,12 +45,11 @@ pub struct ConnSlot {
 
 impl Drop for ConnSlot {
     fn drop(&mut self) {
-        if let Ok(mut c) = self.conns.lock() {
-            if let Some(n) = c.get_mut(&self.ip) {
-                *n = n.saturating_sub(1);
-                if *n == 0 {
-                    c.remove(&self.ip);
-                }
+        let Ok(mut c) = self.conns.lock() else { return };
+        if let Some(n) = c.get_mut(&self.ip) {
+            *n = n.saturating_sub(1);
+            if *n == 0 {
+                c.remove(&self.ip);
             }
         }
     }

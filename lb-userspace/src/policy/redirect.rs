@@ -25,10 +25,10 @@ pub fn check<B>(p: &IngressPolicy, req: &Request<B>, conn: Conn<'_>) -> Result<(
         };
         return Err(redirect(308, &format!("{}://{target}{pq}", conn.scheme)));
     }
-    if let Some(root) = &p.rewrite.app_root {
-        if req.uri().path() == "/" {
-            return Err(redirect(302, root));
-        }
+    if let Some(root) = &p.rewrite.app_root
+        && req.uri().path() == "/"
+    {
+        return Err(redirect(302, root));
     }
     Ok(())
 }

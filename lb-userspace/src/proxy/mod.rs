@@ -23,6 +23,7 @@ use tokio::{net::TcpListener, sync::watch};
 use tracing::{debug, warn};
 
 use crate::{
+    metrics::observe::{Observer, RequestRecord, RouteInfo},
     policy::{self, auth::AuthClient, ratelimit::RateLimiters},
     routes::{RouteStore, request_host},
     translate::annotations::access::canonical,
@@ -41,10 +42,12 @@ pub struct Proxy {
     auth: AuthClient,
     /// Called with sources the rate limiter finds abusive (the XDP penalty box).
     pub on_abuse: Option<Box<dyn Fn(std::net::IpAddr) + Send + Sync>>,
+    /// Metrics and access log.
+    observer: Arc<Observer>,
 }
 
 impl Proxy {
-    pub fn new(routes: Arc<RouteStore>) -> Self {
+    pub fn new(routes: Arc<RouteStore>, observer: Arc<Observer>) -> Self {
         let mut connector = HttpConnector::new();
         connector.set_nodelay(true);
         connector.set_connect_timeout(Some(Duration::from_secs(5)));
@@ -57,6 +60,7 @@ impl Proxy {
             limiters: RateLimiters::default(),
             auth: AuthClient::default(),
             on_abuse: None,
+            observer,
         }
     }
 
@@ -107,12 +111,43 @@ impl Proxy {
         }
     }
 
-    /// Routes and forwards one request. Never fails: problems become 4xx/5xx responses.
+    /// Routes and forwards one request, recording it when its response ends. Never fails:
+    /// problems become 4xx/5xx responses.
     pub async fn handle(
+        &self,
+        req: Request<Incoming>,
+        peer: SocketAddr,
+        port: u16,
+    ) -> Response<Body> {
+        let started = Instant::now();
+        let mut rec = RequestRecord {
+            client: Some(peer),
+            method: req.method().as_str().to_owned(),
+            request_path: req.uri().path().to_owned(),
+            bytes_in: req
+                .headers()
+                .get(header::CONTENT_LENGTH)
+                .and_then(|v| v.to_str().ok())
+                .and_then(|v| v.parse().ok())
+                .unwrap_or(0),
+            request_id: req
+                .headers()
+                .get("x-request-id")
+                .and_then(|v| v.to_str().ok())
+                .unwrap_or_default()
+                .to_owned(),
+            ..RequestRecord::default()
+        };
+        let resp = self.route_and_forward(req, peer, port, &mut rec).await;
+        self.observer.wrap(rec, started, resp)
+    }
+
+    async fn route_and_forward(
         &self,
         mut req: Request<Incoming>,
         peer: SocketAddr,
         port: u16,
+        rec: &mut RequestRecord,
     ) -> Response<Body> {
         let table = self.routes.load();
         let raw_host = req
@@ -124,6 +159,7 @@ impl Proxy {
             .to_owned();
         let raw_host = raw_host.as_str();
         let host = request_host(raw_host);
+        rec.host.clone_from(&host);
         let Some(route) = table.lookup(&host, req.uri().path()) else {
             return local(StatusCode::NOT_FOUND, "no route for this host and path\n");
         };
@@ -145,10 +181,10 @@ impl Proxy {
                 {
                     Ok(slot) => slot,
                     Err(limited) => {
-                        if limited.abusive {
-                            if let Some(report) = &self.on_abuse {
-                                report(ip);
-                            }
+                        if limited.abusive
+                            && let Some(report) = &self.on_abuse
+                        {
+                            report(ip);
                         }
                         return local(StatusCode::SERVICE_UNAVAILABLE, "rate limit exceeded\n");
                     }
@@ -176,7 +212,14 @@ impl Proxy {
             }
         }
         let origin = req.headers().get(header::ORIGIN).cloned();
-        let (backend, _canary) = policy::canary::choose(route, req.headers());
+        let (backend, canary) = policy::canary::choose(route, req.headers());
+        rec.route = Some(RouteInfo {
+            path: route.path.clone(),
+            namespace: route.ingress.namespace.clone(),
+            ingress: route.ingress.name.clone(),
+            service: backend.service.clone(),
+            canary: canary.is_some(),
+        });
         let endpoint = match backend
             .pick()
             .or_else(|| route.fallback.as_ref().and_then(|f| f.pick()))
@@ -200,7 +243,11 @@ impl Proxy {
         headers::strip_hop_by_hop(headers);
         headers::set_forwarded(headers, peer, "http", &host_for_header, port);
 
-        match self.client.request(req).await {
+        rec.upstream_addr = Some(endpoint);
+        let upstream_started = Instant::now();
+        let result = self.client.request(req).await;
+        rec.upstream_duration = Some(upstream_started.elapsed());
+        match result {
             Ok(resp) => {
                 let (mut parts, body) = resp.into_parts();
                 headers::strip_hop_by_hop(&mut parts.headers);

@@ -17,11 +17,14 @@ use crate::{balance::Backend, diagnostics::Diagnostic, provider::Snapshot};
 
 const SERVICE_NAME_LABEL: &str = "kubernetes.io/service-name";
 
+/// (namespace, service, port as written, service-upstream).
+type BackendKey = (String, String, String, bool);
+
 pub struct Resolver<'a> {
     services: HashMap<(&'a str, &'a str), &'a Service>,
     slices: HashMap<(&'a str, &'a str), Vec<&'a EndpointSlice>>,
     /// One Backend per (namespace, service, port) so routes share balancing state.
-    cache: RefCell<HashMap<(String, String, String, bool), Arc<Backend>>>,
+    cache: RefCell<HashMap<BackendKey, Arc<Backend>>>,
 }
 
 fn ns(meta: &k8s_openapi::apimachinery::pkg::apis::meta::v1::ObjectMeta) -> &str {

@@ -18,12 +18,12 @@ pub fn resolve(
             Err(msg) => errors.push(field_error(object, "custom-headers", msg)),
         }
     }
-    if let Some(auth) = &mut policy.auth {
-        if let Some(name) = auth.proxy_set_headers_configmap.clone() {
-            match headers_of(snapshot, &name) {
-                Ok(h) => auth.proxy_set_headers = h,
-                Err(msg) => errors.push(field_error(object, "auth-proxy-set-headers", msg)),
-            }
+    if let Some(auth) = &mut policy.auth
+        && let Some(name) = auth.proxy_set_headers_configmap.clone()
+    {
+        match headers_of(snapshot, &name) {
+            Ok(h) => auth.proxy_set_headers = h,
+            Err(msg) => errors.push(field_error(object, "auth-proxy-set-headers", msg)),
         }
     }
 }

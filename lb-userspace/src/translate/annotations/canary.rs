@@ -87,21 +87,21 @@ impl CanaryPolicy {
     /// Header, then cookie, as ingress-nginx: header value "always"/"never" (or the
     /// configured value / pattern), cookie value "always"/"never".
     pub fn decide(&self, headers: &http::HeaderMap) -> Decision {
-        if let Some(name) = &self.by_header {
-            if let Some(v) = headers.get(name).and_then(|v| v.to_str().ok()) {
-                if let Some(want) = &self.header_value {
-                    if v == want {
-                        return Decision::Canary;
-                    }
-                } else if let Some(re) = &self.header_pattern {
-                    if re.is_match(v) {
-                        return Decision::Canary;
-                    }
-                } else if v == "always" {
+        if let Some(name) = &self.by_header
+            && let Some(v) = headers.get(name).and_then(|v| v.to_str().ok())
+        {
+            if let Some(want) = &self.header_value {
+                if v == want {
                     return Decision::Canary;
-                } else if v == "never" {
-                    return Decision::Main;
                 }
+            } else if let Some(re) = &self.header_pattern {
+                if re.is_match(v) {
+                    return Decision::Canary;
+                }
+            } else if v == "always" {
+                return Decision::Canary;
+            } else if v == "never" {
+                return Decision::Main;
             }
         }
         if let Some(cookie) = &self.by_cookie {

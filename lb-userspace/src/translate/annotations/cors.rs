@@ -55,16 +55,15 @@ pub fn parse(r: &Reader<'_>) -> Option<CorsPolicy> {
         ("cors-allow-headers", headers),
         ("cors-expose-headers", expose),
     ] {
-        if let Some(v) = value {
-            if !v
+        if let Some(v) = value
+            && !v
                 .chars()
                 .all(|c| c.is_ascii_alphanumeric() || matches!(c, ',' | ' ' | '-' | '_' | '*'))
-            {
-                r.error(
-                    name,
-                    format!("{v:?} must be a comma-separated list of tokens"),
-                );
-            }
+        {
+            r.error(
+                name,
+                format!("{v:?} must be a comma-separated list of tokens"),
+            );
         }
     }
     Some(CorsPolicy {

@@ -30,13 +30,13 @@ pub fn parse(r: &Reader<'_>) -> RewritePolicy {
     }
     let use_regex = r.bool("use-regex").unwrap_or(false);
     let app_root = r.get("app-root").map(str::to_owned);
-    if let Some(a) = &app_root {
-        if !a.starts_with('/') || a.contains(char::is_whitespace) {
-            r.error(
-                "app-root",
-                format!("{a:?} must be a path starting with '/'"),
-            );
-        }
+    if let Some(a) = &app_root
+        && (!a.starts_with('/') || a.contains(char::is_whitespace))
+    {
+        r.error(
+            "app-root",
+            format!("{a:?} must be a path starting with '/'"),
+        );
     }
     let forwarded_prefix = r.get("x-forwarded-prefix").map(str::to_owned);
     RewritePolicy {
@@ -55,12 +55,12 @@ pub fn apply(target: &str, re: &regex::Regex, path: &str) -> String {
     let mut out = String::with_capacity(target.len() + path.len());
     let mut chars = target.chars().peekable();
     while let Some(c) = chars.next() {
-        if c == '$' {
-            if let Some(d) = chars.peek().and_then(|d| d.to_digit(10)) {
-                chars.next();
-                out.push_str(caps.get(d as usize).map_or("", |m| m.as_str()));
-                continue;
-            }
+        if c == '$'
+            && let Some(d) = chars.peek().and_then(|d| d.to_digit(10))
+        {
+            chars.next();
+            out.push_str(caps.get(d as usize).map_or("", |m| m.as_str()));
+            continue;
         }
         out.push(c);
     }
@@ -81,7 +81,11 @@ mod tests {
         );
         assert_eq!(apply("/$2", &re, "/financial-inference"), "/");
         assert_eq!(apply("/$2", &re, "/FINANCIAL-INFERENCE/a"), "/a");
-        assert_eq!(apply("/api$1$9", &re, "/financial-inference/x"), "/api/", "missing group is empty");
+        assert_eq!(
+            apply("/api$1$9", &re, "/financial-inference/x"),
+            "/api/",
+            "missing group is empty"
+        );
         assert_eq!(apply("/cost$", &re, "/financial-inference/x"), "/cost$");
     }
 }
