@@ -6,5 +6,6 @@ pub mod netns;
 pub mod packet;
 pub mod procs;
 pub mod topology;
+pub mod twonode;
 pub mod wait;
 pub mod xdp;
