@@ -72,11 +72,25 @@ pub async fn run(args: RunArgs) -> anyhow::Result<()> {
     let publisher = Arc::new(Publisher::new(routes.clone(), classes).with_metrics(metrics.clone()));
     publisher.apply(&initial);
     ready.config_loaded.store(true, Ordering::Release);
+    let tls = crate::tls::acceptor(
+        routes.clone(),
+        &initial.snapshot,
+        args.default_ssl_certificate.as_deref(),
+    )
+    .context("setting up the HTTPS listener")?;
     let (updates_tx, updates_rx) = watch::channel(Arc::new(initial));
 
-    let http = TcpListener::bind(args.http_listen)
-        .await
-        .with_context(|| format!("--http-listen {}: cannot bind", args.http_listen))?;
+    let listeners = crate::proxy::listen::Listeners::bind(
+        args.http_listen,
+        Some(args.https_listen),
+        args.proxy_workers,
+    )
+    .with_context(|| {
+        format!(
+            "--http-listen {} / --https-listen {}: cannot bind",
+            args.http_listen, args.https_listen
+        )
+    })?;
     let admin_listener = TcpListener::bind(args.admin_listen)
         .await
         .with_context(|| format!("--admin-listen {}: cannot bind", args.admin_listen))?;
@@ -129,7 +143,9 @@ pub async fn run(args: RunArgs) -> anyhow::Result<()> {
         tokio::spawn(writer);
     }
     let proxy = Arc::new(Proxy::new(routes.clone(), observer));
-    let http_task = tokio::spawn(proxy.serve_http(http, shutdown_rx.clone()));
+    let serving = listeners
+        .serve(&proxy, Some(tls), &shutdown_rx)
+        .context("starting the proxy workers")?;
     let admin_task = tokio::spawn(admin::serve(
         admin_listener,
         admin::State {
@@ -139,13 +155,13 @@ pub async fn run(args: RunArgs) -> anyhow::Result<()> {
         },
         shutdown_rx,
     ));
-    info!(http = %args.http_listen, admin = %args.admin_listen, "serving");
+    info!(http = %args.http_listen, https = %args.https_listen, admin = %args.admin_listen, "serving");
 
     wait_for_signal().await?;
     info!("shutting down: no new connections, draining in-flight requests");
     ready.listeners_bound.store(false, Ordering::Release);
     let _ = shutdown_tx.send(true);
-    let _ = http_task.await;
+    serving.join().await;
     let _ = admin_task.await;
     for task in config_tasks {
         let _ = task.await;

@@ -15,3 +15,4 @@ pub mod routes;
 pub mod shutdown;
 pub mod tls;
 pub mod translate;
+pub mod upstream;

@@ -107,18 +107,22 @@ impl EndpointState {
         }
     }
 
+    /// Peak EWMA (as linkerd and Finagle): a slower sample is taken at once, a faster one
+    /// decays the average by the time since the last sample (at least 5% per sample, so
+    /// that bursts within one millisecond still move it).
     fn sample(&self, latency: Duration) {
         let now = now_ms();
         let last = self.last_sample_ms.swap(now, Ordering::Relaxed);
         let sample = u64::try_from(latency.as_nanos()).unwrap_or(u64::MAX);
-        let dt = now.saturating_sub(last) as f64;
-        let w = (-dt / TAU_MS).exp();
-        let old = self.ewma_ns.load(Ordering::Relaxed) as f64;
+        let old = self.ewma_ns.load(Ordering::Relaxed);
+        let new = if sample >= old {
+            sample
+        } else {
+            let w = (-(now.saturating_sub(last) as f64) / TAU_MS).exp().min(0.95);
+            (old as f64 * w + sample as f64 * (1.0 - w)) as u64
+        };
         // Races between threads lose a sample at worst; no lock on this path.
-        self.ewma_ns.store(
-            (old * w + sample as f64 * (1.0 - w)) as u64,
-            Ordering::Relaxed,
-        );
+        self.ewma_ns.store(new, Ordering::Relaxed);
     }
 
     pub(super) fn wants_ejection(&self, outcome: Outcome) -> bool {

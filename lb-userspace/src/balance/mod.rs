@@ -4,7 +4,7 @@
 //! ejected (see [`health`]).
 pub mod hash;
 pub mod health;
-mod rng;
+pub mod rng;
 
 use std::{
     fmt,

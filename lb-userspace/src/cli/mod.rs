@@ -97,6 +97,18 @@ pub struct RunArgs {
     /// Plain HTTP listener.
     #[arg(long, default_value = "0.0.0.0:80")]
     pub http_listen: SocketAddr,
+    /// HTTPS listener: TLS 1.2/1.3, certificates by SNI from the Ingresses' spec.tls,
+    /// ALPN h2 and http/1.1.
+    #[arg(long, default_value = "0.0.0.0:443")]
+    pub https_listen: SocketAddr,
+    /// Certificate for names without one (a kubernetes.io/tls Secret, namespace/name);
+    /// without it a self-signed certificate is generated at start.
+    #[arg(long)]
+    pub default_ssl_certificate: Option<String>,
+    /// Proxy worker threads, each with its own runtime and SO_REUSEPORT sockets
+    /// (0: one per CPU the process may run on).
+    #[arg(long, default_value_t = 0)]
+    pub proxy_workers: usize,
     /// Admin listener: /healthz, /readyz.
     #[arg(long, default_value = "0.0.0.0:10254")]
     pub admin_listen: SocketAddr,

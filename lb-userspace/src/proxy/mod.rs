@@ -1,26 +1,22 @@
 //! The L7 proxy: accepts HTTP/1.1 connections, routes each request on the route-table
 //! snapshot current when it arrived, and forwards it to an endpoint over pooled keep-alive
 //! connections, streaming bodies both ways.
+pub mod forward;
 pub mod headers;
+pub mod listen;
+pub mod request_id;
 
 use std::{
-    convert::Infallible,
     net::SocketAddr,
     sync::Arc,
     time::{Duration, Instant},
 };
 
 use bytes::Bytes;
-use http::{Request, Response, StatusCode, Uri, header};
+use http::{Request, Response, StatusCode, header};
 use http_body_util::{BodyExt, Full, combinators::BoxBody};
-use hyper::{body::Incoming, service::service_fn};
-use hyper_util::{
-    client::legacy::{Client, connect::HttpConnector},
-    rt::{TokioExecutor, TokioIo},
-    server::graceful::GracefulShutdown,
-};
+use hyper::body::Incoming;
 use tokio::{net::TcpListener, sync::watch};
-use tracing::{debug, warn};
 
 use crate::{
     metrics::observe::{Observer, RequestRecord, RouteInfo},
@@ -29,14 +25,19 @@ use crate::{
     translate::annotations::access::canonical,
 };
 
-pub type Body = BoxBody<Bytes, hyper::Error>;
+/// Errors of a body crossing the proxy (client, backend, limits, timeouts).
+pub type BoxError = Box<dyn std::error::Error + Send + Sync>;
+
+pub type Body = BoxBody<Bytes, BoxError>;
 
 /// How long connections get to finish in-flight requests after shutdown begins.
 pub const DRAIN_DEADLINE: Duration = Duration::from_secs(10);
 
 pub struct Proxy {
     routes: Arc<RouteStore>,
-    client: Client<HttpConnector, Incoming>,
+    upstreams: crate::upstream::Upstreams,
+    /// Limits on client requests (header size/count/time, h2 streams).
+    pub limits: listen::ServerLimits,
     /// L7 rate-limit state (outlives route-table swaps).
     pub limiters: RateLimiters,
     auth: AuthClient,
@@ -48,15 +49,15 @@ pub struct Proxy {
 
 impl Proxy {
     pub fn new(routes: Arc<RouteStore>, observer: Arc<Observer>) -> Self {
-        let mut connector = HttpConnector::new();
-        connector.set_nodelay(true);
-        connector.set_connect_timeout(Some(Duration::from_secs(5)));
-        let client = Client::builder(TokioExecutor::new())
-            .pool_idle_timeout(Duration::from_secs(60))
-            .build(connector);
+        #[expect(
+            clippy::expect_used,
+            reason = "the ring provider supports the default TLS versions: cannot fail"
+        )]
+        let upstreams = crate::upstream::Upstreams::new().expect("upstream TLS configuration");
         Self {
             routes,
-            client,
+            upstreams,
+            limits: listen::ServerLimits::default(),
             limiters: RateLimiters::default(),
             auth: AuthClient::default(),
             on_abuse: None,
@@ -64,51 +65,13 @@ impl Proxy {
         }
     }
 
-    /// Serves plain HTTP on `listener` until `shutdown` turns true, then drains.
+    /// Serves HTTP/1.1 and h2c on `listener` until `shutdown` turns true, then drains.
     pub async fn serve_http(
         self: Arc<Self>,
         listener: TcpListener,
-        mut shutdown: watch::Receiver<bool>,
+        shutdown: watch::Receiver<bool>,
     ) {
-        let local_port = listener.local_addr().map(|a| a.port()).unwrap_or(80);
-        let graceful = GracefulShutdown::new();
-        loop {
-            let (stream, peer) = tokio::select! {
-                r = listener.accept() => match r {
-                    Ok(conn) => conn,
-                    Err(e) => {
-                        // EMFILE and friends: keep serving the connections we have.
-                        warn!(error = %e, "accept failed");
-                        tokio::time::sleep(Duration::from_millis(50)).await;
-                        continue;
-                    }
-                },
-                _ = crate::shutdown::stopped(&mut shutdown) => break,
-            };
-            let _ = stream.set_nodelay(true);
-            let proxy = self.clone();
-            let service = service_fn(move |req| {
-                let proxy = proxy.clone();
-                async move { Ok::<_, Infallible>(proxy.handle(req, peer, local_port).await) }
-            });
-            let conn = hyper::server::conn::http1::Builder::new()
-                .timer(hyper_util::rt::TokioTimer::new())
-                .header_read_timeout(Duration::from_secs(30))
-                .serve_connection(TokioIo::new(stream), service);
-            let conn = graceful.watch(conn);
-            tokio::spawn(async move {
-                if let Err(e) = conn.await {
-                    debug!(%peer, error = %e, "connection ended with error");
-                }
-            });
-        }
-        drop(listener);
-        if tokio::time::timeout(DRAIN_DEADLINE, graceful.shutdown())
-            .await
-            .is_err()
-        {
-            warn!("drain deadline passed with connections still open");
-        }
+        listen::serve(self, listener, None, shutdown).await;
     }
 
     /// Routes and forwards one request, recording it when its response ends. Never fails:
@@ -150,6 +113,15 @@ impl Proxy {
         rec: &mut RequestRecord,
     ) -> Response<Body> {
         let table = self.routes.load();
+        let info = req
+            .extensions()
+            .get::<listen::ConnInfo>()
+            .copied()
+            .unwrap_or(listen::ConnInfo {
+                peer,
+                local_port: port,
+                tls: false,
+            });
         let raw_host = req
             .headers()
             .get(header::HOST)
@@ -165,7 +137,7 @@ impl Proxy {
         };
         let conn = policy::Conn {
             client: peer,
-            scheme: "http",
+            scheme: info.scheme(),
             host: &host,
             host_has_tls: table.tls.lookup(&host).is_some(),
         };
@@ -220,46 +192,20 @@ impl Proxy {
             service: backend.service.clone(),
             canary: canary.is_some(),
         });
-        let endpoint = match backend
-            .pick()
-            .or_else(|| route.fallback.as_ref().and_then(|f| f.pick()))
-        {
-            Some(e) => e,
-            None => {
-                return local(
-                    StatusCode::SERVICE_UNAVAILABLE,
-                    "no ready endpoints for this backend\n",
-                );
-            }
+        let backend = if backend.endpoints.is_empty() {
+            route.fallback.as_ref().unwrap_or(backend)
+        } else {
+            backend
         };
         policy::rewrite_request(route, &mut req);
-        let path_and_query = req.uri().path_and_query().map_or("/", |pq| pq.as_str());
-        let Ok(uri) = Uri::try_from(format!("http://{endpoint}{path_and_query}")) else {
-            return local(StatusCode::BAD_REQUEST, "invalid request target\n");
-        };
-        let host_for_header = raw_host.to_owned();
-        *req.uri_mut() = uri;
-        let headers = req.headers_mut();
-        headers::strip_hop_by_hop(headers);
-        headers::set_forwarded(headers, peer, "http", &host_for_header, port);
-
-        rec.upstream_addr = Some(endpoint);
         let upstream_started = Instant::now();
-        let result = self.client.request(req).await;
+        let forwarded =
+            forward::forward(&self.upstreams, backend, &route.policy.upstream, info, req).await;
+        rec.upstream_addr = forwarded.endpoint;
         rec.upstream_duration = Some(upstream_started.elapsed());
-        match result {
-            Ok(resp) => {
-                let (mut parts, body) = resp.into_parts();
-                headers::strip_hop_by_hop(&mut parts.headers);
-                let mut resp = Response::from_parts(parts, body.boxed());
-                policy::finish_response(route, origin.as_ref(), &mut resp);
-                resp
-            }
-            Err(e) => {
-                warn!(%endpoint, %backend, error = %e, "upstream request failed");
-                local(StatusCode::BAD_GATEWAY, "upstream unavailable\n")
-            }
-        }
+        let mut resp = forwarded.response;
+        policy::finish_response(route, origin.as_ref(), &mut resp);
+        resp
     }
 }
 

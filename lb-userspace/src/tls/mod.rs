@@ -2,11 +2,13 @@
 //! Secrets, the SNI resolver that reads it from the live route-table snapshot on every
 //! handshake (so certificate changes apply to new handshakes without touching open
 //! connections), and the rustls server and upstream client configurations.
+mod acceptor;
 mod certs;
 mod config;
 mod resolver;
 pub mod upstream;
 
+pub use acceptor::{AcceptorError, acceptor};
 pub use certs::{CertError, CertTable, certified_key_from_pem, self_signed};
 pub use config::server_config;
 pub use resolver::SniResolver;

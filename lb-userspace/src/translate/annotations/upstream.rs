@@ -6,7 +6,7 @@ use std::time::Duration;
 use super::Reader;
 
 /// `backend-protocol`.
-#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq, Hash)]
 pub enum BackendProtocol {
     /// HTTP/1.1 over TCP.
     #[default]

@@ -1,0 +1,480 @@
+//! Forwarding one routed request: endpoint choice (balancing, hashing, affinity), the
+//! upstream request in the form the backend's protocol wants, retries per
+//! `proxy-next-upstream`, outlier reports, protocol upgrades (WebSocket) and the response
+//! streamed back.
+use std::{net::SocketAddr, sync::Arc, time::Instant};
+
+use http::{
+    HeaderMap, HeaderValue, Method, Request, Response, StatusCode, Uri, Version, header,
+    request::Parts, uri::Scheme,
+};
+use http_body_util::BodyExt as _;
+use hyper::body::Incoming;
+use hyper_util::rt::TokioIo;
+use tracing::{debug, warn};
+
+use super::{Body, headers, listen::ConnInfo, local};
+use crate::{
+    balance::{Backend, Outcome, Strategy, hash::hash_bytes},
+    translate::annotations::upstream::{HashPart, UpstreamPolicy},
+    upstream::{Failed, RequestBody, ResponseBody, Timeouts, UpstreamError, Upstreams},
+};
+
+/// What the caller needs besides the response (for logs and metrics).
+pub struct Forwarded {
+    pub response: Response<Body>,
+    /// The endpoint that answered (or failed last).
+    pub endpoint: Option<SocketAddr>,
+}
+
+impl Forwarded {
+    fn local(status: StatusCode, text: &'static str) -> Self {
+        Self {
+            response: local(status, text),
+            endpoint: None,
+        }
+    }
+}
+
+/// Forwards `req` to an endpoint of `backend` under `policy`.
+pub async fn forward(
+    upstreams: &Upstreams,
+    backend: &Arc<Backend>,
+    policy: &UpstreamPolicy,
+    conn: ConnInfo,
+    req: Request<Incoming>,
+) -> Forwarded {
+    if backend.endpoints.is_empty() {
+        return Forwarded::local(
+            StatusCode::SERVICE_UNAVAILABLE,
+            "no ready endpoints for this backend\n",
+        );
+    }
+    if let Some(limit) = policy.body_size
+        && content_length(req.headers()).is_some_and(|n| n > limit)
+    {
+        return Forwarded::local(StatusCode::PAYLOAD_TOO_LARGE, "request body too large\n");
+    }
+    let timeouts = Timeouts {
+        connect: policy.connect_timeout,
+        send: policy.send_timeout,
+        read: policy.read_timeout,
+    };
+
+    // Endpoint choice: a valid affinity cookie wins, then hashing, then the balancer.
+    let affinity_hit = policy
+        .affinity
+        .as_ref()
+        .and_then(|a| cookie(req.headers(), &a.name).and_then(|token| backend.by_token(token)));
+    let strategy = match &policy.hash_by {
+        Some(parts) => Strategy::Hash(hash_key(parts, &req, conn.peer)),
+        None => policy.load_balance.into(),
+    };
+
+    if is_upgrade(&req) {
+        let idx = affinity_hit.or_else(|| backend.choose(strategy, &[]));
+        return match idx {
+            Some(i) => upgrade(upstreams, backend, i, policy, conn, req, timeouts).await,
+            None => Forwarded::local(StatusCode::SERVICE_UNAVAILABLE, "no endpoint\n"),
+        };
+    }
+
+    let (mut parts, body) = req.into_parts();
+    let te_trailers = parts
+        .headers
+        .get(header::TE)
+        .and_then(|v| v.to_str().ok())
+        .is_some_and(|v| v.contains("trailers"));
+    let authority = authority(&parts);
+    headers::strip_hop_by_hop(&mut parts.headers);
+    headers::set_forwarded(
+        &mut parts.headers,
+        conn.peer,
+        conn.scheme(),
+        authority.as_ref().map_or("", |a| a.to_str().unwrap_or("")),
+        conn.local_port,
+    );
+    shape_for_backend(&mut parts, policy, authority, te_trailers);
+
+    let n = backend.endpoints.len();
+    let tries = match policy.tries {
+        0 => n,
+        t => (t as usize).min(n),
+    }
+    .max(1);
+    let idempotent = matches!(
+        parts.method,
+        Method::GET | Method::HEAD | Method::OPTIONS | Method::TRACE | Method::PUT | Method::DELETE
+    );
+    let body = RequestBody::new(body, policy.body_size);
+    let replayable = (idempotent || policy.next_upstream.non_idempotent)
+        && hyper::body::Body::is_end_stream(&body);
+    // Requests that can be replayed after they were sent keep a copy of their head; the
+    // common single-endpoint case copies nothing.
+    let template = (replayable && tries > 1).then(|| Template::of(&parts));
+    let mut next = Some(Request::from_parts(parts, body));
+    let deadline = policy.next_upstream_timeout.map(|d| Instant::now() + d);
+    let mut tried: Vec<usize> = Vec::with_capacity(tries);
+    let mut last_error: Option<UpstreamError> = None;
+    let mut last_endpoint = None;
+
+    for attempt in 0..tries {
+        if attempt > 0 && deadline.is_some_and(|d| Instant::now() >= d) {
+            break;
+        }
+        let idx = match (attempt, affinity_hit) {
+            (0, Some(i)) => i,
+            _ => match backend.choose(strategy, &tried) {
+                Some(i) => i,
+                None => break,
+            },
+        };
+        tried.push(idx);
+        let Some(addr) = backend.endpoints.get(idx).copied() else {
+            break;
+        };
+        last_endpoint = Some(addr);
+        let req = match next.take() {
+            Some(r) => r,
+            None => match &template {
+                Some(t) => t.build(),
+                None => break,
+            },
+        };
+        let started = Instant::now();
+        backend.start(idx);
+        match upstreams.send(addr, policy.protocol, req, timeouts).await {
+            Ok(sent) => {
+                let status = sent.response.status().as_u16();
+                let more = attempt + 1 < tries && template.is_some();
+                if more && policy.next_upstream.statuses.contains(&status) {
+                    debug!(%addr, status, "retrying on another endpoint");
+                    backend.report(idx, Outcome::Failure, started.elapsed());
+                    continue;
+                }
+                backend.report(idx, Outcome::Success, started.elapsed());
+                let set_cookie = match (&policy.affinity, affinity_hit) {
+                    (Some(a), None) => backend.token(idx).and_then(|token| {
+                        let mut c = format!("{}={token}; Path={}; HttpOnly", a.name, a.path);
+                        if let Some(age) = a.max_age {
+                            c.push_str(&format!("; Max-Age={age}"));
+                        }
+                        HeaderValue::from_str(&c).ok()
+                    }),
+                    _ => None,
+                };
+                let (mut rparts, rbody) = sent.response.into_parts();
+                headers::strip_hop_by_hop(&mut rparts.headers);
+                if let Some(c) = set_cookie {
+                    rparts.headers.append(header::SET_COOKIE, c);
+                }
+                let body = ResponseBody::new(rbody, sent.lease, policy.read_timeout)
+                    .map_err(Into::into)
+                    .boxed();
+                return Forwarded {
+                    response: Response::from_parts(rparts, body),
+                    endpoint: Some(addr),
+                };
+            }
+            Err(Failed { error, request }) => {
+                if error.body_too_large() {
+                    return Forwarded {
+                        response: local(StatusCode::PAYLOAD_TOO_LARGE, "request body too large\n"),
+                        endpoint: Some(addr),
+                    };
+                }
+                let outcome = if error.is_connect() {
+                    Outcome::ConnectFailure
+                } else {
+                    Outcome::Failure
+                };
+                backend.report(idx, outcome, started.elapsed());
+                warn!(%addr, %backend, attempt, error = %error, "upstream attempt failed");
+                let allowed = if error.is_timeout() {
+                    policy.next_upstream.on_timeout
+                } else {
+                    policy.next_upstream.on_error
+                };
+                // A request handed back unsent may go anywhere; a sent one only when
+                // replayable.
+                next = request;
+                last_error = Some(error);
+                if !allowed || (next.is_none() && template.is_none()) {
+                    break;
+                }
+            }
+        }
+    }
+    let response = match &last_error {
+        Some(e) if e.is_timeout() => local(StatusCode::GATEWAY_TIMEOUT, "upstream timed out\n"),
+        _ => local(StatusCode::BAD_GATEWAY, "upstream unavailable\n"),
+    };
+    Forwarded {
+        response,
+        endpoint: last_endpoint,
+    }
+}
+
+/// The request head again, for a retry after the first copy was sent.
+struct Template {
+    method: Method,
+    uri: Uri,
+    version: Version,
+    headers: HeaderMap,
+}
+
+impl Template {
+    fn of(parts: &Parts) -> Self {
+        Self {
+            method: parts.method.clone(),
+            uri: parts.uri.clone(),
+            version: parts.version,
+            headers: parts.headers.clone(),
+        }
+    }
+
+    fn build(&self) -> Request<RequestBody> {
+        let mut req = Request::new(RequestBody::empty());
+        *req.method_mut() = self.method.clone();
+        *req.uri_mut() = self.uri.clone();
+        *req.version_mut() = self.version;
+        *req.headers_mut() = self.headers.clone();
+        req
+    }
+}
+
+/// The authority the client asked for: Host (HTTP/1.1) or :authority (h2).
+fn authority(parts: &Parts) -> Option<HeaderValue> {
+    parts.headers.get(header::HOST).cloned().or_else(|| {
+        parts
+            .uri
+            .authority()
+            .and_then(|a| HeaderValue::from_str(a.as_str()).ok())
+    })
+}
+
+/// HTTP/1.1 backends get an origin-form target and a Host header; h2 backends an absolute
+/// URI (:scheme, :authority) and `te: trailers` when the client sent it (gRPC).
+fn shape_for_backend(
+    parts: &mut Parts,
+    policy: &UpstreamPolicy,
+    authority: Option<HeaderValue>,
+    te_trailers: bool,
+) {
+    let proto = policy.protocol;
+    if proto.is_h2() {
+        parts.version = Version::HTTP_2;
+        let scheme = if proto.is_tls() {
+            Scheme::HTTPS
+        } else {
+            Scheme::HTTP
+        };
+        let mut uri = std::mem::take(&mut parts.uri).into_parts();
+        uri.scheme = Some(scheme);
+        if uri.authority.is_none() {
+            uri.authority = authority
+                .as_ref()
+                .and_then(|a| http::uri::Authority::try_from(a.as_bytes()).ok());
+        }
+        if uri.path_and_query.is_none() {
+            uri.path_and_query = Some(http::uri::PathAndQuery::from_static("/"));
+        }
+        parts.uri = Uri::from_parts(uri).unwrap_or_default();
+        parts.headers.remove(header::HOST);
+        if te_trailers {
+            parts
+                .headers
+                .insert(header::TE, HeaderValue::from_static("trailers"));
+        }
+    } else {
+        parts.version = Version::HTTP_11;
+        if parts.uri.scheme().is_some() || parts.uri.authority().is_some() {
+            let pq = parts
+                .uri
+                .path_and_query()
+                .cloned()
+                .unwrap_or_else(|| http::uri::PathAndQuery::from_static("/"));
+            parts.uri = Uri::from(pq);
+        }
+        if !parts.headers.contains_key(header::HOST)
+            && let Some(a) = authority
+        {
+            parts.headers.insert(header::HOST, a);
+        }
+    }
+}
+
+fn content_length(h: &HeaderMap) -> Option<u64> {
+    h.get(header::CONTENT_LENGTH)?.to_str().ok()?.parse().ok()
+}
+
+/// The value of cookie `name` in the Cookie header(s).
+pub fn cookie<'a>(h: &'a HeaderMap, name: &str) -> Option<&'a str> {
+    h.get_all(header::COOKIE)
+        .iter()
+        .filter_map(|v| v.to_str().ok())
+        .flat_map(|v| v.split(';'))
+        .filter_map(|pair| pair.trim().split_once('='))
+        .find(|(k, _)| *k == name)
+        .map(|(_, v)| v.trim_matches('"'))
+}
+
+/// The consistent-hash key of a request.
+fn hash_key(parts: &[HashPart], req: &Request<Incoming>, peer: SocketAddr) -> u64 {
+    let mut key = Vec::with_capacity(64);
+    for p in parts {
+        match p {
+            HashPart::Literal(s) => key.extend_from_slice(s.as_bytes()),
+            HashPart::RemoteAddr => key.extend_from_slice(peer.ip().to_string().as_bytes()),
+            HashPart::RequestUri => key.extend_from_slice(
+                req.uri()
+                    .path_and_query()
+                    .map_or("/", |pq| pq.as_str())
+                    .as_bytes(),
+            ),
+            HashPart::Host => {
+                if let Some(h) = req.headers().get(header::HOST) {
+                    key.extend_from_slice(h.as_bytes());
+                } else if let Some(a) = req.uri().authority() {
+                    key.extend_from_slice(a.as_str().as_bytes());
+                }
+            }
+            HashPart::Header(name) => {
+                if let Some(v) = req.headers().get(name) {
+                    key.extend_from_slice(v.as_bytes());
+                }
+            }
+            HashPart::Cookie(name) => {
+                if let Some(v) = cookie(req.headers(), name) {
+                    key.extend_from_slice(v.as_bytes());
+                }
+            }
+            HashPart::Arg(name) => {
+                let value = req.uri().query().and_then(|q| {
+                    q.split('&')
+                        .filter_map(|kv| kv.split_once('=').or(Some((kv, ""))))
+                        .find(|(k, _)| k == name)
+                        .map(|(_, v)| v)
+                });
+                if let Some(v) = value {
+                    key.extend_from_slice(v.as_bytes());
+                }
+            }
+        }
+    }
+    hash_bytes(&key)
+}
+
+/// An HTTP/1.1 `Connection: upgrade` request with an `Upgrade` header.
+fn is_upgrade(req: &Request<Incoming>) -> bool {
+    req.version() == Version::HTTP_11
+        && req.headers().contains_key(header::UPGRADE)
+        && req
+            .headers()
+            .get_all(header::CONNECTION)
+            .iter()
+            .filter_map(|v| v.to_str().ok())
+            .flat_map(|v| v.split(','))
+            .any(|t| t.trim().eq_ignore_ascii_case("upgrade"))
+}
+
+/// Passes an upgrade (WebSocket) through: the backend's 101 goes to the client, then bytes
+/// are copied both ways until either side closes.
+async fn upgrade(
+    upstreams: &Upstreams,
+    backend: &Arc<Backend>,
+    idx: usize,
+    policy: &UpstreamPolicy,
+    conn: ConnInfo,
+    mut req: Request<Incoming>,
+    timeouts: Timeouts,
+) -> Forwarded {
+    let Some(addr) = backend.endpoints.get(idx).copied() else {
+        return Forwarded::local(StatusCode::SERVICE_UNAVAILABLE, "no endpoint\n");
+    };
+    let client_side = hyper::upgrade::on(&mut req);
+    let (mut parts, body) = req.into_parts();
+    let upgrade_to = parts.headers.get(header::UPGRADE).cloned();
+    let authority = authority(&parts);
+    headers::strip_hop_by_hop(&mut parts.headers);
+    headers::set_forwarded(
+        &mut parts.headers,
+        conn.peer,
+        conn.scheme(),
+        authority.as_ref().map_or("", |a| a.to_str().unwrap_or("")),
+        conn.local_port,
+    );
+    if let Some(u) = upgrade_to.clone() {
+        parts.headers.insert(header::UPGRADE, u);
+        parts
+            .headers
+            .insert(header::CONNECTION, HeaderValue::from_static("upgrade"));
+    }
+    let mut h1_policy = policy.clone();
+    if h1_policy.protocol.is_h2() {
+        // Upgrades are HTTP/1.1: talk HTTP/1.1 to the same endpoint (TLS kept).
+        h1_policy.protocol = if h1_policy.protocol.is_tls() {
+            crate::translate::annotations::upstream::BackendProtocol::Https
+        } else {
+            crate::translate::annotations::upstream::BackendProtocol::Http
+        };
+    }
+    shape_for_backend(&mut parts, &h1_policy, authority, false);
+    let req = Request::from_parts(parts, RequestBody::new(body, policy.body_size));
+    let started = Instant::now();
+    backend.start(idx);
+    let mut resp = match upstreams
+        .send_upgrade(addr, h1_policy.protocol, req, timeouts)
+        .await
+    {
+        Ok(r) => r,
+        Err(Failed { error, .. }) => {
+            let outcome = if error.is_connect() {
+                Outcome::ConnectFailure
+            } else {
+                Outcome::Failure
+            };
+            backend.report(idx, outcome, started.elapsed());
+            warn!(%addr, error = %error, "upgrade request failed");
+            return Forwarded {
+                response: local(StatusCode::BAD_GATEWAY, "upstream unavailable\n"),
+                endpoint: Some(addr),
+            };
+        }
+    };
+    backend.report(idx, Outcome::Success, started.elapsed());
+    if resp.status() != StatusCode::SWITCHING_PROTOCOLS {
+        let (mut rparts, rbody) = resp.into_parts();
+        headers::strip_hop_by_hop(&mut rparts.headers);
+        let body = ResponseBody::new(rbody, None, policy.read_timeout)
+            .map_err(Into::into)
+            .boxed();
+        return Forwarded {
+            response: Response::from_parts(rparts, body),
+            endpoint: Some(addr),
+        };
+    }
+    let upstream_side = hyper::upgrade::on(&mut resp);
+    tokio::spawn(async move {
+        match tokio::try_join!(client_side, upstream_side) {
+            Ok((c, u)) => {
+                let (mut c, mut u) = (TokioIo::new(c), TokioIo::new(u));
+                if let Err(e) = tokio::io::copy_bidirectional(&mut c, &mut u).await {
+                    debug!(%addr, error = %e, "upgraded connection ended");
+                }
+            }
+            Err(e) => debug!(%addr, error = %e, "upgrade did not complete"),
+        }
+    });
+    // The 101 as the backend sent it (its Upgrade/Connection headers included).
+    let (rparts, _) = resp.into_parts();
+    Forwarded {
+        response: Response::from_parts(
+            rparts,
+            http_body_util::Empty::new()
+                .map_err(|never| match never {})
+                .boxed(),
+        ),
+        endpoint: Some(addr),
+    }
+}

@@ -1,0 +1,322 @@
+//! Listeners: HTTP/1.1 and h2c (prior knowledge) on the plain port, TLS with ALPN (h2,
+//! http/1.1) on the HTTPS port, hyper-util's auto builder with the limits that keep a
+//! client from holding the proxy hostage (header size and count, header read timeout, h2
+//! streams and resets). `start_workers` runs one single-threaded runtime per core, each
+//! with its own SO_REUSEPORT socket per address, so connections, pools and requests stay
+//! on one core.
+use std::{convert::Infallible, io, net::SocketAddr, sync::Arc, thread, time::Duration};
+
+use hyper::service::service_fn;
+use hyper_util::{
+    rt::{TokioExecutor, TokioIo, TokioTimer},
+    server::{
+        conn::auto,
+        graceful::{GracefulShutdown, Watcher},
+    },
+};
+use tokio::{
+    io::{AsyncRead, AsyncWrite},
+    net::{TcpListener, TcpSocket},
+    sync::watch,
+};
+use tokio_rustls::TlsAcceptor;
+use tracing::{debug, warn};
+
+use super::{DRAIN_DEADLINE, Proxy};
+use crate::tls::ALPN_H2;
+
+/// Limits on what a client may send before its request is handled.
+#[derive(Clone, Copy, Debug)]
+pub struct ServerLimits {
+    /// Time for a complete HTTP/1.1 request head (slowloris).
+    pub header_read_timeout: Duration,
+    /// Header lines per request (more: 431).
+    pub max_headers: usize,
+    /// Bytes of request head buffered (more: 431). hyper's floor is 8 KiB.
+    pub max_header_bytes: usize,
+    /// Concurrent h2 streams per connection.
+    pub h2_max_streams: u32,
+    /// h2 streams a client may reset before they are accepted (CVE-2023-44487).
+    pub h2_max_pending_resets: usize,
+    /// h2 streams the server may reset for protocol errors before it closes the connection.
+    pub h2_max_local_resets: usize,
+    /// h2 header list size (decoded).
+    pub h2_max_header_list: u32,
+    /// Time for a TLS handshake.
+    pub tls_handshake_timeout: Duration,
+}
+
+impl Default for ServerLimits {
+    fn default() -> Self {
+        Self {
+            header_read_timeout: Duration::from_secs(30),
+            max_headers: 100,
+            max_header_bytes: 32 * 1024,
+            h2_max_streams: 128,
+            h2_max_pending_resets: 20,
+            h2_max_local_resets: 1024,
+            h2_max_header_list: 32 * 1024,
+            tls_handshake_timeout: Duration::from_secs(10),
+        }
+    }
+}
+
+/// Which listener a request came in on (a request extension).
+#[derive(Clone, Copy, Debug)]
+pub struct ConnInfo {
+    pub peer: SocketAddr,
+    pub local_port: u16,
+    pub tls: bool,
+}
+
+impl ConnInfo {
+    pub fn scheme(&self) -> &'static str {
+        if self.tls { "https" } else { "http" }
+    }
+}
+
+/// The connection builder with `limits` applied.
+pub fn builder(limits: &ServerLimits) -> auto::Builder<TokioExecutor> {
+    let mut b = auto::Builder::new(TokioExecutor::new());
+    b.http1()
+        .timer(TokioTimer::new())
+        .header_read_timeout(limits.header_read_timeout)
+        .max_headers(limits.max_headers)
+        .max_buf_size(limits.max_header_bytes.max(8192));
+    b.http2()
+        .timer(TokioTimer::new())
+        .max_concurrent_streams(limits.h2_max_streams)
+        .max_pending_accept_reset_streams(limits.h2_max_pending_resets)
+        .max_local_error_reset_streams(limits.h2_max_local_resets)
+        .max_header_list_size(limits.h2_max_header_list)
+        .keep_alive_interval(Duration::from_secs(30));
+    b
+}
+
+/// A listening socket with SO_REUSEPORT, so that each worker can have its own.
+pub fn bind_reuseport(addr: SocketAddr) -> io::Result<std::net::TcpListener> {
+    let socket = if addr.is_ipv4() {
+        TcpSocket::new_v4()?
+    } else {
+        TcpSocket::new_v6()?
+    };
+    socket.set_reuseaddr(true)?;
+    socket.set_reuseport(true)?;
+    socket.set_nodelay(true)?;
+    socket.bind(addr)?;
+    let listener = socket.listen(4096)?;
+    listener.into_std()
+}
+
+/// Serves one listener until `shutdown` turns true, then drains its connections (up to
+/// [`DRAIN_DEADLINE`]).
+pub async fn serve(
+    proxy: Arc<Proxy>,
+    listener: TcpListener,
+    tls: Option<TlsAcceptor>,
+    mut shutdown: watch::Receiver<bool>,
+) {
+    let local_port = listener.local_addr().map_or(0, |a| a.port());
+    let graceful = GracefulShutdown::new();
+    let limits = proxy.limits;
+    let http = Arc::new(builder(&limits));
+    loop {
+        let (stream, peer) = tokio::select! {
+            r = listener.accept() => match r {
+                Ok(conn) => conn,
+                Err(e) => {
+                    // EMFILE and friends: keep serving the connections we have.
+                    warn!(error = %e, "accept failed");
+                    tokio::time::sleep(Duration::from_millis(50)).await;
+                    continue;
+                }
+            },
+            _ = crate::shutdown::stopped(&mut shutdown) => break,
+        };
+        let _ = stream.set_nodelay(true);
+        let info = ConnInfo {
+            peer,
+            local_port,
+            tls: tls.is_some(),
+        };
+        match &tls {
+            None => serve_conn(&proxy, &http, graceful.watcher(), stream, info, None),
+            Some(acceptor) => {
+                let (proxy, http, watcher, acceptor) = (
+                    proxy.clone(),
+                    http.clone(),
+                    graceful.watcher(),
+                    acceptor.clone(),
+                );
+                tokio::spawn(async move {
+                    let accepted =
+                        tokio::time::timeout(limits.tls_handshake_timeout, acceptor.accept(stream))
+                            .await;
+                    match accepted {
+                        Ok(Ok(tls_stream)) => {
+                            let h2 = tls_stream.get_ref().1.alpn_protocol() == Some(ALPN_H2);
+                            serve_conn(&proxy, &http, watcher, tls_stream, info, Some(h2));
+                        }
+                        Ok(Err(e)) => debug!(%peer, error = %e, "TLS handshake failed"),
+                        Err(_) => debug!(%peer, "TLS handshake timed out"),
+                    }
+                });
+            }
+        }
+    }
+    drop(listener);
+    if tokio::time::timeout(DRAIN_DEADLINE, graceful.shutdown())
+        .await
+        .is_err()
+    {
+        warn!("drain deadline passed with connections still open");
+    }
+}
+
+/// Serves one connection; `h2` is the ALPN choice on TLS (None: sniff the preface).
+fn serve_conn<I>(
+    proxy: &Arc<Proxy>,
+    http: &auto::Builder<TokioExecutor>,
+    watcher: Watcher,
+    io: I,
+    info: ConnInfo,
+    h2: Option<bool>,
+) where
+    I: AsyncRead + AsyncWrite + Unpin + Send + 'static,
+{
+    let proxy = proxy.clone();
+    let service = service_fn(move |mut req| {
+        let proxy = proxy.clone();
+        super::request_id::ensure(req.headers_mut());
+        req.extensions_mut().insert(info);
+        async move { Ok::<_, Infallible>(proxy.handle(req, info.peer, info.local_port).await) }
+    });
+    let builder = match h2 {
+        Some(true) => http.clone().http2_only(),
+        Some(false) => http.clone().http1_only(),
+        None => http.clone(),
+    };
+    let conn = builder
+        .serve_connection_with_upgrades(TokioIo::new(io), service)
+        .into_owned();
+    let conn = watcher.watch(conn);
+    let peer = info.peer;
+    tokio::spawn(async move {
+        if let Err(e) = conn.await {
+            debug!(%peer, error = %e, "connection ended with error");
+        }
+    });
+}
+
+/// The proxy's listening sockets, bound early (so `/readyz` and errors are honest) and
+/// served later by [`Listeners::serve`].
+pub struct Listeners {
+    /// One socket per worker and address: [worker][http, https].
+    sockets: Vec<Vec<std::net::TcpListener>>,
+}
+
+impl Listeners {
+    /// Binds `workers` SO_REUSEPORT sockets on each address (`0` workers: one per CPU this
+    /// process may run on).
+    pub fn bind(http: SocketAddr, https: Option<SocketAddr>, workers: usize) -> io::Result<Self> {
+        let workers = match workers {
+            0 => thread::available_parallelism().map_or(1, |n| n.get()),
+            n => n,
+        };
+        let mut sockets = Vec::with_capacity(workers);
+        for _ in 0..workers {
+            let mut mine = vec![bind_reuseport(http)?];
+            if let Some(addr) = https {
+                mine.push(bind_reuseport(addr)?);
+            }
+            sockets.push(mine);
+        }
+        Ok(Self { sockets })
+    }
+
+    pub fn workers(&self) -> usize {
+        self.sockets.len()
+    }
+
+    /// Starts the worker threads; `tls` serves the HTTPS sockets.
+    pub fn serve(
+        self,
+        proxy: &Arc<Proxy>,
+        tls: Option<TlsAcceptor>,
+        shutdown: &watch::Receiver<bool>,
+    ) -> io::Result<Serving> {
+        let mut handles = Vec::new();
+        for (i, mine) in self.sockets.into_iter().enumerate() {
+            let specs: Vec<(std::net::TcpListener, Option<TlsAcceptor>)> = mine
+                .into_iter()
+                .enumerate()
+                .map(|(k, s)| (s, if k == 1 { tls.clone() } else { None }))
+                .collect();
+            handles.push(spawn_worker(i, proxy.clone(), specs, shutdown.clone())?);
+        }
+        Ok(Serving { handles })
+    }
+}
+
+/// Running proxy workers.
+pub struct Serving {
+    handles: Vec<thread::JoinHandle<()>>,
+}
+
+impl Serving {
+    /// Waits for every worker to finish draining (after shutdown was signalled).
+    pub async fn join(self) {
+        let _ = tokio::task::spawn_blocking(move || {
+            for h in self.handles {
+                let _ = h.join();
+            }
+        })
+        .await;
+    }
+}
+
+fn spawn_worker(
+    i: usize,
+    proxy: Arc<Proxy>,
+    specs: Vec<(std::net::TcpListener, Option<TlsAcceptor>)>,
+    shutdown: watch::Receiver<bool>,
+) -> io::Result<thread::JoinHandle<()>> {
+    thread::Builder::new()
+        .name(format!("proxy-{i}"))
+        .spawn(move || {
+            let rt = match tokio::runtime::Builder::new_current_thread()
+                .enable_all()
+                .build()
+            {
+                Ok(rt) => rt,
+                Err(e) => {
+                    warn!(error = %e, "proxy worker: cannot start a runtime");
+                    return;
+                }
+            };
+            rt.block_on(async move {
+                let mut tasks = Vec::new();
+                for (std_listener, tls) in specs {
+                    let listener = match std_listener
+                        .set_nonblocking(true)
+                        .and_then(|()| TcpListener::from_std(std_listener))
+                    {
+                        Ok(l) => l,
+                        Err(e) => {
+                            warn!(error = %e, "proxy worker: listener unusable");
+                            continue;
+                        }
+                    };
+                    tasks.push(tokio::spawn(serve(
+                        proxy.clone(),
+                        listener,
+                        tls,
+                        shutdown.clone(),
+                    )));
+                }
+                for t in tasks {
+                    let _ = t.await;
+                }
+            });
+        })
+}

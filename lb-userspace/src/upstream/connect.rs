@@ -1,0 +1,121 @@
+//! Opening connections to an endpoint: TCP (no Nagle), optional TLS, then the HTTP/1.1 or
+//! h2 handshake; the connection task runs on the current runtime.
+use std::{net::SocketAddr, time::Duration};
+
+use hyper::client::conn::{http1, http2};
+use hyper_util::rt::{TokioExecutor, TokioIo, TokioTimer};
+use rustls::pki_types::ServerName;
+use tokio::{
+    io::{AsyncRead, AsyncWrite},
+    net::TcpStream,
+};
+use tokio_rustls::TlsConnector;
+use tracing::debug;
+
+use super::{RequestBody, UpstreamError};
+use crate::{tls::upstream::UpstreamTls, translate::annotations::upstream::BackendProtocol};
+
+/// h2 keep-alive pings find dead backends on idle multiplexed connections.
+const H2_KEEPALIVE: Duration = Duration::from_secs(20);
+
+async fn tcp(addr: SocketAddr, timeout: Duration) -> Result<TcpStream, UpstreamError> {
+    let stream = tokio::time::timeout(timeout, TcpStream::connect(addr))
+        .await
+        .map_err(|_| UpstreamError::ConnectTimeout {
+            addr,
+            after: timeout,
+        })?
+        .map_err(|source| UpstreamError::Connect { addr, source })?;
+    let _ = stream.set_nodelay(true);
+    Ok(stream)
+}
+
+async fn tls(
+    cfg: &std::sync::Arc<rustls::ClientConfig>,
+    addr: SocketAddr,
+    stream: TcpStream,
+    timeout: Duration,
+) -> Result<tokio_rustls::client::TlsStream<TcpStream>, UpstreamError> {
+    let name = ServerName::IpAddress(addr.ip().into());
+    tokio::time::timeout(
+        timeout,
+        TlsConnector::from(cfg.clone()).connect(name, stream),
+    )
+    .await
+    .map_err(|_| UpstreamError::ConnectTimeout {
+        addr,
+        after: timeout,
+    })?
+    .map_err(|source| UpstreamError::Tls { addr, source })
+}
+
+pub async fn h1(
+    tls_cfg: &UpstreamTls,
+    addr: SocketAddr,
+    proto: BackendProtocol,
+    timeout: Duration,
+) -> Result<http1::SendRequest<RequestBody>, UpstreamError> {
+    let stream = tcp(addr, timeout).await?;
+    if proto.is_tls() {
+        let stream = tls(&tls_cfg.http1, addr, stream, timeout).await?;
+        h1_handshake(addr, stream).await
+    } else {
+        h1_handshake(addr, stream).await
+    }
+}
+
+async fn h1_handshake<I>(
+    addr: SocketAddr,
+    io: I,
+) -> Result<http1::SendRequest<RequestBody>, UpstreamError>
+where
+    I: AsyncRead + AsyncWrite + Unpin + Send + 'static,
+{
+    let (sender, conn) = http1::Builder::new()
+        .handshake(TokioIo::new(io))
+        .await
+        .map_err(|source| UpstreamError::Handshake { addr, source })?;
+    tokio::spawn(async move {
+        if let Err(e) = conn.with_upgrades().await {
+            debug!(%addr, error = %e, "upstream connection ended");
+        }
+    });
+    Ok(sender)
+}
+
+pub async fn h2(
+    tls_cfg: &UpstreamTls,
+    addr: SocketAddr,
+    proto: BackendProtocol,
+    timeout: Duration,
+) -> Result<http2::SendRequest<RequestBody>, UpstreamError> {
+    let stream = tcp(addr, timeout).await?;
+    if proto.is_tls() {
+        let stream = tls(&tls_cfg.h2, addr, stream, timeout).await?;
+        h2_handshake(addr, stream).await
+    } else {
+        h2_handshake(addr, stream).await
+    }
+}
+
+async fn h2_handshake<I>(
+    addr: SocketAddr,
+    io: I,
+) -> Result<http2::SendRequest<RequestBody>, UpstreamError>
+where
+    I: AsyncRead + AsyncWrite + Unpin + Send + 'static,
+{
+    let (sender, conn) = http2::Builder::new(TokioExecutor::new())
+        .timer(TokioTimer::new())
+        .keep_alive_interval(H2_KEEPALIVE)
+        .keep_alive_while_idle(true)
+        .handshake(TokioIo::new(io))
+        .await
+        .map_err(|source| UpstreamError::Handshake { addr, source })?;
+    tokio::spawn(async move {
+        if let Err(e) = conn.await {
+            debug!(%addr, error = %e, "upstream h2 connection ended");
+        }
+    });
+    Ok(sender)
+}
