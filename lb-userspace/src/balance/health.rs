@@ -118,7 +118,9 @@ impl EndpointState {
         let new = if sample >= old {
             sample
         } else {
-            let w = (-(now.saturating_sub(last) as f64) / TAU_MS).exp().min(0.95);
+            let w = (-(now.saturating_sub(last) as f64) / TAU_MS)
+                .exp()
+                .min(0.95);
             (old as f64 * w + sample as f64 * (1.0 - w)) as u64
         };
         // Races between threads lose a sample at worst; no lock on this path.

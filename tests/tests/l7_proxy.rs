@@ -1,0 +1,561 @@
+//! The L7 proxy end to end on loopback: the real `ebpf-lb run`, in-process backends
+//! (`tests::l7`), real curl / openssl / raw sockets. HTTP/1.1, h2c and h2 over TLS (ALPN),
+//! SNI, WebSocket, SSE streaming, balancing and affinity, retries and ejection when a
+//! backend dies, request limits and smuggling attempts, a 100 MB upload with the proxy's
+//! memory bounded, graceful shutdown with a request in flight.
+use std::{
+    io::{Read as _, Write as _},
+    net::TcpStream,
+    path::PathBuf,
+    process::{Command, Stdio},
+    sync::atomic::Ordering,
+    time::Duration,
+};
+
+use tests::{
+    l7::TestBackend,
+    local::{LocalLb, TempDir, curl, ebpf_lb_bin, fetch, free_port},
+    wait::wait_until,
+};
+
+fn ebpf_lb() -> PathBuf {
+    ebpf_lb_bin(&PathBuf::from(env!("CARGO_BIN_EXE_echo-backend")))
+}
+
+/// A Service `svc` in namespace `t` whose endpoints are `backends` (one slice each, as
+/// their ports differ).
+fn service(backends: &[&TestBackend]) -> String {
+    let mut s = String::from(
+        "---\napiVersion: v1\nkind: Service\nmetadata: {name: svc, namespace: t}\n\
+         spec: {ports: [{name: http, port: 80}]}\n",
+    );
+    for (i, b) in backends.iter().enumerate() {
+        s.push_str(&format!(
+            "---\napiVersion: discovery.k8s.io/v1\nkind: EndpointSlice\n\
+             metadata: {{name: svc-{i}, namespace: t, labels: {{kubernetes.io/service-name: svc}}}}\n\
+             addressType: IPv4\nports: [{{name: http, port: {}}}]\n\
+             endpoints: [{{addresses: [\"127.0.0.1\"]}}]\n",
+            b.addr.port()
+        ));
+    }
+    s
+}
+
+/// An Ingress `name` sending `host` (or every host) to `svc`, with nginx annotations.
+fn ingress(name: &str, host: Option<&str>, annotations: &[(&str, &str)], tls: &str) -> String {
+    let ann: String = if annotations.is_empty() {
+        " {}".to_owned()
+    } else {
+        annotations
+            .iter()
+            .map(|(k, v)| format!("\n    nginx.ingress.kubernetes.io/{k}: {v:?}"))
+            .collect()
+    };
+    let host = host.map_or(String::new(), |h| format!("host: {h}, "));
+    format!(
+        "---\napiVersion: networking.k8s.io/v1\nkind: Ingress\nmetadata:\n  name: {name}\n  \
+         namespace: t\n  annotations:{ann}\nspec:\n  ingressClassName: ebpf-lb\n{tls}  \
+         rules: [{{{host}http: {{paths: [{{path: /, pathType: Prefix, backend: {{service: \
+         {{name: svc, port: {{name: http}}}}}}}}]}}}}]\n"
+    )
+}
+
+struct Lb {
+    lb: LocalLb,
+    https_port: u16,
+    _dir: TempDir,
+}
+
+fn start(tag: &str, yaml: &str) -> Lb {
+    let dir = TempDir::new(tag);
+    dir.write("m.yaml", yaml);
+    let https_port = free_port();
+    let https = format!("127.0.0.1:{https_port}");
+    let lb = LocalLb::start_with(
+        &ebpf_lb(),
+        &dir.0,
+        &["--https-listen", &https, "--proxy-workers", "1"],
+    );
+    Lb {
+        lb,
+        https_port,
+        _dir: dir,
+    }
+}
+
+fn json(body: &str) -> serde_json::Value {
+    serde_json::from_str(body).unwrap_or_else(|e| panic!("{e}: {body:?}"))
+}
+
+/// Writes `request` on a new connection and reads until the peer closes or `done` holds.
+fn raw(port: u16, request: &[u8], done: impl Fn(&str) -> bool) -> String {
+    let mut s = TcpStream::connect(("127.0.0.1", port)).expect("connect");
+    s.set_read_timeout(Some(Duration::from_secs(10)))
+        .expect("timeout");
+    s.write_all(request).expect("write");
+    let mut out = Vec::new();
+    let mut buf = [0u8; 8192];
+    loop {
+        match s.read(&mut buf) {
+            Ok(0) | Err(_) => break,
+            Ok(n) => out.extend_from_slice(&buf[..n]),
+        }
+        if done(&String::from_utf8_lossy(&out)) {
+            break;
+        }
+    }
+    String::from_utf8_lossy(&out).into_owned()
+}
+
+#[test]
+fn http1_h2c_and_h2_over_tls_with_request_ids() {
+    let b = TestBackend::start("a");
+    let h2c = TestBackend::start("h2c");
+    let mut yaml = service(&[&b]);
+    yaml.push_str(&ingress("plain", Some("plain.test"), &[], ""));
+    yaml.push_str(&service(&[&h2c]).replace("name: svc", "name: svc2"));
+    yaml.push_str(
+        &ingress("h2c", Some("h2c.test"), &[("backend-protocol", "H2C")], "")
+            .replace("name: svc,", "name: svc2,"),
+    );
+    let lb = start("l7-protocols", &yaml);
+    let url = lb.lb.url("/hello?x=1");
+
+    // HTTP/1.1 from curl: forwarded headers and a generated X-Request-ID.
+    let (status, _, body) = fetch(&["-H", "Host: plain.test", &url]);
+    assert_eq!(status, 200);
+    let v = json(&body);
+    assert_eq!(v["version"], "HTTP/1.1");
+    assert_eq!(v["query"], "x=1");
+    assert_eq!(v["headers"]["x-forwarded-proto"], "http");
+    assert_eq!(v["headers"]["host"], "plain.test");
+    let id = v["headers"]["x-request-id"].as_str().expect("x-request-id");
+    assert!(
+        id.len() == 32 && id.bytes().all(|c| c.is_ascii_hexdigit()),
+        "{id}"
+    );
+    // A client's X-Request-ID is passed on as it is.
+    let (_, _, body) = fetch(&["-H", "Host: plain.test", "-H", "X-Request-ID: abc-1", &url]);
+    assert_eq!(json(&body)["headers"]["x-request-id"], "abc-1");
+
+    // h2c with prior knowledge.
+    let out = curl(&[
+        "--http2-prior-knowledge",
+        "-H",
+        "Host: plain.test",
+        "-w",
+        "\n%{http_version}",
+        &url,
+    ])
+    .expect("h2c");
+    assert!(out.ends_with("\n2"), "{out}");
+
+    // h2 over TLS, negotiated by ALPN; and http/1.1 over TLS.
+    let tls_url = format!("https://plain.test:{}/tls", lb.https_port);
+    let resolve = format!("plain.test:{}:127.0.0.1", lb.https_port);
+    for (flag, want) in [("--http2", "2"), ("--http1.1", "1.1")] {
+        let out = curl(&[
+            "-k",
+            flag,
+            "--resolve",
+            &resolve,
+            "-w",
+            "\n%{http_version}",
+            &tls_url,
+        ])
+        .expect("https");
+        let (body, version) = out.rsplit_once('\n').expect("version line");
+        assert_eq!(version, want, "{flag}");
+        assert_eq!(json(body)["headers"]["x-forwarded-proto"], "https");
+    }
+
+    // An h2c backend (backend-protocol: H2C) gets HTTP/2 from the proxy.
+    let (status, _, body) = fetch(&["-H", "Host: h2c.test", &url]);
+    assert_eq!(status, 200, "{body}");
+    assert_eq!(json(&body)["version"], "HTTP/2.0");
+    assert_eq!(json(&body)["backend"], "h2c");
+}
+
+fn openssl_san(port: u16, sni: Option<&str>) -> String {
+    let mut cmd = Command::new("sh");
+    let servername = sni.map_or(String::new(), |s| format!("-servername {s}"));
+    cmd.arg("-c").arg(format!(
+        "openssl s_client -connect 127.0.0.1:{port} {servername} </dev/null 2>/dev/null \
+         | openssl x509 -noout -ext subjectAltName"
+    ));
+    let out = cmd.stderr(Stdio::null()).output().expect("openssl");
+    String::from_utf8_lossy(&out.stdout).into_owned()
+}
+
+fn tls_secret(name: &str, host: &str) -> String {
+    let (_, crt, key) = lb_userspace::tls::self_signed(&[host]).expect("self-signed");
+    let indent = |s: &str| -> String { s.lines().map(|l| format!("    {l}\n")).collect() };
+    format!(
+        "---\napiVersion: v1\nkind: Secret\nmetadata: {{name: {name}, namespace: t}}\n\
+         type: kubernetes.io/tls\nstringData:\n  tls.crt: |\n{}  tls.key: |\n{}",
+        indent(&crt),
+        indent(&key)
+    )
+}
+
+#[test]
+fn sni_chooses_the_certificate_per_host_and_the_default_otherwise() {
+    let b = TestBackend::start("a");
+    let mut yaml = service(&[&b]);
+    yaml.push_str(&tls_secret("a-cert", "a.test"));
+    yaml.push_str(&tls_secret("wild-cert", "*.models.test"));
+    yaml.push_str(&ingress(
+        "a",
+        Some("a.test"),
+        &[],
+        "  tls: [{hosts: [a.test], secretName: a-cert}]\n",
+    ));
+    yaml.push_str(&ingress(
+        "m",
+        Some("x.models.test"),
+        &[],
+        "  tls: [{hosts: [\"*.models.test\"], secretName: wild-cert}]\n",
+    ));
+    let lb = start("l7-sni", &yaml);
+    let p = lb.https_port;
+    assert!(openssl_san(p, Some("a.test")).contains("DNS:a.test"));
+    assert!(openssl_san(p, Some("x.models.test")).contains("DNS:*.models.test"));
+    let other = openssl_san(p, Some("unknown.test"));
+    assert!(other.contains("DNS:ebpf-lb.invalid"), "{other}");
+    assert!(openssl_san(p, None).contains("DNS:ebpf-lb.invalid"));
+    // And the request goes through with SNI.
+    let out = curl(&[
+        "-k",
+        "--resolve",
+        &format!("a.test:{p}:127.0.0.1"),
+        &format!("https://a.test:{p}/"),
+    ])
+    .expect("curl a.test");
+    assert_eq!(json(&out)["backend"], "a");
+}
+
+#[test]
+fn websocket_upgrade_is_passed_through() {
+    let b = TestBackend::start("ws");
+    let mut yaml = service(&[&b]);
+    yaml.push_str(&ingress("ws", None, &[], ""));
+    let lb = start("l7-ws", &yaml);
+    let mut s = TcpStream::connect(("127.0.0.1", lb.lb.http_port)).expect("connect");
+    s.set_read_timeout(Some(Duration::from_secs(10)))
+        .expect("timeout");
+    s.write_all(
+        b"GET /ws HTTP/1.1\r\nHost: ws.test\r\nConnection: Upgrade\r\nUpgrade: websocket\r\n\
+          Sec-WebSocket-Version: 13\r\nSec-WebSocket-Key: dGhlIHNhbXBsZSBub25jZQ==\r\n\r\n",
+    )
+    .expect("handshake");
+    let mut head = Vec::new();
+    let mut byte = [0u8; 1];
+    while !head.ends_with(b"\r\n\r\n") {
+        assert_eq!(s.read(&mut byte).expect("read 101"), 1, "closed early");
+        head.push(byte[0]);
+    }
+    let head = String::from_utf8_lossy(&head).to_ascii_lowercase();
+    assert!(head.starts_with("http/1.1 101"), "{head}");
+    assert!(head.contains("upgrade: websocket"), "{head}");
+    for msg in [&b"hello"[..], b"second frame", &[0x81, 0x05, 1, 2, 3, 4, 5]] {
+        s.write_all(msg).expect("write");
+        let mut got = vec![0u8; msg.len()];
+        s.read_exact(&mut got).expect("echo");
+        assert_eq!(got, msg);
+    }
+}
+
+#[test]
+fn sse_first_event_reaches_the_client_while_the_backend_is_still_sending() {
+    let b = TestBackend::start("sse");
+    let mut yaml = service(&[&b]);
+    yaml.push_str(&ingress("sse", None, &[], ""));
+    let lb = start("l7-sse", &yaml);
+    let mut s = TcpStream::connect(("127.0.0.1", lb.lb.http_port)).expect("connect");
+    s.set_read_timeout(Some(Duration::from_secs(10)))
+        .expect("timeout");
+    s.write_all(b"GET /sse HTTP/1.1\r\nHost: sse.test\r\n\r\n")
+        .expect("request");
+    let mut seen = String::new();
+    let mut buf = [0u8; 4096];
+    while !seen.contains("data: first") {
+        let n = s
+            .read(&mut buf)
+            .expect("first event before the backend goes on");
+        assert!(n > 0, "closed before the first event: {seen}");
+        seen.push_str(&String::from_utf8_lossy(&buf[..n]));
+    }
+    // The backend sends the second event only after this point.
+    assert!(!seen.contains("second"));
+    b.gate.open();
+    while !seen.contains("data: second") {
+        let n = s.read(&mut buf).expect("second event");
+        assert!(n > 0, "closed before the second event: {seen}");
+        seen.push_str(&String::from_utf8_lossy(&buf[..n]));
+    }
+}
+
+#[test]
+fn round_robin_hashing_and_cookie_affinity() {
+    let bs: Vec<TestBackend> = ["a", "b", "c"]
+        .iter()
+        .map(|n| TestBackend::start(n))
+        .collect();
+    let refs: Vec<&TestBackend> = bs.iter().collect();
+    let mut yaml = service(&refs);
+    yaml.push_str(&ingress("rr", Some("rr.test"), &[], ""));
+    yaml.push_str(&ingress(
+        "hash",
+        Some("hash.test"),
+        &[("upstream-hash-by", "$http_x_user")],
+        "",
+    ));
+    yaml.push_str(&ingress(
+        "sticky",
+        Some("sticky.test"),
+        &[("affinity", "cookie"), ("session-cookie-name", "route")],
+        "",
+    ));
+    let lb = start("l7-balance", &yaml);
+    let url = lb.lb.url("/");
+    let backend_of = |args: &[&str]| -> String {
+        let (status, _, body) = fetch(&[args, &[url.as_str()]].concat());
+        assert_eq!(status, 200, "{body}");
+        json(&body)["backend"].as_str().expect("backend").to_owned()
+    };
+
+    // Round robin: one worker, so exactly even.
+    let before: Vec<u64> = bs.iter().map(|b| b.hits.load(Ordering::Relaxed)).collect();
+    for _ in 0..30 {
+        backend_of(&["-H", "Host: rr.test"]);
+    }
+    let spread: Vec<u64> = bs
+        .iter()
+        .zip(&before)
+        .map(|(b, n)| b.hits.load(Ordering::Relaxed) - n)
+        .collect();
+    assert_eq!(spread, [10, 10, 10]);
+
+    // Consistent hashing: each user always lands on the same backend; users spread.
+    let mut seen = std::collections::HashSet::new();
+    for user in 0..12 {
+        let h = format!("X-User: user-{user}");
+        let first = backend_of(&["-H", "Host: hash.test", "-H", &h]);
+        for _ in 0..3 {
+            assert_eq!(backend_of(&["-H", "Host: hash.test", "-H", &h]), first);
+        }
+        seen.insert(first);
+    }
+    assert!(seen.len() >= 2, "12 users all on one backend: {seen:?}");
+
+    // Cookie affinity: the first answer sets the cookie, which then pins the backend.
+    let (_, head, body) = fetch(&["-H", "Host: sticky.test", &url]);
+    let pinned = json(&body)["backend"].as_str().expect("backend").to_owned();
+    let cookie = head
+        .lines()
+        .find_map(|l| l.strip_prefix("set-cookie: "))
+        .expect("set-cookie")
+        .split(';')
+        .next()
+        .expect("cookie pair")
+        .to_owned();
+    assert!(cookie.starts_with("route="), "{cookie}");
+    for _ in 0..10 {
+        assert_eq!(
+            backend_of(&[
+                "-H",
+                "Host: sticky.test",
+                "-H",
+                &format!("Cookie: {cookie}")
+            ]),
+            pinned
+        );
+    }
+}
+
+#[test]
+fn a_backend_dying_mid_test_fails_no_idempotent_request() {
+    let mut bs: Vec<TestBackend> = ["a", "b", "c"]
+        .iter()
+        .map(|n| TestBackend::start(n))
+        .collect();
+    let refs: Vec<&TestBackend> = bs.iter().collect();
+    let mut yaml = service(&refs);
+    yaml.push_str(&ingress("r", None, &[], ""));
+    let lb = start("l7-retry", &yaml);
+    let url = lb.lb.url("/");
+    for _ in 0..30 {
+        assert_eq!(fetch(&[&url]).0, 200);
+    }
+    bs[1].stop();
+    let dead_hits = bs[1].hits.load(Ordering::Relaxed);
+    for i in 0..150 {
+        let (status, _, body) = fetch(&[&url]);
+        assert_eq!(status, 200, "request {i} after the backend died: {body}");
+        assert_ne!(json(&body)["backend"], "b");
+    }
+    assert_eq!(bs[1].hits.load(Ordering::Relaxed), dead_hits);
+    // Ejected, not retried on every request: the others took everything.
+    let alive: u64 = [&bs[0], &bs[2]]
+        .iter()
+        .map(|b| b.hits.load(Ordering::Relaxed))
+        .sum();
+    assert!(alive >= 170, "{alive}");
+}
+
+#[test]
+fn limits_and_smuggling_attempts() {
+    let b = TestBackend::start("a");
+    let mut yaml = service(&[&b]);
+    yaml.push_str(&ingress(
+        "small",
+        Some("small.test"),
+        &[("proxy-body-size", "1k")],
+        "",
+    ));
+    yaml.push_str(&ingress("any", None, &[], ""));
+    let lb = start("l7-limits", &yaml);
+    let port = lb.lb.http_port;
+    let status = |resp: &str| -> u16 {
+        resp.split_whitespace()
+            .nth(1)
+            .and_then(|s| s.parse().ok())
+            .unwrap_or_else(|| panic!("no status in {resp:?}"))
+    };
+    let head_done = |r: &str| r.contains("\r\n\r\n");
+
+    // Too many header lines, and a too large head: 431.
+    let mut many = String::from("GET / HTTP/1.1\r\nHost: a.test\r\n");
+    for i in 0..150 {
+        many.push_str(&format!("X-H{i}: v\r\n"));
+    }
+    many.push_str("\r\n");
+    assert_eq!(status(&raw(port, many.as_bytes(), head_done)), 431);
+    let big = format!(
+        "GET / HTTP/1.1\r\nHost: a.test\r\nX-Big: {}\r\n\r\n",
+        "x".repeat(40_000)
+    );
+    assert_eq!(status(&raw(port, big.as_bytes(), head_done)), 431);
+
+    // Conflicting Content-Length values, and a Transfer-Encoding that is not chunked: 400.
+    let dup =
+        b"POST / HTTP/1.1\r\nHost: a.test\r\nContent-Length: 3\r\nContent-Length: 30\r\n\r\nabc";
+    assert_eq!(status(&raw(port, dup, head_done)), 400);
+    let te = b"POST / HTTP/1.1\r\nHost: a.test\r\nTransfer-Encoding: gzip\r\n\r\nabc";
+    assert_eq!(status(&raw(port, te, head_done)), 400);
+
+    // CL + TE: the body is read as chunked (RFC 9112 6.3), the connection is closed after
+    // the response, and the request hidden after the chunked body never reaches a backend.
+    let before = b.hits.load(Ordering::Relaxed);
+    let smuggle = b"POST / HTTP/1.1\r\nHost: a.test\r\nContent-Length: 4\r\n\
+                    Transfer-Encoding: chunked\r\n\r\n0\r\n\r\n\
+                    GET /smuggled HTTP/1.1\r\nHost: a.test\r\n\r\n";
+    let resp = raw(port, smuggle, |_| false);
+    assert_eq!(resp.matches("HTTP/1.1 ").count(), 1, "{resp}");
+    assert!(!resp.contains("/smuggled"), "{resp}");
+    assert_eq!(b.hits.load(Ordering::Relaxed), before + 1);
+
+    // proxy-body-size: 413 from the Content-Length, before anything goes upstream.
+    let body = "x".repeat(2048);
+    let (code, _, _) = fetch(&[
+        "-H",
+        "Host: small.test",
+        "--data-binary",
+        &body,
+        &lb.lb.url("/upload"),
+    ]);
+    assert_eq!(code, 413);
+    // A chunked body over the limit is cut off too.
+    let (code, _, _) = fetch(&[
+        "-H",
+        "Host: small.test",
+        "-H",
+        "Transfer-Encoding: chunked",
+        "--data-binary",
+        &body,
+        &lb.lb.url("/upload"),
+    ]);
+    assert_eq!(code, 413);
+    let (code, _, out) = fetch(&[
+        "-H",
+        "Host: small.test",
+        "--data-binary",
+        "hello",
+        &lb.lb.url("/upload"),
+    ]);
+    assert_eq!((code, out.as_str()), (200, "5"));
+}
+
+fn vm_hwm_kib(pid: u32) -> u64 {
+    let status = std::fs::read_to_string(format!("/proc/{pid}/status")).expect("proc status");
+    status
+        .lines()
+        .find_map(|l| l.strip_prefix("VmHWM:"))
+        .and_then(|v| v.trim().trim_end_matches("kB").trim().parse().ok())
+        .expect("VmHWM")
+}
+
+#[test]
+fn a_100_mb_upload_streams_through_with_proxy_memory_bounded() {
+    let b = TestBackend::start("sink");
+    let mut yaml = service(&[&b]);
+    yaml.push_str(&ingress("up", None, &[("proxy-body-size", "0")], ""));
+    let lb = start("l7-upload", &yaml);
+    let dir = TempDir::new("l7-upload-data");
+    let file = dir.0.join("100mb.bin");
+    let f = std::fs::File::create(&file).expect("create");
+    f.set_len(100 * 1024 * 1024).expect("100 MB file");
+    let pid = lb.lb.child.pid().expect("pid");
+    let before = vm_hwm_kib(pid);
+    let out = Command::new("curl")
+        .args(["-sS", "--max-time", "120", "--data-binary"])
+        .arg(format!("@{}", file.display()))
+        .arg(lb.lb.url("/upload"))
+        .output()
+        .expect("curl upload");
+    assert_eq!(
+        String::from_utf8_lossy(&out.stdout),
+        (100u64 * 1024 * 1024).to_string()
+    );
+    let after = vm_hwm_kib(pid);
+    // Streaming: the peak grows by buffers, not by the body (100 MB).
+    assert!(
+        after.saturating_sub(before) < 32 * 1024,
+        "proxy peak RSS grew {} KiB during a 100 MB upload",
+        after - before
+    );
+}
+
+#[test]
+fn graceful_shutdown_lets_the_request_in_flight_finish() {
+    let b = TestBackend::start("slow");
+    let mut yaml = service(&[&b]);
+    yaml.push_str(&ingress("g", None, &[], ""));
+    let mut lb = start("l7-shutdown", &yaml);
+    let url = lb.lb.url("/gate");
+    let client = std::thread::spawn(move || fetch(&[&url]));
+    wait_until(Duration::from_secs(10), || {
+        (b.hits.load(Ordering::Relaxed) > 0).then_some(())
+    })
+    .expect("request reached the backend");
+    let pid = i32::try_from(lb.lb.child.pid().expect("pid")).expect("pid fits");
+    // SAFETY: kill(2) on our own child.
+    unsafe { libc::kill(pid, libc::SIGTERM) };
+    // New connections are refused once the listeners close.
+    let port = lb.lb.http_port;
+    wait_until(Duration::from_secs(10), || {
+        TcpStream::connect(("127.0.0.1", port))
+            .is_err()
+            .then_some(())
+    })
+    .expect("listener closed after SIGTERM");
+    b.gate.open();
+    let (status, _, body) = client.join().expect("client thread");
+    assert_eq!((status, body.as_str()), (200, "slow after gate"));
+    let exit = lb
+        .lb
+        .child
+        .signal_and_wait(0, Duration::from_secs(15))
+        .expect("exits after draining");
+    assert!(exit.success(), "{exit:?}");
+}
