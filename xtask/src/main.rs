@@ -5,6 +5,7 @@ mod ebpf;
 mod setup;
 mod test;
 mod toolchain;
+mod validate_tools;
 
 use std::{process::ExitCode, time::Instant};
 

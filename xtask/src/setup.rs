@@ -7,7 +7,7 @@ use anyhow::{Context as _, Result, bail};
 
 use crate::{
     cmd::{self, step},
-    toolchain,
+    toolchain, validate_tools,
 };
 
 /// A Debian package, or alternatives of which any one will do (the first apt knows is
@@ -26,6 +26,12 @@ const PACKAGES: &[Package] = &[
     &["util-linux"],
     // procps: `ps`, `pgrep`, `sysctl` for the tests and the demo.
     &["procps"],
+    // kubectl: `kubectl kustomize` renders the deploy/ overlays in the deploy tests. Debian's
+    // kubernetes-client (1.20, kustomize v2.0: deploy/ keeps to that syntax); a kubectl
+    // already installed from another package does as well.
+    &["kubernetes-client", "kubectl"],
+    // python3-venv: the project-local venv (target/venv) holding kubernetes-validate.
+    &["python3-venv"],
 ];
 
 /// What `setup --bench` adds for `cargo xtask bench`.
@@ -62,6 +68,10 @@ pub fn setup(bench: bool) -> Result<()> {
     record(step("nightly toolchain", toolchain::nightly));
     record(step("bpf-linker", toolchain::bpf_linker));
     record(step("bpffs", bpffs));
+    record(step(
+        "kubernetes-validate venv",
+        validate_tools::ensure_venv,
+    ));
     if !failures.is_empty() {
         bail!("setup could not finish:\n  - {}", failures.join("\n  - "));
     }
@@ -98,6 +108,9 @@ fn missing() -> Vec<String> {
     }
     if !bpffs_mounted() {
         missing.push(format!("bpffs at {BPFFS}"));
+    }
+    if validate_tools::venv_missing() {
+        missing.push("target/venv with kubernetes-validate".into());
     }
     missing
 }
