@@ -1,4 +1,5 @@
 //! `cargo xtask`: the project's developer commands (alias in .cargo/config.toml).
+mod bench_l7;
 mod cmd;
 mod demo;
 mod ebpf;
@@ -40,6 +41,12 @@ enum Command {
     },
     /// rustfmt --check and clippy on the host crates and on lb-ebpf.
     Lint,
+    /// Benchmarks against peers measured in the same run; JSON under target/bench/.
+    Bench {
+        /// Which benchmark: l7.
+        #[arg(default_value = "l7")]
+        which: String,
+    },
     /// Build in release and run the demo (lb-demo) over network namespaces.
     Demo {
         /// Passed on to lb-demo.
@@ -56,6 +63,10 @@ fn main() -> ExitCode {
         Command::BuildEbpf { release } => ebpf::build_ebpf(*release),
         Command::Test { args } => test::test(args),
         Command::Lint => test::lint(),
+        Command::Bench { which } => match which.as_str() {
+            "l7" => bench_l7::run(),
+            other => Err(anyhow::anyhow!("unknown benchmark {other:?} (l7)")),
+        },
         Command::Demo { args } => demo::demo(args, || start.elapsed()),
     };
     cmd::print_summary(start.elapsed());

@@ -1,0 +1,525 @@
+//! `cargo xtask bench l7`: ebpf-lb against Debian's nginx, configured equivalently (one
+//! worker, upstream keep-alive, access log off, the same forwarded headers), in the same
+//! run, with the same pinning: each proxy on CPU 0, wrk and the backend (an nginx answering
+//! `200 ok`) on CPU 1. The primary figure is requests per proxy CPU-second (utime+stime of
+//! every proxy thread from /proc over the run), with RPS and latency beside it; the backend
+//! is also measured directly. TLS: full handshakes (`Connection: close`, ECDSA P-256).
+//! Medians of 3 runs with min and max; JSON in target/bench/l7.json.
+use std::{
+    fmt::Write as _,
+    fs,
+    net::TcpStream,
+    path::{Path, PathBuf},
+    process::{Child, Command, Stdio},
+    thread,
+    time::{Duration, Instant},
+};
+
+use anyhow::{Context as _, Result, bail};
+
+use crate::cmd;
+
+const RUNS: usize = 3;
+const SECONDS: u32 = 5;
+const BACKEND: u16 = 19001;
+const NGINX_HTTP: u16 = 19002;
+const NGINX_HTTPS: u16 = 19443;
+const LB_HTTP: u16 = 19003;
+const LB_HTTPS: u16 = 19444;
+const LB_ADMIN: u16 = 19254;
+
+/// A process stopped when dropped.
+struct Proc(Child);
+
+impl Drop for Proc {
+    fn drop(&mut self) {
+        if let Ok(pid) = i32::try_from(self.0.id()) {
+            let _ = Command::new("kill")
+                .arg("-TERM")
+                .arg(pid.to_string())
+                .status();
+        }
+        let deadline = Instant::now() + Duration::from_secs(5);
+        while Instant::now() < deadline {
+            if matches!(self.0.try_wait(), Ok(Some(_))) {
+                return;
+            }
+            thread::sleep(Duration::from_millis(20));
+        }
+        let _ = self.0.kill();
+        let _ = self.0.wait();
+    }
+}
+
+struct Scenario {
+    name: &'static str,
+    target: Target,
+    connections: u32,
+    url: String,
+    close: bool,
+}
+
+#[derive(Clone, Copy, PartialEq, Eq)]
+enum Target {
+    Backend,
+    Nginx,
+    EbpfLb,
+}
+
+impl Target {
+    fn label(self) -> &'static str {
+        match self {
+            Self::Backend => "backend-direct",
+            Self::Nginx => "nginx",
+            Self::EbpfLb => "ebpf-lb",
+        }
+    }
+}
+
+#[derive(Clone, Copy, Default)]
+struct Sample {
+    rps: f64,
+    requests: f64,
+    cpu_seconds: f64,
+    per_cpu_second: f64,
+    p50_ms: f64,
+    p99_ms: f64,
+}
+
+pub fn run() -> Result<()> {
+    for tool in ["nginx", "wrk", "taskset", "openssl"] {
+        if cmd::find_program(tool).is_none() {
+            bail!("{tool} is missing: run `cargo xtask setup --bench`");
+        }
+    }
+    let root = cmd::workspace_root();
+    let work = root.join("target/bench/l7-work");
+    let _ = fs::remove_dir_all(&work);
+    fs::create_dir_all(&work)?;
+    cmd::step("build ebpf-lb (release)", || {
+        crate::ebpf::build_ebpf(false)?;
+        cmd::run(cmd::new("cargo").current_dir(&root).args([
+            "build",
+            "--release",
+            "-p",
+            "lb-userspace",
+            "--bin",
+            "ebpf-lb",
+        ]))
+    })?;
+    let ebpf_lb = root.join("target/release/ebpf-lb");
+
+    // One ECDSA P-256 certificate for both proxies.
+    let (cert, key) = (work.join("cert.pem"), work.join("key.pem"));
+    cmd::run(
+        cmd::new("openssl")
+            .args([
+                "req",
+                "-x509",
+                "-newkey",
+                "ec",
+                "-pkeyopt",
+                "ec_paramgen_curve:prime256v1",
+                "-nodes",
+                "-days",
+                "2",
+                "-subj",
+                "/CN=bench.test",
+                "-addext",
+                "subjectAltName=DNS:bench.test,IP:127.0.0.1",
+            ])
+            .arg("-keyout")
+            .arg(&key)
+            .arg("-out")
+            .arg(&cert)
+            .stderr(Stdio::null()),
+    )?;
+
+    let _backend = start_nginx(&work, "backend", &backend_conf(&work), "1")?;
+    wait_port(BACKEND)?;
+    let nginx = start_nginx(&work, "proxy", &proxy_conf(&work, &cert, &key), "0")?;
+    wait_port(NGINX_HTTP)?;
+    let manifests = work.join("manifests");
+    fs::create_dir_all(&manifests)?;
+    fs::write(manifests.join("bench.yaml"), lb_manifests(&cert, &key)?)?;
+    let lb = Proc(
+        Command::new("taskset")
+            .args(["-c", "0"])
+            .arg(&ebpf_lb)
+            .arg("run")
+            .arg("--manifests")
+            .arg(&manifests)
+            .args(["--http-listen", &format!("127.0.0.1:{LB_HTTP}")])
+            .args(["--https-listen", &format!("127.0.0.1:{LB_HTTPS}")])
+            .args(["--admin-listen", &format!("127.0.0.1:{LB_ADMIN}")])
+            .args([
+                "--default-ssl-certificate",
+                "bench/cert",
+                "--proxy-workers",
+                "1",
+            ])
+            .args(["--access-log", "off"])
+            .env("RUST_LOG", "warn")
+            .stdin(Stdio::null())
+            .stdout(Stdio::null())
+            .spawn()
+            .context("starting ebpf-lb")?,
+    );
+    wait_port(LB_HTTP)?;
+    let nginx_pids = with_children(nginx.0.id());
+    let lb_pids = vec![lb.0.id()];
+
+    let mut scenarios = Vec::new();
+    for c in [32, 128] {
+        for (target, port) in [
+            (Target::Backend, BACKEND),
+            (Target::Nginx, NGINX_HTTP),
+            (Target::EbpfLb, LB_HTTP),
+        ] {
+            scenarios.push(Scenario {
+                name: if c == 32 {
+                    "http1-keepalive-c32"
+                } else {
+                    "http1-keepalive-c128"
+                },
+                target,
+                connections: c,
+                url: format!("http://127.0.0.1:{port}/"),
+                close: false,
+            });
+        }
+    }
+    for (target, port) in [(Target::Nginx, NGINX_HTTPS), (Target::EbpfLb, LB_HTTPS)] {
+        scenarios.push(Scenario {
+            name: "tls-full-handshake-c32",
+            target,
+            connections: 32,
+            url: format!("https://127.0.0.1:{port}/"),
+            close: true,
+        });
+    }
+
+    // Warm up every path once (connections, pools, caches).
+    for s in &scenarios {
+        wrk(s, 1)?;
+    }
+    let mut results: Vec<(usize, Vec<Sample>)> = scenarios
+        .iter()
+        .enumerate()
+        .map(|(i, _)| (i, Vec::new()))
+        .collect();
+    for run in 0..RUNS {
+        for (i, s) in scenarios.iter().enumerate() {
+            let pids: &[u32] = match s.target {
+                Target::Backend => &[],
+                Target::Nginx => &nginx_pids,
+                Target::EbpfLb => &lb_pids,
+            };
+            let before = cpu_ticks(pids);
+            let mut sample = wrk(s, SECONDS)?;
+            let ticks = cpu_ticks(pids).saturating_sub(before);
+            sample.cpu_seconds = ticks as f64 / 100.0;
+            sample.per_cpu_second = if ticks > 0 {
+                sample.requests / sample.cpu_seconds
+            } else {
+                0.0
+            };
+            eprintln!(
+                "run {} {:<24} {:<15} {:>9.0} rps  {:>9.0} req/cpu-s  p50 {:.2} ms  p99 {:.2} ms",
+                run + 1,
+                s.name,
+                s.target.label(),
+                sample.rps,
+                sample.per_cpu_second,
+                sample.p50_ms,
+                sample.p99_ms
+            );
+            results[i].1.push(sample);
+        }
+    }
+    report(&root, &scenarios, &results)
+}
+
+fn report(root: &Path, scenarios: &[Scenario], results: &[(usize, Vec<Sample>)]) -> Result<()> {
+    let stat = |v: &[Sample], f: fn(&Sample) -> f64| -> (f64, f64, f64) {
+        let mut xs: Vec<f64> = v.iter().map(f).collect();
+        xs.sort_by(f64::total_cmp);
+        (xs[xs.len() / 2], xs[0], xs[xs.len() - 1])
+    };
+    let mut json = String::from("{\n  \"runs\": 3,\n  \"seconds\": 5,\n  \"rows\": [\n");
+    let mut table = String::new();
+    let _ = writeln!(
+        table,
+        "\n{:<24} {:<15} {:>22} {:>22} {:>9} {:>9}",
+        "scenario", "target", "rps med [min-max]", "req/cpu-s med [min-max]", "p50 ms", "p99 ms"
+    );
+    for (k, (i, samples)) in results.iter().enumerate() {
+        let s = &scenarios[*i];
+        let rps = stat(samples, |x| x.rps);
+        let pcs = stat(samples, |x| x.per_cpu_second);
+        let p50 = stat(samples, |x| x.p50_ms);
+        let p99 = stat(samples, |x| x.p99_ms);
+        let _ = writeln!(
+            table,
+            "{:<24} {:<15} {:>8.0} [{:.0}-{:.0}] {:>8.0} [{:.0}-{:.0}] {:>9.2} {:>9.2}",
+            s.name,
+            s.target.label(),
+            rps.0,
+            rps.1,
+            rps.2,
+            pcs.0,
+            pcs.1,
+            pcs.2,
+            p50.0,
+            p99.0
+        );
+        let _ = writeln!(
+            json,
+            "    {{\"scenario\": \"{}\", \"target\": \"{}\", \"connections\": {}, \
+            \"rps\": {{\"median\": {:.1}, \"min\": {:.1}, \"max\": {:.1}}}, \
+            \"requests_per_cpu_second\": {{\"median\": {:.1}, \"min\": {:.1}, \"max\": {:.1}}}, \
+            \"p50_ms\": {:.3}, \"p99_ms\": {:.3}}}{}",
+            s.name,
+            s.target.label(),
+            s.connections,
+            rps.0,
+            rps.1,
+            rps.2,
+            pcs.0,
+            pcs.1,
+            pcs.2,
+            p50.0,
+            p99.0,
+            if k + 1 == results.len() { "" } else { "," }
+        );
+    }
+    json.push_str("  ],\n  \"ratios_ebpf_lb_over_nginx\": {");
+    let _ = writeln!(table, "\nebpf-lb / nginx (medians):");
+    let mut first = true;
+    for name in [
+        "http1-keepalive-c32",
+        "http1-keepalive-c128",
+        "tls-full-handshake-c32",
+    ] {
+        let med = |t: Target, f: fn(&Sample) -> f64| -> Option<f64> {
+            results
+                .iter()
+                .find(|(i, _)| scenarios[*i].name == name && scenarios[*i].target == t)
+                .map(|(_, v)| stat(v, f).0)
+        };
+        let (Some(lb), Some(ng)) = (
+            med(Target::EbpfLb, |x| x.per_cpu_second),
+            med(Target::Nginx, |x| x.per_cpu_second),
+        ) else {
+            continue;
+        };
+        let (Some(lbr), Some(ngr)) = (
+            med(Target::EbpfLb, |x| x.rps),
+            med(Target::Nginx, |x| x.rps),
+        ) else {
+            continue;
+        };
+        let (Some(lbp), Some(ngp)) = (
+            med(Target::EbpfLb, |x| x.p99_ms),
+            med(Target::Nginx, |x| x.p99_ms),
+        ) else {
+            continue;
+        };
+        let _ = writeln!(
+            table,
+            "  {name:<24} requests per CPU-second {:.2}x   rps {:.2}x   p99 {:.2} vs {:.2} ms",
+            lb / ng,
+            lbr / ngr,
+            lbp,
+            ngp
+        );
+        let _ = write!(
+            json,
+            "{}\n    \"{name}\": {{\"requests_per_cpu_second\": {:.3}, \"rps\": {:.3}}}",
+            if first { "" } else { "," },
+            lb / ng,
+            lbr / ngr
+        );
+        first = false;
+    }
+    json.push_str("\n  }\n}\n");
+    println!("{table}");
+    let out = root.join("target/bench/l7.json");
+    fs::write(&out, json)?;
+    println!("written: {}", out.display());
+    Ok(())
+}
+
+fn wrk(s: &Scenario, seconds: u32) -> Result<Sample> {
+    let mut c = Command::new("taskset");
+    c.args(["-c", "1", "wrk", "-t1", "--latency"])
+        .arg(format!("-c{}", s.connections))
+        .arg(format!("-d{seconds}s"));
+    if s.close {
+        c.args(["-H", "Connection: close"]);
+    }
+    c.arg(&s.url);
+    let out = cmd::capture(&mut c)?;
+    parse_wrk(&out).with_context(|| format!("parsing wrk output:\n{out}"))
+}
+
+fn parse_wrk(out: &str) -> Option<Sample> {
+    let ms = |v: &str| -> Option<f64> {
+        let v = v.trim();
+        if let Some(x) = v.strip_suffix("us") {
+            x.parse::<f64>().ok().map(|x| x / 1000.0)
+        } else if let Some(x) = v.strip_suffix("ms") {
+            x.parse().ok()
+        } else if let Some(x) = v.strip_suffix('s') {
+            x.parse::<f64>().ok().map(|x| x * 1000.0)
+        } else {
+            None
+        }
+    };
+    let mut s = Sample::default();
+    for line in out.lines() {
+        let t = line.trim();
+        if let Some(v) = t.strip_prefix("Requests/sec:") {
+            s.rps = v.trim().parse().ok()?;
+        } else if t.contains("requests in") {
+            s.requests = t.split_whitespace().next()?.parse().ok()?;
+        } else if let Some(v) = t.strip_prefix("50%") {
+            s.p50_ms = ms(v)?;
+        } else if let Some(v) = t.strip_prefix("99%") {
+            s.p99_ms = ms(v)?;
+        }
+    }
+    (s.requests > 0.0).then_some(s)
+}
+
+/// utime + stime (clock ticks) of every thread of `pids`.
+fn cpu_ticks(pids: &[u32]) -> u64 {
+    let mut total = 0;
+    for pid in pids {
+        let Ok(tasks) = fs::read_dir(format!("/proc/{pid}/task")) else {
+            continue;
+        };
+        for t in tasks.flatten() {
+            let Ok(stat) = fs::read_to_string(t.path().join("stat")) else {
+                continue;
+            };
+            let Some((_, rest)) = stat.rsplit_once(')') else {
+                continue;
+            };
+            let f: Vec<&str> = rest.split_whitespace().collect();
+            // After the command: state is field 3, utime 14, stime 15 (1-based).
+            let num = |i: usize| f.get(i).and_then(|v| v.parse::<u64>().ok()).unwrap_or(0);
+            total += num(11) + num(12);
+        }
+    }
+    total
+}
+
+fn with_children(pid: u32) -> Vec<u32> {
+    let mut pids = vec![pid];
+    // nginx forks its worker after start-up: wait for it.
+    for _ in 0..100 {
+        if let Ok(c) = fs::read_to_string(format!("/proc/{pid}/task/{pid}/children")) {
+            let kids: Vec<u32> = c
+                .split_whitespace()
+                .filter_map(|p| p.parse().ok())
+                .collect();
+            if !kids.is_empty() {
+                pids.extend(kids);
+                break;
+            }
+        }
+        thread::sleep(Duration::from_millis(20));
+    }
+    pids
+}
+
+fn wait_port(port: u16) -> Result<()> {
+    for _ in 0..500 {
+        if TcpStream::connect(("127.0.0.1", port)).is_ok() {
+            return Ok(());
+        }
+        thread::sleep(Duration::from_millis(20));
+    }
+    bail!("nothing listens on 127.0.0.1:{port}")
+}
+
+fn start_nginx(work: &Path, name: &str, conf: &str, cpu: &str) -> Result<Proc> {
+    let path = work.join(format!("{name}.conf"));
+    fs::write(&path, conf)?;
+    let child = Command::new("taskset")
+        .args(["-c", cpu, "nginx", "-p"])
+        .arg(work)
+        .arg("-c")
+        .arg(&path)
+        .stdin(Stdio::null())
+        .spawn()
+        .with_context(|| format!("starting nginx {name}"))?;
+    Ok(Proc(child))
+}
+
+fn common(work: &Path, name: &str) -> String {
+    let w = work.display();
+    format!(
+        "worker_processes 1;\ndaemon off;\nmaster_process on;\npid {w}/{name}.pid;\n\
+         error_log {w}/{name}.err warn;\nevents {{ worker_connections 8192; }}\n"
+    )
+}
+
+fn backend_conf(work: &Path) -> String {
+    let w = work.display();
+    format!(
+        "{}http {{\n  access_log off;\n  keepalive_requests 10000000;\n  \
+         client_body_temp_path {w}/b-body;\n  proxy_temp_path {w}/b-proxy;\n  \
+         fastcgi_temp_path {w}/b-fcgi;\n  uwsgi_temp_path {w}/b-uwsgi;\n  scgi_temp_path {w}/b-scgi;\n  \
+         server {{\n    listen 127.0.0.1:{BACKEND} backlog=4096;\n    \
+         location / {{ return 200 \"ok\\n\"; }}\n  }}\n}}\n",
+        common(work, "backend")
+    )
+}
+
+fn proxy_conf(work: &Path, cert: &Path, key: &Path) -> String {
+    let w = work.display();
+    format!(
+        "{}http {{\n  access_log off;\n  keepalive_requests 10000000;\n  \
+         client_body_temp_path {w}/p-body;\n  proxy_temp_path {w}/p-proxy;\n  \
+         fastcgi_temp_path {w}/p-fcgi;\n  uwsgi_temp_path {w}/p-uwsgi;\n  scgi_temp_path {w}/p-scgi;\n  \
+         upstream be {{ server 127.0.0.1:{BACKEND}; keepalive 256; keepalive_requests 10000000; }}\n  \
+         server {{\n    listen 127.0.0.1:{NGINX_HTTP} backlog=4096;\n    \
+         listen 127.0.0.1:{NGINX_HTTPS} ssl backlog=4096;\n    http2 on;\n    \
+         ssl_certificate {};\n    ssl_certificate_key {};\n    ssl_protocols TLSv1.2 TLSv1.3;\n    \
+         location / {{\n      proxy_pass http://be;\n      proxy_http_version 1.1;\n      \
+         proxy_set_header Connection \"\";\n      proxy_set_header Host $host;\n      \
+         proxy_set_header X-Request-ID $req_id;\n      proxy_set_header X-Real-IP $remote_addr;\n      \
+         proxy_set_header X-Forwarded-For $proxy_add_x_forwarded_for;\n      \
+         proxy_set_header X-Forwarded-Host $host;\n      proxy_set_header X-Forwarded-Port $server_port;\n      \
+         proxy_set_header X-Forwarded-Proto $scheme;\n      proxy_buffering off;\n    }}\n  }}\n}}\n",
+        common(work, "proxy"),
+        cert.display(),
+        key.display()
+    )
+}
+
+fn lb_manifests(cert: &Path, key: &Path) -> Result<String> {
+    let indent = |p: &PathBuf| -> Result<String> {
+        Ok(fs::read_to_string(p)?
+            .lines()
+            .map(|l| format!("    {l}\n"))
+            .collect())
+    };
+    Ok(format!(
+        "apiVersion: v1\nkind: Service\nmetadata: {{name: be, namespace: bench}}\n\
+         spec: {{ports: [{{name: http, port: 80}}]}}\n---\n\
+         apiVersion: discovery.k8s.io/v1\nkind: EndpointSlice\n\
+         metadata: {{name: be-1, namespace: bench, labels: {{kubernetes.io/service-name: be}}}}\n\
+         addressType: IPv4\nports: [{{name: http, port: {BACKEND}}}]\n\
+         endpoints: [{{addresses: [\"127.0.0.1\"]}}]\n---\n\
+         apiVersion: v1\nkind: Secret\nmetadata: {{name: cert, namespace: bench}}\n\
+         type: kubernetes.io/tls\nstringData:\n  tls.crt: |\n{}  tls.key: |\n{}---\n\
+         apiVersion: networking.k8s.io/v1\nkind: Ingress\nmetadata: {{name: be, namespace: bench}}\n\
+         spec:\n  ingressClassName: ebpf-lb\n  rules: [{{http: {{paths: [{{path: /, pathType: Prefix, \
+         backend: {{service: {{name: be, port: {{name: http}}}}}}}}]}}}}]\n",
+        indent(&cert.to_path_buf())?,
+        indent(&key.to_path_buf())?
+    ))
+}
