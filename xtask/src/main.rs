@@ -1,5 +1,6 @@
 //! `cargo xtask`: the project's developer commands (alias in .cargo/config.toml).
 mod bench_l7;
+mod bench_xdp;
 mod cmd;
 mod demo;
 mod ebpf;
@@ -65,6 +66,7 @@ fn main() -> ExitCode {
         Command::Lint => test::lint(),
         Command::Bench { which } => match which.as_str() {
             "l7" => bench_l7::run(),
+            "xdp" => bench_xdp::bench_xdp(),
             other => Err(anyhow::anyhow!("unknown benchmark {other:?} (l7)")),
         },
         Command::Demo { args } => demo::demo(args, || start.elapsed()),
