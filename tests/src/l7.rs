@@ -5,6 +5,8 @@
 //! - `/upload`: the number of body bytes received;
 //! - `/gate`: answers once the test opens the gate (in-flight requests at shutdown);
 //! - `/status/<code>`: that status;
+//! - `/grpc.Test/<method>`: gRPC framing: the request message echoed back three times as a
+//!   server stream, then trailers `grpc-status: 0`;
 //! - anything else: JSON with the backend name, path, HTTP version and request headers.
 use std::{
     convert::Infallible,
@@ -222,6 +224,28 @@ async fn answer(ctx: &Ctx, mut req: Request<Incoming>) -> Response<Body> {
         "/gate" => {
             ctx.gate.wait().await;
             full(StatusCode::OK, format!("{} after gate", ctx.name))
+        }
+        p if p.starts_with("/grpc.Test/") => {
+            let mut body = req.into_body();
+            let mut msg = Vec::new();
+            while let Some(Ok(f)) = body.frame().await {
+                if let Some(d) = f.data_ref() {
+                    msg.extend_from_slice(d);
+                }
+            }
+            let (tx, rx) = tokio::sync::mpsc::channel::<Result<Frame<Bytes>, Infallible>>(4);
+            tokio::spawn(async move {
+                for _ in 0..3 {
+                    let _ = tx.send(Ok(Frame::data(Bytes::from(msg.clone())))).await;
+                }
+                let mut trailers = hyper::HeaderMap::new();
+                trailers.insert("grpc-status", "0".parse().expect("value"));
+                let _ = tx.send(Ok(Frame::trailers(trailers))).await;
+            });
+            let mut r = Response::new(StreamBody::new(tokio_stream_from(rx)).boxed());
+            r.headers_mut()
+                .insert("content-type", "application/grpc".parse().expect("value"));
+            r
         }
         p if p.starts_with("/status/") => {
             let code = p["/status/".len()..].parse().unwrap_or(500);

@@ -559,3 +559,72 @@ fn graceful_shutdown_lets_the_request_in_flight_finish() {
         .expect("exits after draining");
     assert!(exit.success(), "{exit:?}");
 }
+
+/// One gRPC message: compression flag, big-endian length, payload.
+fn grpc_frame(payload: &[u8]) -> Vec<u8> {
+    let mut f = vec![0u8];
+    f.extend_from_slice(&u32::try_from(payload.len()).expect("small").to_be_bytes());
+    f.extend_from_slice(payload);
+    f
+}
+
+#[test]
+fn grpc_server_streaming_with_trailers_over_h2c_both_ways() {
+    use http_body_util::{BodyExt as _, Full};
+    use hyper_util::rt::{TokioExecutor, TokioIo};
+
+    let b = TestBackend::start("grpc");
+    let mut yaml = service(&[&b]);
+    yaml.push_str(&ingress(
+        "g",
+        Some("grpc.test"),
+        &[("backend-protocol", "GRPC")],
+        "",
+    ));
+    let lb = start("l7-grpc", &yaml);
+    let port = lb.lb.http_port;
+    let rt = tokio::runtime::Builder::new_current_thread()
+        .enable_all()
+        .build()
+        .expect("runtime");
+    let (data, trailers, content_type) = rt.block_on(async move {
+        let tcp = tokio::net::TcpStream::connect(("127.0.0.1", port))
+            .await
+            .expect("connect");
+        let (mut send, conn) =
+            hyper::client::conn::http2::handshake(TokioExecutor::new(), TokioIo::new(tcp))
+                .await
+                .expect("h2c handshake");
+        tokio::spawn(conn);
+        let req = hyper::Request::post("http://grpc.test/grpc.Test/Stream")
+            .header("content-type", "application/grpc")
+            .header("te", "trailers")
+            .body(Full::new(bytes::Bytes::from(grpc_frame(b"ping"))))
+            .expect("request");
+        let resp = send.send_request(req).await.expect("response");
+        assert_eq!(resp.status(), 200);
+        let ct = resp.headers().get("content-type").cloned();
+        let mut body = resp.into_body();
+        let (mut data, mut trailers) = (Vec::new(), None);
+        while let Some(frame) = body.frame().await {
+            let frame = frame.expect("frame");
+            if let Some(d) = frame.data_ref() {
+                data.extend_from_slice(d);
+            } else if let Ok(t) = frame.into_trailers() {
+                trailers = Some(t);
+            }
+        }
+        (data, trailers, ct)
+    });
+    assert_eq!(content_type.expect("content-type"), "application/grpc");
+    assert_eq!(
+        data,
+        [
+            grpc_frame(b"ping"),
+            grpc_frame(b"ping"),
+            grpc_frame(b"ping")
+        ]
+        .concat()
+    );
+    assert_eq!(trailers.expect("trailers")["grpc-status"], "0");
+}
