@@ -628,3 +628,100 @@ fn grpc_server_streaming_with_trailers_over_h2c_both_ways() {
     );
     assert_eq!(trailers.expect("trailers")["grpc-status"], "0");
 }
+
+#[test]
+fn route_table_swaps_every_10ms_during_10k_requests_fail_none() {
+    use http_body_util::{BodyExt as _, Empty};
+    use hyper_util::rt::TokioIo;
+
+    let (a, b) = (TestBackend::start("a"), TestBackend::start("b"));
+    let one = {
+        let mut y = service(&[&a]);
+        y.push_str(&ingress("swap", None, &[], ""));
+        y
+    };
+    let two = {
+        let mut y = service(&[&a, &b]);
+        y.push_str(&ingress("swap", None, &[("load-balance", "ewma")], ""));
+        y
+    };
+    let lb = start("l7-swaps", &one);
+    let dir = lb._dir.0.clone();
+    let stop = std::sync::Arc::new(std::sync::atomic::AtomicBool::new(false));
+    let writer = {
+        let stop = stop.clone();
+        std::thread::spawn(move || {
+            let mut n = 0u32;
+            // Bounded: at most 60 s of rewrites.
+            while !stop.load(Ordering::Relaxed) && n < 6000 {
+                let text = if n % 2 == 0 { &two } else { &one };
+                let tmp = dir.join(".m.yaml.tmp");
+                std::fs::write(&tmp, text).expect("write");
+                std::fs::rename(&tmp, dir.join("m.yaml")).expect("rename");
+                n += 1;
+                std::thread::sleep(Duration::from_millis(10));
+            }
+            n
+        })
+    };
+    let port = lb.lb.http_port;
+    let rt = tokio::runtime::Builder::new_current_thread()
+        .enable_all()
+        .build()
+        .expect("runtime");
+    let failures = rt.block_on(async move {
+        let mut failures = Vec::new();
+        // 8 keep-alive connections x 1250 requests.
+        let mut tasks = Vec::new();
+        for _ in 0..8 {
+            tasks.push(tokio::spawn(async move {
+                let tcp = tokio::net::TcpStream::connect(("127.0.0.1", port))
+                    .await
+                    .expect("connect");
+                let (mut send, conn) = hyper::client::conn::http1::handshake(TokioIo::new(tcp))
+                    .await
+                    .expect("handshake");
+                tokio::spawn(conn);
+                let mut bad = Vec::new();
+                for i in 0..1250 {
+                    let req = hyper::Request::get("/swap")
+                        .header("host", "swap.test")
+                        .body(Empty::<bytes::Bytes>::new())
+                        .expect("request");
+                    match send.send_request(req).await {
+                        Ok(resp) => {
+                            let status = resp.status();
+                            let body = resp.into_body().collect().await.map(|b| b.to_bytes());
+                            if status != 200 || body.is_err() {
+                                bad.push(format!("request {i}: {status} {body:?}"));
+                            }
+                        }
+                        Err(e) => {
+                            bad.push(format!("request {i}: {e}"));
+                            break;
+                        }
+                    }
+                }
+                bad
+            }));
+        }
+        for t in tasks {
+            failures.extend(t.await.expect("client task"));
+        }
+        failures
+    });
+    stop.store(true, Ordering::Relaxed);
+    let rewrites = writer.join().expect("writer");
+    assert!(
+        failures.is_empty(),
+        "{} failed: {:?}",
+        failures.len(),
+        &failures[..failures.len().min(5)]
+    );
+    assert!(
+        rewrites > 10,
+        "the manifests were rewritten {rewrites} times"
+    );
+    // Both versions served: b only exists in one of them.
+    assert!(b.hits.load(Ordering::Relaxed) > 0 || rewrites < 4);
+}
