@@ -1,4 +1,5 @@
 //! `cargo xtask`: the project's developer commands (alias in .cargo/config.toml).
+mod bench_control;
 mod bench_l7;
 mod bench_xdp;
 mod cmd;
@@ -44,7 +45,7 @@ enum Command {
     Lint,
     /// Benchmarks against peers measured in the same run; JSON under target/bench/.
     Bench {
-        /// Which benchmark: l7.
+        /// Which benchmark: l7, xdp, control, or all.
         #[arg(default_value = "l7")]
         which: String,
     },
@@ -67,7 +68,13 @@ fn main() -> ExitCode {
         Command::Bench { which } => match which.as_str() {
             "l7" => bench_l7::run(),
             "xdp" => bench_xdp::bench_xdp(),
-            other => Err(anyhow::anyhow!("unknown benchmark {other:?} (l7)")),
+            "control" => bench_control::run(),
+            "all" => bench_xdp::bench_xdp()
+                .and_then(|()| bench_control::run())
+                .and_then(|()| bench_l7::run()),
+            other => Err(anyhow::anyhow!(
+                "unknown benchmark {other:?} (l7, xdp, control, all)"
+            )),
         },
         Command::Demo { args } => demo::demo(args, || start.elapsed()),
     };
