@@ -147,6 +147,11 @@ impl<T> PathMatcher<T> {
                     .iter()
                     .map(|(p, v)| (p.as_str(), PathType::Prefix, v)),
             )
+            .chain(
+                self.regex
+                    .iter()
+                    .map(|(p, _, v)| (p.as_str(), PathType::Regex, v)),
+            )
     }
 }
 

@@ -325,6 +325,9 @@ fn seed_ingress_regex_rewrite_cors_externalname() {
     let cors = r.policy.cors.as_ref().expect("cors");
     assert_eq!(cors.origins, ["*"]);
     assert_eq!(r.policy.headers.request.len(), 1);
+    let rows = t.routes.rows();
+    assert_eq!(rows.len(), 1, "regex routes are listed");
+    assert_eq!(rows[0].1.path, "/financial-inference(/|$)(.*)");
     // `(/|$)` makes the regex element-wise: a longer first element does not match.
     assert!(t.routes.lookup("x", "/financial-inferencex").is_none());
 }
