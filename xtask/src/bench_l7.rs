@@ -97,7 +97,10 @@ pub fn run() -> Result<()> {
     let _ = fs::remove_dir_all(&work);
     fs::create_dir_all(&work)?;
     cmd::step("build ebpf-lb (release)", || {
-        crate::ebpf::build_ebpf(false)?;
+        // ebpf-lb embeds the XDP object: build it only when it is missing.
+        if !crate::ebpf::object_path().is_file() {
+            crate::ebpf::build_ebpf(false)?;
+        }
         cmd::run(cmd::new("cargo").current_dir(&root).args([
             "build",
             "--release",
