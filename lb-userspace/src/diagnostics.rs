@@ -52,10 +52,14 @@ impl fmt::Display for Diagnostic {
             Severity::Error => "error",
             Severity::Warning => "warning",
         };
-        write!(
-            f,
-            "{}: {}: {} ({level})",
-            self.object, self.field, self.message
-        )
+        if self.field.is_empty() {
+            write!(f, "{}: {} ({level})", self.object, self.message)
+        } else {
+            write!(
+                f,
+                "{}: {}: {} ({level})",
+                self.object, self.field, self.message
+            )
+        }
     }
 }

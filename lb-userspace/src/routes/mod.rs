@@ -105,36 +105,67 @@ impl RouteStore {
     }
 }
 
-/// The route table as a text table (`ebpf-lb routes`).
+/// The route table as a text table (`ebpf-lb routes`): host, path, type, backends with
+/// their share of traffic (canaries by weight), the Ingress and the annotations in effect.
 pub fn render_table(table: &RouteTable) -> String {
     use std::fmt::Write as _;
     let mut s = String::new();
     let _ = writeln!(
         s,
-        "{:<28} {:<32} {:<7} {:<28} {:<24} ENDPOINTS",
-        "HOST", "PATH", "TYPE", "BACKEND", "INGRESS"
+        "{:<26} {:<32} {:<6} {:<44} {:<30} ANNOTATIONS",
+        "HOST", "PATH", "TYPE", "BACKENDS (ENDPOINTS)", "INGRESS"
     );
     for (host, r) in table.rows() {
-        let eps: Vec<String> = r
-            .backend
-            .endpoints
-            .iter()
-            .map(ToString::to_string)
-            .collect();
         let _ = writeln!(
             s,
-            "{:<28} {:<32} {:<7} {:<28} {:<24} {}",
+            "{:<26} {:<32} {:<6} {:<44} {:<30} {}",
             host,
             r.path,
             r.path_type.to_string(),
-            r.backend.to_string(),
+            backends_cell(r),
             r.ingress.to_string(),
-            if eps.is_empty() {
-                "(none ready)".to_owned()
-            } else {
-                eps.join(",")
+            {
+                let mut a = r.policy.summary();
+                a.extend(r.canaries.iter().flat_map(|c| c.policy.summary()));
+                a.sort_unstable();
+                a.dedup();
+                if a.is_empty() {
+                    "-".to_owned()
+                } else {
+                    a.join(",")
+                }
             }
         );
     }
     s
+}
+
+/// `ns/svc:port 80% (2 ready), ns/canary:port 20% canary (1 ready)`.
+fn backends_cell(r: &Route) -> String {
+    let ready = |b: &Backend| b.endpoints.len();
+    let weighted: f64 = r
+        .canaries
+        .iter()
+        .map(|c| f64::from(c.rule.weight) / f64::from(c.rule.weight_total))
+        .sum();
+    let mut cells = vec![format!(
+        "{} {:.0}% ({} ready)",
+        r.backend,
+        (1.0 - weighted).max(0.0) * 100.0,
+        ready(&r.backend)
+    )];
+    for c in &r.canaries {
+        let share = f64::from(c.rule.weight) / f64::from(c.rule.weight_total) * 100.0;
+        let how = match (&c.rule.by_header, &c.rule.by_cookie) {
+            (Some(h), _) => format!(" +header {h}"),
+            (None, Some(k)) => format!(" +cookie {k}"),
+            _ => String::new(),
+        };
+        cells.push(format!(
+            "{} {share:.0}% canary{how} ({} ready)",
+            c.backend,
+            ready(&c.backend)
+        ));
+    }
+    cells.join(", ")
 }

@@ -196,7 +196,7 @@ fn compile_ingress(
                     return Err(Diagnostic::error(
                         &object,
                         field.replace(".backend", ".path"),
-                        format!("invalid regex {path:?}: {e}"),
+                        format!("invalid regex {path:?}: {}", one_line(&e)),
                     ));
                 }
             },
@@ -262,8 +262,16 @@ fn compile_ingress(
             warnings,
         })
     } else {
+        errors.extend(warnings);
         Err(errors)
     }
+}
+
+/// The last line of a multi-line regex error ("error: unclosed group" -> "unclosed group").
+fn one_line(e: &regex::Error) -> String {
+    let text = e.to_string();
+    let last = text.lines().last().unwrap_or_default().trim();
+    last.strip_prefix("error: ").unwrap_or(last).to_owned()
 }
 
 /// The path and its type; ImplementationSpecific is a Prefix match, as ingress-nginx treats

@@ -182,6 +182,59 @@ pub fn parse(
     (policy, r.finish())
 }
 
+impl IngressPolicy {
+    /// The annotation features in effect, for `ebpf-lb routes` (short names).
+    pub fn summary(&self) -> Vec<&'static str> {
+        let mut out = Vec::new();
+        let up = &self.upstream;
+        let default_up = upstream::UpstreamPolicy::default();
+        let flags: [(bool, &'static str); 16] = [
+            (self.rewrite.target.is_some(), "rewrite"),
+            (
+                self.rewrite.regex_paths && self.rewrite.target.is_none(),
+                "regex",
+            ),
+            (self.rewrite.app_root.is_some(), "app-root"),
+            (self.redirect.to.is_some(), "redirect"),
+            (self.redirect.force_ssl_redirect, "force-ssl-redirect"),
+            (!self.redirect.ssl_redirect, "no-ssl-redirect"),
+            (self.cors.is_some(), "cors"),
+            (
+                !self.access.allow.is_empty() || !self.access.deny.is_empty(),
+                "source-ranges",
+            ),
+            (self.rate_limit.is_some(), "rate-limit"),
+            (self.auth.is_some(), "auth-url"),
+            (
+                !self.headers.request.is_empty() || self.headers.upstream_vhost.is_some(),
+                "request-headers",
+            ),
+            (!self.headers.response.is_empty(), "response-headers"),
+            (self.service_upstream, "service-upstream"),
+            (self.default_backend.is_some(), "default-backend"),
+            (up.protocol != default_up.protocol, "backend-protocol"),
+            (
+                up.load_balance != default_up.load_balance
+                    || up.hash_by.is_some()
+                    || up.affinity.is_some(),
+                "balancing",
+            ),
+        ];
+        out.extend(flags.iter().filter(|(on, _)| *on).map(|(_, name)| *name));
+        if up != &default_up
+            && (up.connect_timeout != default_up.connect_timeout
+                || up.send_timeout != default_up.send_timeout
+                || up.read_timeout != default_up.read_timeout
+                || up.body_size != default_up.body_size
+                || up.tries != default_up.tries
+                || up.next_upstream != default_up.next_upstream)
+        {
+            out.push("upstream-limits");
+        }
+        out
+    }
+}
+
 /// Whether any diagnostic rejects the object.
 pub fn rejects(diags: &[Diagnostic]) -> bool {
     diags.iter().any(|d| d.severity == Severity::Error)
