@@ -67,7 +67,6 @@ spec:
 "#
     )
     .replace("annotations: {}\n", "annotations:\n")
-    .replace("annotations: {}", "annotations: {}")
 }
 
 fn json(body: &str) -> serde_json::Value {

@@ -12,11 +12,16 @@ fn ebpf_lb(args: &[&str]) -> (i32, String) {
         .env("RUST_LOG", "off")
         .output()
         .expect("run ebpf-lb");
-    (out.status.code().unwrap_or(-1), String::from_utf8_lossy(&out.stdout).into_owned())
+    (
+        out.status.code().unwrap_or(-1),
+        String::from_utf8_lossy(&out.stdout).into_owned(),
+    )
 }
 
 fn expected(name: &str) -> String {
-    let p = Path::new(env!("CARGO_MANIFEST_DIR")).join("fixtures/cli").join(name);
+    let p = Path::new(env!("CARGO_MANIFEST_DIR"))
+        .join("fixtures/cli")
+        .join(name);
     std::fs::read_to_string(&p).unwrap_or_else(|e| panic!("{}: {e}", p.display()))
 }
 
@@ -44,7 +49,10 @@ fn routes_table_shows_backends_weights_and_annotations() {
 #[test]
 fn version_and_errors_for_a_person() {
     let (code, out) = ebpf_lb(&["version"]);
-    assert_eq!((code, out), (0, format!("ebpf-lb {}\n", env!("CARGO_PKG_VERSION"))));
+    assert_eq!(
+        (code, out),
+        (0, format!("ebpf-lb {}\n", env!("CARGO_PKG_VERSION")))
+    );
     let backend = Path::new(env!("CARGO_BIN_EXE_echo-backend"));
     let out = Command::new(tests::local::ebpf_lb_bin(backend))
         .args(["check", "--manifests", "/nonexistent-dir"])
@@ -52,5 +60,8 @@ fn version_and_errors_for_a_person() {
         .expect("run");
     assert_eq!(out.status.code(), Some(1));
     let err = String::from_utf8_lossy(&out.stderr);
-    assert!(err.contains("cannot read manifests directory /nonexistent-dir"), "{err}");
+    assert!(
+        err.contains("cannot read manifests directory /nonexistent-dir"),
+        "{err}"
+    );
 }

@@ -654,7 +654,7 @@ fn route_table_swaps_every_10ms_during_10k_requests_fail_none() {
             let mut n = 0u32;
             // Bounded: at most 60 s of rewrites.
             while !stop.load(Ordering::Relaxed) && n < 6000 {
-                let text = if n % 2 == 0 { &two } else { &one };
+                let text = if n.is_multiple_of(2) { &two } else { &one };
                 let tmp = dir.join(".m.yaml.tmp");
                 std::fs::write(&tmp, text).expect("write");
                 std::fs::rename(&tmp, dir.join("m.yaml")).expect("rename");

@@ -6,6 +6,7 @@
 //!    nginx reload costs. Medians of runs, with min and max.
 //! 2. Time from a changed manifest file to the new route serving traffic.
 //! 3. Failed requests while the configuration changes continuously (must be 0).
+//!
 //! Writes target/bench/control.json.
 use std::{
     fmt::Write as _,
