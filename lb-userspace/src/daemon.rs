@@ -29,6 +29,7 @@ enum Source {
 }
 
 pub async fn run(args: RunArgs) -> anyhow::Result<()> {
+    let mut signals = Signals::install()?;
     if args.iface.is_some() && args.vips.is_empty() {
         bail!("--iface needs at least one --vip: XDP only acts on traffic to a VIP");
     }
@@ -113,7 +114,11 @@ pub async fn run(args: RunArgs) -> anyhow::Result<()> {
             )
             .context("kernel policy and steering")?;
             info!(vips = keys.len(), "VIPS map filled");
-            Some(dp)
+            let sync = dp.kernel_sync(&args.manifests.namespace);
+            sync.apply(&updates_rx.borrow());
+            let hook = sync.clone();
+            publisher.set_update_hook(move |update| hook.apply(update));
+            Some((dp, sync))
         }
         None => None,
     };
@@ -142,7 +147,13 @@ pub async fn run(args: RunArgs) -> anyhow::Result<()> {
     if let Some(writer) = access_log_writer {
         tokio::spawn(writer);
     }
-    let proxy = Arc::new(Proxy::new(routes.clone(), observer));
+    let mut proxy = Proxy::new(routes.clone(), observer);
+    if let Some((_, sync)) = &dataplane {
+        // The L7 rate limiter's repeat offenders are dropped in the kernel from then on.
+        let sync = sync.clone();
+        proxy.on_abuse = Some(Box::new(move |addr| sync.penalize(addr)));
+    }
+    let proxy = Arc::new(proxy);
     let serving = listeners
         .serve(&proxy, Some(tls), &shutdown_rx)
         .context("starting the proxy workers")?;
@@ -157,7 +168,7 @@ pub async fn run(args: RunArgs) -> anyhow::Result<()> {
     ));
     info!(http = %args.http_listen, https = %args.https_listen, admin = %args.admin_listen, "serving");
 
-    wait_for_signal().await?;
+    signals.wait().await;
     info!("shutting down: no new connections, draining in-flight requests");
     ready.listeners_bound.store(false, Ordering::Release);
     let _ = shutdown_tx.send(true);
@@ -167,22 +178,35 @@ pub async fn run(args: RunArgs) -> anyhow::Result<()> {
         let _ = task.await;
     }
     match dataplane {
-        Some(dp) if args.keep_attached => dp.release(),
-        Some(dp) => dp.detach().context("detaching XDP")?,
+        Some((dp, _)) if args.keep_attached => dp.release(),
+        Some((dp, _)) => dp.detach().context("detaching XDP")?,
         None => {}
     }
     info!("stopped");
     Ok(())
 }
 
-async fn wait_for_signal() -> anyhow::Result<()> {
-    let mut term =
-        unix::signal(unix::SignalKind::terminate()).context("installing SIGTERM handler")?;
-    let mut int =
-        unix::signal(unix::SignalKind::interrupt()).context("installing SIGINT handler")?;
-    tokio::select! {
-        _ = term.recv() => info!("SIGTERM"),
-        _ = int.recv() => info!("SIGINT"),
+/// SIGTERM and SIGINT, installed first thing so a signal during start-up is a clean stop
+/// (not the default action, which would kill the process with XDP attached).
+struct Signals {
+    term: unix::Signal,
+    int: unix::Signal,
+}
+
+impl Signals {
+    fn install() -> anyhow::Result<Self> {
+        Ok(Self {
+            term: unix::signal(unix::SignalKind::terminate())
+                .context("installing SIGTERM handler")?,
+            int: unix::signal(unix::SignalKind::interrupt())
+                .context("installing SIGINT handler")?,
+        })
     }
-    Ok(())
+
+    async fn wait(&mut self) {
+        tokio::select! {
+            _ = self.term.recv() => info!("SIGTERM"),
+            _ = self.int.recv() => info!("SIGINT"),
+        }
+    }
 }

@@ -25,6 +25,8 @@ pub struct Publisher {
     /// Number of route tables published so far.
     pub generation: AtomicUsize,
     metrics: Option<Arc<Metrics>>,
+    /// Called with every update before its route table is published (kernel policy sync).
+    on_update: std::sync::OnceLock<Box<dyn Fn(&Update) + Send + Sync>>,
 }
 
 impl Publisher {
@@ -34,7 +36,14 @@ impl Publisher {
             classes,
             generation: AtomicUsize::new(0),
             metrics: None,
+            on_update: std::sync::OnceLock::new(),
         }
+    }
+
+    /// From now on, calls `hook` with every update (e.g. to write ConfigMap policy into
+    /// the BPF maps once XDP is attached). Set once; a second hook is refused (`false`).
+    pub fn set_update_hook(&self, hook: impl Fn(&Update) + Send + Sync + 'static) -> bool {
+        self.on_update.set(Box::new(hook)).is_ok()
     }
 
     /// Records publishes in `metrics`.
@@ -46,6 +55,9 @@ impl Publisher {
     /// Translates `update` and publishes the result; returns the translation's summary.
     pub fn apply(&self, update: &Update) -> Translation {
         let started = Instant::now();
+        if let Some(hook) = self.on_update.get() {
+            hook(update);
+        }
         let mut translation = translate(&update.snapshot, &self.classes);
         for d in update.diagnostics.iter().chain(&translation.diagnostics) {
             match d.severity {

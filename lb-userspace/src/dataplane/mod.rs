@@ -6,6 +6,7 @@ pub mod maglev;
 pub mod object;
 pub mod policy;
 pub mod steering;
+pub mod sync;
 
 use std::{
     collections::HashSet,
@@ -196,6 +197,11 @@ impl Dataplane {
 
     pub fn bpffs(&self) -> &Path {
         &self.bpffs
+    }
+
+    /// A handle for keeping the maps in step after start-up (see [`sync`]).
+    pub fn kernel_sync(&self, namespace: &str) -> sync::KernelSync {
+        sync::KernelSync::new(self.ebpf.clone(), namespace)
     }
 
     /// Runs `f` on the loaded object (maps and programs), e.g. with the writers in [`kernel`].

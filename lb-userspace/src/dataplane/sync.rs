@@ -1,0 +1,71 @@
+//! Keeping the kernel in step with the configuration after start-up: every published
+//! update re-applies ConfigMap `ebpf-lb`'s kernel policy (ACLs, limits, penalty time), and
+//! the L7 rate limiter's abusive sources go into the `PENALTY` map.
+use std::{
+    net::IpAddr,
+    sync::{
+        Arc, Mutex,
+        atomic::{AtomicU32, Ordering},
+    },
+    time::Duration,
+};
+
+use aya::Ebpf;
+use tracing::{info, warn};
+
+use super::{kernel, policy};
+use crate::provider::Update;
+
+/// A handle on the loaded object shared with the publisher and the proxy.
+#[derive(Clone)]
+pub struct KernelSync {
+    ebpf: Arc<Mutex<Ebpf>>,
+    namespace: String,
+    /// `penalty-seconds` currently in force.
+    penalty_seconds: Arc<AtomicU32>,
+}
+
+impl KernelSync {
+    pub fn new(ebpf: Arc<Mutex<Ebpf>>, namespace: &str) -> Self {
+        Self {
+            ebpf,
+            namespace: namespace.to_owned(),
+            penalty_seconds: Arc::new(AtomicU32::new(
+                policy::KernelPolicy::default().penalty_seconds,
+            )),
+        }
+    }
+
+    /// Applies the kernel policy of the update's ConfigMap `ebpf-lb` (diffed into the maps).
+    pub fn apply(&self, update: &Update) {
+        let (p, errors) = policy::from_config_maps(&update.snapshot.config_maps, &self.namespace);
+        for e in &errors {
+            warn!(configmap = %e.configmap, key = e.key, "{}", e.message);
+        }
+        self.penalty_seconds
+            .store(p.penalty_seconds, Ordering::Relaxed);
+        let mut ebpf = self
+            .ebpf
+            .lock()
+            .unwrap_or_else(std::sync::PoisonError::into_inner);
+        if let Err(e) = kernel::write_policy(&mut ebpf, &p) {
+            warn!(error = %e, "writing the kernel policy failed; the previous one stays");
+        }
+    }
+
+    /// Puts `addr` into the XDP penalty box for `penalty-seconds` (0: penalties are off).
+    pub fn penalize(&self, addr: IpAddr) {
+        let secs = self.penalty_seconds.load(Ordering::Relaxed);
+        if secs == 0 {
+            return;
+        }
+        let mut ebpf = self
+            .ebpf
+            .lock()
+            .unwrap_or_else(std::sync::PoisonError::into_inner);
+        match kernel::penalize(&mut ebpf, addr, Duration::from_secs(u64::from(secs))) {
+            Ok(()) => info!(%addr, secs, "abusive source sent to the XDP penalty box"),
+            Err(e) => warn!(%addr, error = %e, "could not add to the penalty box"),
+        }
+    }
+}
