@@ -19,6 +19,9 @@ use crate::{
     translate::{ClassFilter, Translation, translate},
 };
 
+/// Called with every update before its route table is published.
+type UpdateHook = Box<dyn Fn(&Update) + Send + Sync>;
+
 pub struct Publisher {
     pub routes: Arc<RouteStore>,
     pub classes: ClassFilter,
@@ -26,7 +29,7 @@ pub struct Publisher {
     pub generation: AtomicUsize,
     metrics: Option<Arc<Metrics>>,
     /// Called with every update before its route table is published (kernel policy sync).
-    on_update: std::sync::OnceLock<Box<dyn Fn(&Update) + Send + Sync>>,
+    on_update: std::sync::OnceLock<UpdateHook>,
 }
 
 impl Publisher {
