@@ -142,3 +142,15 @@ pub fn fetch(args: &[&str]) -> (u16, String, String) {
         .unwrap_or_else(|| panic!("no status in {head:?}"));
     (status, head.to_ascii_lowercase(), body.to_owned())
 }
+
+/// A Service `namespace/name` (port 80, named `http`) whose EndpointSlice points at
+/// 127.0.0.1:`port`, as YAML documents (each starting with `---`).
+pub fn loopback_service(namespace: &str, name: &str, port: u16) -> String {
+    format!(
+        "\n---\napiVersion: v1\nkind: Service\nmetadata: {{name: {name}, namespace: {namespace}}}\n\
+         spec: {{ports: [{{name: http, port: 80}}]}}\n---\napiVersion: discovery.k8s.io/v1\n\
+         kind: EndpointSlice\nmetadata: {{name: {name}-1, namespace: {namespace}, labels: \
+         {{kubernetes.io/service-name: {name}}}}}\naddressType: IPv4\n\
+         ports: [{{name: http, port: {port}}}]\nendpoints: [{{addresses: [\"127.0.0.1\"]}}]\n"
+    )
+}

@@ -14,21 +14,7 @@ use tests::{
 };
 
 fn objects(name: &str, port: u16) -> String {
-    format!(
-        r#"
-apiVersion: v1
-kind: Service
-metadata: {{name: {name}, namespace: ml}}
-spec: {{ports: [{{name: http, port: 80}}]}}
----
-apiVersion: discovery.k8s.io/v1
-kind: EndpointSlice
-metadata: {{name: {name}-1, namespace: ml, labels: {{kubernetes.io/service-name: {name}}}}}
-addressType: IPv4
-ports: [{{name: http, port: {port}}}]
-endpoints: [{{addresses: ["127.0.0.1"]}}]
-"#
-    )
+    tests::local::loopback_service("ml", name, port)
 }
 
 fn ingress(name: &str, path: &str, svc: &str) -> String {

@@ -13,21 +13,7 @@ pub fn run() -> Result<()> {
     setup::ensure()?;
     ebpf::build_ebpf(true)?;
     let root = cmd::workspace_root();
-    step("build release binaries", || {
-        cmd::run(
-            cmd::new("cargo")
-                .args([
-                    "build",
-                    "--release",
-                    "-p",
-                    "lb-userspace",
-                    "-p",
-                    "tests",
-                    "--bins",
-                ])
-                .current_dir(&root),
-        )
-    })?;
+    ebpf::build_release_binaries()?;
     let bin = root.join("target/release/bench-control");
     step("bench-control", || {
         cmd::run(

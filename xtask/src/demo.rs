@@ -4,30 +4,13 @@ use std::{os::unix::process::CommandExt as _, process::Command, time::Duration};
 
 use anyhow::{Result, bail};
 
-use crate::{
-    cmd::{self, step},
-    ebpf, setup,
-};
+use crate::{cmd, ebpf, setup};
 
 pub fn demo(extra: &[String], elapsed: impl Fn() -> Duration) -> Result<()> {
     setup::ensure()?;
     ebpf::build_ebpf(true)?;
     let root = cmd::workspace_root();
-    step("build release binaries", || {
-        cmd::run(
-            cmd::new("cargo")
-                .args([
-                    "build",
-                    "--release",
-                    "-p",
-                    "lb-userspace",
-                    "-p",
-                    "tests",
-                    "--bins",
-                ])
-                .current_dir(&root),
-        )
-    })?;
+    ebpf::build_release_binaries()?;
     let demo = "target/release/lb-demo";
     if !root.join(demo).is_file() {
         bail!("{demo} was not built: the tests crate has no lb-demo binary yet");

@@ -68,3 +68,23 @@ fn install_object(built: &PathBuf) -> Result<()> {
     );
     Ok(())
 }
+
+/// `cargo build --release` of the daemon and the test binaries (demo and benchmarks).
+pub fn build_release_binaries() -> Result<()> {
+    let root = cmd::workspace_root();
+    cmd::step("build release binaries", || {
+        cmd::run(
+            cmd::new("cargo")
+                .args([
+                    "build",
+                    "--release",
+                    "-p",
+                    "lb-userspace",
+                    "-p",
+                    "tests",
+                    "--bins",
+                ])
+                .current_dir(&root),
+        )
+    })
+}
