@@ -85,6 +85,13 @@ impl LocalLb {
     /// Starts with extra `ebpf-lb run` arguments.
     pub fn start_with(ebpf_lb: &Path, manifests: &Path, extra: &[&str]) -> Self {
         let (http_port, admin_port) = (free_port(), free_port());
+        // Not the default 0.0.0.0:443: tests run side by side and need no root for it.
+        let https = format!("127.0.0.1:{}", free_port());
+        let https_args: &[&str] = if extra.contains(&"--https-listen") {
+            &[]
+        } else {
+            &["--https-listen", &https]
+        };
         let child = Command::new(ebpf_lb)
             .arg("run")
             .arg("--manifests")
@@ -92,6 +99,7 @@ impl LocalLb {
             .args(extra)
             .args(["--http-listen", &format!("127.0.0.1:{http_port}")])
             .args(["--admin-listen", &format!("127.0.0.1:{admin_port}")])
+            .args(https_args)
             .stdin(Stdio::null())
             .stdout(Stdio::null())
             .env("RUST_LOG", "warn")
