@@ -32,13 +32,7 @@ use tests::{
 
 fn bins() -> (PathBuf, PathBuf) {
     let backend = PathBuf::from(env!("CARGO_BIN_EXE_echo-backend"));
-    let ebpf_lb = backend.with_file_name("ebpf-lb");
-    assert!(
-        ebpf_lb.is_file(),
-        "{} is missing: build it with `cargo build -p lb-userspace` (cargo xtask test does)",
-        ebpf_lb.display()
-    );
-    (ebpf_lb, backend)
+    (tests::local::ebpf_lb_bin(&backend), backend)
 }
 
 /// Manifests for node `n`: `/` goes to the echo backend named after the node, so the
