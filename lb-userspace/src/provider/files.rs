@@ -158,6 +158,16 @@ fn describe(where_: &str, value: &Value) -> String {
     }
 }
 
+/// Parses a YAML fixture that must be free of problems (unit tests of other modules).
+#[cfg(test)]
+pub fn fixture(yaml: &str) -> Snapshot {
+    let mut snap = Snapshot::default();
+    let mut diags = Vec::new();
+    load_text("fixture.yaml", yaml, &mut snap, &mut diags);
+    assert!(diags.is_empty(), "fixture does not parse: {diags:?}");
+    snap
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;

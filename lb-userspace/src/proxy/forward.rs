@@ -85,15 +85,7 @@ pub async fn forward(
         .get(header::TE)
         .and_then(|v| v.to_str().ok())
         .is_some_and(|v| v.contains("trailers"));
-    let authority = authority(&parts);
-    headers::strip_hop_by_hop(&mut parts.headers);
-    headers::set_forwarded(
-        &mut parts.headers,
-        conn.peer,
-        conn.scheme(),
-        authority.as_ref().map_or("", |a| a.to_str().unwrap_or("")),
-        conn.local_port,
-    );
+    let authority = hop_headers(&mut parts, &conn);
     shape_for_backend(&mut parts, policy, authority, te_trailers);
 
     let n = backend.endpoints.len();
@@ -241,6 +233,21 @@ impl Template {
         *req.headers_mut() = self.headers.clone();
         req
     }
+}
+
+/// Removes hop-by-hop headers and sets the X-Forwarded-* ones for this hop; returns the
+/// authority the client asked for (for the upstream request's URI and Host).
+fn hop_headers(parts: &mut Parts, conn: &ConnInfo) -> Option<HeaderValue> {
+    let authority = authority(parts);
+    headers::strip_hop_by_hop(&mut parts.headers);
+    headers::set_forwarded(
+        &mut parts.headers,
+        conn.peer,
+        conn.scheme(),
+        authority.as_ref().map_or("", |a| a.to_str().unwrap_or("")),
+        conn.local_port,
+    );
+    authority
 }
 
 /// The authority the client asked for: Host (HTTP/1.1) or :authority (h2).
@@ -395,15 +402,7 @@ async fn upgrade(
     let client_side = hyper::upgrade::on(&mut req);
     let (mut parts, body) = req.into_parts();
     let upgrade_to = parts.headers.get(header::UPGRADE).cloned();
-    let authority = authority(&parts);
-    headers::strip_hop_by_hop(&mut parts.headers);
-    headers::set_forwarded(
-        &mut parts.headers,
-        conn.peer,
-        conn.scheme(),
-        authority.as_ref().map_or("", |a| a.to_str().unwrap_or("")),
-        conn.local_port,
-    );
+    let authority = hop_headers(&mut parts, &conn);
     if let Some(u) = upgrade_to.clone() {
         parts.headers.insert(header::UPGRADE, u);
         parts

@@ -1,13 +1,8 @@
 //! Translation fixtures: YAML in, route table and diagnostics out.
 use super::*;
-use crate::provider::files::load_text;
 
 fn snapshot(yaml: &str) -> Snapshot {
-    let mut snap = Snapshot::default();
-    let mut diags = Vec::new();
-    load_text("fixture.yaml", yaml, &mut snap, &mut diags);
-    assert!(diags.is_empty(), "fixture does not parse: {diags:?}");
-    snap
+    crate::provider::files::fixture(yaml)
 }
 
 const SERVICES: &str = r#"

@@ -124,7 +124,7 @@ fn secret_field(secret: &Secret, key: &str) -> Option<Vec<u8>> {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::{diagnostics::Severity, provider::files::load_text, tls::self_signed};
+    use crate::{diagnostics::Severity, tls::self_signed};
 
     fn indent(s: &str) -> String {
         s.lines().map(|l| format!("      {l}\n")).collect()
@@ -141,11 +141,7 @@ mod tests {
     }
 
     fn snapshot(yaml: &str) -> Snapshot {
-        let mut snap = Snapshot::default();
-        let mut diags = Vec::new();
-        load_text("fixture.yaml", yaml, &mut snap, &mut diags);
-        assert!(diags.is_empty(), "fixture does not parse: {diags:?}");
-        snap
+        crate::provider::files::fixture(yaml)
     }
 
     const INGRESSES: &str = r#"
