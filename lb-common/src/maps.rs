@@ -23,11 +23,13 @@ pub const DENY_V4: &str = "DENY_V4";
 pub const DENY_V6: &str = "DENY_V6";
 pub const ALLOW_V4: &str = "ALLOW_V4";
 pub const ALLOW_V6: &str = "ALLOW_V6";
+/// Per-CPU [`crate::SynWindow`] per VIP id: SYN rate and SYN-cookie state.
+pub const SYN_RATE: &str = "SYN_RATE";
 
 /// Every pinned map, in the order `ebpf-lb maps` lists them.
-pub const PINNED_MAPS: [&str; 12] = [
+pub const PINNED_MAPS: [&str; 13] = [
     VIPS, STATS, CONFIG, FLOWS, MAGLEV, NODES, SOURCES, PENALTY, DENY_V4, DENY_V6, ALLOW_V4,
-    ALLOW_V6,
+    ALLOW_V6, SYN_RATE,
 ];
 
 /// Most VIP:port:protocol entries one node serves (address-only entries included).

@@ -20,7 +20,9 @@ pub struct Config {
     pub pps_burst_ns: u64,
     /// UDP flows idle longer than this are chosen again by Maglev.
     pub udp_flow_timeout_ns: u64,
-    /// SYNs per second to one VIP above which SYN cookies answer; 0 = off.
+    /// SYNs per second to one VIP *per CPU* above which SYN cookies answer; 0 = off. The
+    /// daemon writes the ConfigMap's `syn-cookie-threshold` divided by the number of CPUs
+    /// (rounded up), so the counting stays per-CPU and lock-free.
     pub syn_cookie_threshold: u32,
     /// Which half of `MAGLEV` is live (0 or 1); flipped after the other half is written.
     pub maglev_active: u32,
@@ -81,6 +83,24 @@ pub struct SourceState {
 }
 const _: () = assert!(core::mem::size_of::<SourceState>() == 16);
 
+/// Value of `SYN_RATE` (per CPU, per VIP id): SYNs seen in the current one-second window
+/// and whether the previous window was over the threshold (cookies stay on for the window
+/// after a flood, so a flood at exactly the threshold does not flap).
+#[repr(C)]
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Default)]
+pub struct SynWindow {
+    /// Start of the current window (ktime ns).
+    pub start_ns: u64,
+    /// When this CPU last told the kernel's listener for this VIP that cookies are being
+    /// sent (`bpf_tcp_gen_syncookie`), so it accepts the returning ACKs (ktime ns; 0: never).
+    pub listener_ns: u64,
+    /// SYNs in the current window.
+    pub count: u32,
+    /// 1 when the previous window went over the threshold.
+    pub prev_over: u32,
+}
+const _: () = assert!(core::mem::size_of::<SynWindow>() == 24);
+
 /// Value of the ACL tries: a marker (the prefix is the key).
 pub type AclValue = u32;
 
@@ -95,4 +115,6 @@ mod pod {
     unsafe impl aya::Pod for super::SourceKey {}
     // SAFETY: as above.
     unsafe impl aya::Pod for super::SourceState {}
+    // SAFETY: as above.
+    unsafe impl aya::Pod for super::SynWindow {}
 }

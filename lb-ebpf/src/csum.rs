@@ -1,15 +1,26 @@
 //! Internet checksum (RFC 1071) of headers we build.
 
-/// Checksum of a 20-byte IPv4 header whose checksum field (bytes 10..12) is zero.
+/// Adds `b` as big-endian 16-bit words (an even length) to a running sum.
 #[inline(always)]
-pub fn ipv4_header(h: &[u8; 20]) -> u16 {
-    let mut sum: u32 = 0;
+pub fn add_words(mut sum: u32, b: &[u8]) -> u32 {
     let mut i = 0;
-    while i < 20 {
-        sum += u16::from_be_bytes([h[i], h[i + 1]]) as u32;
+    while i + 1 < b.len() {
+        sum += u16::from_be_bytes([b[i], b[i + 1]]) as u32;
         i += 2;
     }
+    sum
+}
+
+/// Folds a running sum into the one's-complement checksum field value.
+#[inline(always)]
+pub fn fold(mut sum: u32) -> u16 {
     sum = (sum & 0xffff) + (sum >> 16);
     sum = (sum & 0xffff) + (sum >> 16);
     !(sum as u16)
+}
+
+/// Checksum of a 20-byte IPv4 header whose checksum field (bytes 10..12) is zero.
+#[inline(always)]
+pub fn ipv4_header(h: &[u8; 20]) -> u16 {
+    fold(add_words(0, h))
 }

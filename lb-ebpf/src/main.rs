@@ -9,8 +9,9 @@
 //! Files by job, Katran style: `parse` (bounds-checked header walking and the policy for
 //! fragments, options, extension headers and ICMP), `maps` (every map with a one-line
 //! comment), `acl`, `ratelimit` (penalty box and token buckets), `steer` (flow table and
-//! Maglev), `encap` + `csum` (outer headers), `decap`, `stats` (counter updates), `xdp`
-//! (the order of it all).
+//! Maglev), `syncookie` (SYN-ACKs carrying SYN cookies above the SYN-rate threshold, and
+//! the check of the ACKs that return them), `encap` + `csum` (outer headers), `decap`,
+//! `stats` (counter updates), `xdp` (the order of it all).
 #![cfg_attr(target_arch = "bpf", no_std)]
 #![cfg_attr(target_arch = "bpf", no_main)]
 
@@ -32,6 +33,8 @@ mod ratelimit;
 mod stats;
 #[cfg(target_arch = "bpf")]
 mod steer;
+#[cfg(target_arch = "bpf")]
+mod syncookie;
 #[cfg(target_arch = "bpf")]
 mod xdp;
 

@@ -7,7 +7,7 @@ use aya_ebpf::{
 use lb_common::{
     ACL_ENTRIES, AclValue, Config, Counter, FLOWS_ENTRIES, FlowKey, FlowValue, MAGLEV_ENTRIES,
     MAX_NODES, MAX_VIPS, NodeInfo, PENALTY_ENTRIES, SOURCES_ENTRIES, STATS_ENTRIES, SourceKey,
-    SourceState, VipInfo, VipKey,
+    SourceState, SynWindow, VipInfo, VipKey,
 };
 
 /// VIP:port:protocol this node load-balances (and address-only keys) -> its id and flags.
@@ -58,3 +58,11 @@ pub static ALLOW_V4: LpmTrie<[u8; 4], AclValue, { ACL_ENTRIES as usize }> = LpmT
 /// IPv6 source prefixes allowed; when `Config::allow_v6` is 0 every source is allowed.
 #[btf_map]
 pub static ALLOW_V6: LpmTrie<[u8; 16], AclValue, { ACL_ENTRIES as usize }> = LpmTrie::new();
+
+/// Per-CPU SYN counting window and listener state per VIP id (see `syncookie`).
+#[btf_map]
+pub static SYN_RATE: PerCpuArray<SynWindow, { MAX_VIPS as usize }> = PerCpuArray::new();
+
+/// Per-CPU working memory of `syncookie` (too big for the BPF stack); not pinned.
+#[btf_map]
+pub static SCRATCH: PerCpuArray<crate::syncookie::Scratch, 1> = PerCpuArray::new();

@@ -1,7 +1,8 @@
 //! `lb_xdp`: the entry point on the node NIC. The order of checks for a packet to a
-//! VIP:port is: ACL, penalty box, packets/s, flow lookup, new connections/s, steering.
+//! VIP:port is: ACL, penalty box, packets/s, flow lookup, new connections/s, SYN cookies
+//! (flows not yet known, when `syn-cookie-threshold` is set), steering.
 use aya_ebpf::{bindings::xdp_action, macros::xdp, programs::XdpContext};
-use lb_common::{CONFIG_KEY, Config, PROTO_TCP, Reason, VIP_FLAG_ADDR_ONLY};
+use lb_common::{CONFIG_KEY, Config, NO_NODE, PROTO_TCP, Reason, VIP_FLAG_ADDR_ONLY};
 
 use crate::{
     acl,
@@ -9,6 +10,7 @@ use crate::{
     maps::{CONFIG, VIPS},
     parse::{self, Kind, Packet, TCP_ACK, TCP_FIN, TCP_RST, TCP_SYN},
     ratelimit, stats, steer,
+    syncookie::{self, Reply},
 };
 
 #[xdp]
@@ -87,6 +89,13 @@ fn try_lb_xdp(ctx: &XdpContext) -> u32 {
         stats::count(vip_id, Reason::DropRateConn, len);
         return xdp_action::XDP_DROP;
     }
+    if is_tcp
+        && !choice.hit
+        && cfg.syn_cookie_threshold != 0
+        && let Some(action) = syn_cookies(ctx, &pkt, cfg, vip_id, new_conn, choice.node, len)
+    {
+        return action;
+    }
     if choice.hit {
         stats::count(vip_id, Reason::FlowHit, len);
     } else {
@@ -101,6 +110,49 @@ fn try_lb_xdp(ctx: &XdpContext) -> u32 {
         steer::remember(flow, choice.node, now);
     }
     forward(ctx, &pkt, cfg, vip_id, choice.node, len)
+}
+
+/// SYN cookies (see `syncookie`) for a TCP packet of no known flow: a SYN over the
+/// threshold for a flow served here is answered with a cookie; a pure ACK carrying a valid
+/// cookie is admitted (remembered as local, passed). `None`: handle the packet as usual.
+#[inline(always)]
+fn syn_cookies(
+    ctx: &XdpContext,
+    pkt: &Packet,
+    cfg: &Config,
+    vip_id: u32,
+    syn: bool,
+    node: u32,
+    len: u64,
+) -> Option<u32> {
+    if syn {
+        let w = syncookie::engaged(vip_id, cfg)?;
+        if steer::remote_node(node).is_some() {
+            return None;
+        }
+        return match syncookie::answer_syn(ctx, pkt, w) {
+            Reply::Sent => {
+                stats::count(vip_id, Reason::FlowMiss, len);
+                stats::count(vip_id, Reason::SyncookieSent, len);
+                Some(xdp_action::XDP_TX)
+            }
+            Reply::Broken => {
+                stats::count(vip_id, Reason::DropMalformed, len);
+                Some(xdp_action::XDP_DROP)
+            }
+            Reply::Skipped => None,
+        };
+    }
+    if pkt.tcp_flags & (TCP_SYN | TCP_RST | TCP_FIN | TCP_ACK) != TCP_ACK
+        || !syncookie::valid_ack(ctx, pkt)
+    {
+        return None;
+    }
+    stats::count(vip_id, Reason::FlowMiss, len);
+    stats::count(vip_id, Reason::SyncookieAccepted, len);
+    steer::remember(&pkt.flow, NO_NODE, 0);
+    stats::count(vip_id, Reason::PassLocal, len);
+    Some(xdp_action::XDP_PASS)
 }
 
 /// Passes locally or encapsulates to the serving node, and counts which.

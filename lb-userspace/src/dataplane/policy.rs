@@ -201,12 +201,23 @@ fn bucket(rate: u32, burst: u32) -> (u64, u64) {
     (interval, interval * u64::from(burst))
 }
 
+/// The kernel counts SYNs per CPU (lock-free), so each CPU gets its share of the
+/// per-VIP threshold, rounded up (never 0 unless off).
+fn per_cpu_threshold(threshold: u32, cpus: usize) -> u32 {
+    if threshold == 0 {
+        return 0;
+    }
+    let cpus = u32::try_from(cpus.max(1)).unwrap_or(u32::MAX);
+    threshold.div_ceil(cpus)
+}
+
 impl KernelPolicy {
     /// Writes the policy's part of `CONFIG` into `cfg` (steering fields untouched).
     pub fn apply_to(&self, cfg: &mut Config) {
         (cfg.conn_interval_ns, cfg.conn_burst_ns) = bucket(self.conn_rate, self.conn_burst);
         (cfg.pps_interval_ns, cfg.pps_burst_ns) = bucket(self.pps, self.pps_burst);
-        cfg.syn_cookie_threshold = self.syn_cookie_threshold;
+        let cpus = aya::util::nr_cpus().map_or(1, |n| n.max(1));
+        cfg.syn_cookie_threshold = per_cpu_threshold(self.syn_cookie_threshold, cpus);
         cfg.udp_flow_timeout_ns = UDP_FLOW_TIMEOUT_NS;
         let count = |v4: bool| {
             let n = self.allow.iter().filter(|c| c.addr.is_ipv4() == v4).count();
@@ -220,6 +231,15 @@ impl KernelPolicy {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn syn_cookie_threshold_is_shared_out_per_cpu() {
+        assert_eq!(per_cpu_threshold(0, 4), 0);
+        assert_eq!(per_cpu_threshold(1, 4), 1);
+        assert_eq!(per_cpu_threshold(5000, 2), 2500);
+        assert_eq!(per_cpu_threshold(5001, 2), 2501);
+        assert_eq!(per_cpu_threshold(7, 0), 7);
+    }
 
     fn data(pairs: &[(&str, &str)]) -> BTreeMap<String, String> {
         pairs

@@ -299,7 +299,7 @@ pub fn configure(
     Ok(())
 }
 
-fn sysctl(path: &str) -> Option<u32> {
+pub(crate) fn sysctl(path: &str) -> Option<u32> {
     std::fs::read_to_string(format!("/proc/sys/{path}"))
         .ok()?
         .trim()

@@ -42,6 +42,20 @@ impl KernelSync {
         for e in &errors {
             warn!(configmap = %e.configmap, key = e.key, "{}", e.message);
         }
+        let mut p = p;
+        if p.syn_cookie_threshold > 0 {
+            let mode = super::steering::sysctl("net/ipv4/tcp_syncookies");
+            if mode != Some(2) {
+                warn!(
+                    tcp_syncookies = ?mode,
+                    "syn-cookie-threshold is set, but the kernel accepts the ACK of a cookie \
+                     sent from XDP only with net.ipv4.tcp_syncookies=2 on this node (with 1 it \
+                     needs a recent SYN-queue overflow first); XDP SYN cookies stay off and \
+                     the kernel's own SYN cookies defend the listeners"
+                );
+                p.syn_cookie_threshold = 0;
+            }
+        }
         self.penalty_seconds
             .store(p.penalty_seconds, Ordering::Relaxed);
         let mut ebpf = self
