@@ -92,6 +92,7 @@ pub struct PacketBuilder {
     l4: L4,
     ttl: u8,
     ipv4_options: Vec<u8>,
+    tcp_options: Vec<u8>,
     ihl: Option<u8>,
     payload: Vec<u8>,
 }
@@ -143,6 +144,7 @@ impl PacketBuilder {
             l4,
             ttl: 64,
             ipv4_options: Vec::new(),
+            tcp_options: Vec::new(),
             ihl: None,
             payload: Vec::new(),
         }
@@ -196,6 +198,17 @@ impl PacketBuilder {
         assert!(options.len() <= 40, "IPv4 options are at most 40 bytes");
         self.ipv4_options = options.to_vec();
         self.ipv4_options.resize(options.len().div_ceil(4) * 4, 0);
+        self
+    }
+
+    /// TCP options, padded with End-of-Options to a multiple of 4 bytes (at most 40).
+    ///
+    /// # Panics
+    /// If more than 40 bytes are given.
+    pub fn tcp_options(mut self, options: &[u8]) -> Self {
+        assert!(options.len() <= 40, "TCP options are at most 40 bytes");
+        self.tcp_options = options.to_vec();
+        self.tcp_options.resize(options.len().div_ceil(4) * 4, 0);
         self
     }
 
@@ -269,10 +282,12 @@ impl PacketBuilder {
             } => {
                 s.extend_from_slice(&seq.to_be_bytes());
                 s.extend_from_slice(&ack.to_be_bytes());
-                s.push(5 << 4); // data offset: 5 words, no options
+                // Data offset: 5 words plus the options.
+                s.push(((5 + self.tcp_options.len() / 4) as u8) << 4);
                 s.push(flags);
                 s.extend_from_slice(&window.to_be_bytes());
                 s.extend_from_slice(&[0, 0, 0, 0]); // checksum, urgent pointer
+                s.extend_from_slice(&self.tcp_options);
                 16
             }
             L4::Udp => {
@@ -353,7 +368,7 @@ pub fn arp_request(sender: Ipv4Addr, target: Ipv4Addr) -> Vec<u8> {
 }
 
 /// TCP/UDP pseudo-header for the checksum (RFC 793 for IPv4, RFC 8200 section 8.1 for IPv6).
-fn pseudo_header(src: IpAddr, dst: IpAddr, proto: u8, len: usize) -> Vec<u8> {
+pub fn pseudo_header(src: IpAddr, dst: IpAddr, proto: u8, len: usize) -> Vec<u8> {
     let mut p = Vec::with_capacity(40);
     match (src, dst) {
         (IpAddr::V4(s), IpAddr::V4(d)) => {

@@ -76,6 +76,9 @@ pub struct DemoTopology {
     // Fields drop in order: processes first, then namespaces, then pins.
     pub daemon: Option<ChildGuard>,
     pub backends: Vec<ChildGuard>,
+    /// `lb_xdp_pass` on the client's c0, when a test needs frames the node sends with
+    /// XDP_TX (SYN cookies) to arrive.
+    pub client_pass: Option<aya::Ebpf>,
     pub client: Netns,
     pub node: Netns,
     pub backend_ns: Vec<Netns>,
@@ -94,6 +97,7 @@ impl DemoTopology {
         let topo = Self {
             daemon: None,
             backends: Vec::new(),
+            client_pass: None,
             client,
             node,
             backend_ns,
@@ -113,6 +117,13 @@ impl DemoTopology {
             veth(&topo.node, b.node_if, b.node_addr, ns, b.be_if, b.be_addr)?;
         }
         Ok(topo)
+    }
+
+    /// Attaches `lb_xdp_pass` to the client's c0 so frames `lb_xdp` answers with XDP_TX
+    /// (SYN-ACKs with SYN cookies) reach the client.
+    pub fn attach_client_pass(&mut self, object: &'static [u8]) -> Result<(), String> {
+        self.client_pass = Some(crate::xdp::attach_pass(&self.client, &["c0"], object)?);
+        Ok(())
     }
 
     /// Starts the echo backends and waits until each answers.

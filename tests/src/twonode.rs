@@ -20,9 +20,8 @@ use std::{
 use aya::{
     Ebpf,
     maps::{Array, Map, MapData},
-    programs::{Xdp, XdpMode},
 };
-use lb_common::{CONFIG, CONFIG_KEY, Config, MAGLEV, MAGLEV_SIZE, PROG_XDP_PASS};
+use lb_common::{CONFIG, CONFIG_KEY, Config, MAGLEV, MAGLEV_SIZE};
 
 use crate::{
     netns::{Netns, ip, run},
@@ -114,28 +113,11 @@ impl TwoNodes {
     /// Attaches `lb_xdp_pass` to the bridge ports of the nodes: a veth drops frames sent
     /// with XDP_TX unless its peer runs an XDP program (shared/engineering.md).
     pub fn attach_pass_programs(&mut self, object: &'static [u8]) -> Result<(), String> {
-        let ns = std::fs::File::open(self.switch.path()).map_err(|e| e.to_string())?;
-        let ebpf = std::thread::spawn(move || -> Result<Ebpf, String> {
-            // SAFETY: setns on this short-lived thread only; the fd is valid.
-            if unsafe { libc::setns(ns.as_raw_fd(), libc::CLONE_NEWNET) } != 0 {
-                return Err(format!("setns: {}", std::io::Error::last_os_error()));
-            }
-            let mut ebpf = Ebpf::load(object).map_err(|e| e.to_string())?;
-            let prog: &mut Xdp = ebpf
-                .program_mut(PROG_XDP_PASS)
-                .ok_or("no lb_xdp_pass")?
-                .try_into()
-                .map_err(|e: aya::programs::ProgramError| e.to_string())?;
-            prog.load().map_err(|e| e.to_string())?;
-            for p in ["p1", "p2"] {
-                prog.attach(p, XdpMode::Driver)
-                    .map_err(|e| format!("attach to {p}: {e}"))?;
-            }
-            Ok(ebpf)
-        })
-        .join()
-        .map_err(|_| "attach thread panicked".to_string())??;
-        self.pass_programs = Some(ebpf);
+        self.pass_programs = Some(crate::xdp::attach_pass(
+            &self.switch,
+            &["p1", "p2"],
+            object,
+        )?);
         Ok(())
     }
 

@@ -214,3 +214,36 @@ pub fn flow_key(src: &str, dst: &str, proto: u8) -> FlowKey {
     }
     k
 }
+
+/// Loads `lb_xdp_pass` from `object` and attaches it (native mode) to `ifaces` inside
+/// `ns`: a veth drops frames its peer sends with XDP_TX unless it runs an XDP program
+/// (shared/engineering.md). Detached when the returned object is dropped.
+pub fn attach_pass(
+    ns: &crate::netns::Netns,
+    ifaces: &[&str],
+    object: &'static [u8],
+) -> Result<aya::Ebpf, String> {
+    use std::os::fd::AsRawFd;
+    let ns = std::fs::File::open(ns.path()).map_err(|e| e.to_string())?;
+    let ifaces: Vec<String> = ifaces.iter().map(|s| (*s).to_owned()).collect();
+    std::thread::spawn(move || -> Result<aya::Ebpf, String> {
+        // SAFETY: setns on this short-lived thread only; the fd is valid.
+        if unsafe { libc::setns(ns.as_raw_fd(), libc::CLONE_NEWNET) } != 0 {
+            return Err(format!("setns: {}", std::io::Error::last_os_error()));
+        }
+        let mut ebpf = aya::Ebpf::load(object).map_err(|e| e.to_string())?;
+        let prog: &mut Xdp = ebpf
+            .program_mut(PROG_XDP_PASS)
+            .ok_or("no lb_xdp_pass")?
+            .try_into()
+            .map_err(|e: ProgramError| e.to_string())?;
+        prog.load().map_err(|e| e.to_string())?;
+        for p in &ifaces {
+            prog.attach(p, aya::programs::XdpMode::Driver)
+                .map_err(|e| format!("attach to {p}: {e}"))?;
+        }
+        Ok(ebpf)
+    })
+    .join()
+    .map_err(|_| "attach thread panicked".to_string())?
+}

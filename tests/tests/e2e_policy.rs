@@ -1,7 +1,9 @@
 //! Kernel policy after start-up, over namespaces with real XDP: a denylist added to
 //! ConfigMap `ebpf-lb` while the daemon runs drops the client in XDP (counted as drop_acl);
 //! removing it lets the client back; a client that keeps exceeding an Ingress's L7
-//! limit-rps is put into the XDP penalty box (`PENALTY`, counted as drop_penalty).
+//! limit-rps is put into the XDP penalty box (`PENALTY`, counted as drop_penalty). Before
+//! that, with `syn-cookie-threshold` set, new connections over the threshold are answered
+//! with SYN cookies from XDP and still complete against the proxy.
 use std::{
     path::{Path, PathBuf},
     process::Stdio,
@@ -77,14 +79,56 @@ fn configmap_denylist_and_l7_abuse_reach_the_kernel() {
             &std::fs::read_to_string(demo.join(f)).expect("demo manifests"),
         );
     }
-    dir.write("configmap.yaml", &configmap("  penalty-seconds: \"60\"\n"));
+    dir.write(
+        "configmap.yaml",
+        &configmap("  penalty-seconds: \"60\"\n  syn-cookie-threshold: \"1\"\n"),
+    );
     let pid = std::process::id();
     let bpffs = PathBuf::from(format!("/sys/fs/bpf/ebpf-lb-policy-{pid}"));
     let mut topo = DemoTopology::create(&format!("lbpol{pid}"), &bpffs).expect("topology");
     topo.start_backends(&backend).expect("backends");
+    // XDP SYN cookies need the kernel to accept cookie ACKs unconditionally (the node's
+    // namespace only), and the client's veth must take the XDP_TX'd SYN-ACKs.
+    topo.node
+        .sysctl("net.ipv4.tcp_syncookies", "2")
+        .expect("sysctl");
+    topo.attach_client_pass(lb_userspace::dataplane::object::bytes())
+        .expect("pass program on the client");
     topo.start_daemon(&ebpf_lb, &dir.0, "native", Stdio::inherit())
         .expect("daemon");
     assert!(reachable(&topo));
+
+    // SYN cookies: a threshold of 1 SYN/s, 20 new connections in a row (bounded: 2 s each).
+    // Those over the threshold get their SYN-ACK from XDP; every one must complete.
+    let out = run(topo.client.command("bash").args([
+        "-c",
+        &format!(
+            "for i in $(seq 1 20); do curl -sS -o /dev/null -w '%{{http_code}}\\n' \
+             --max-time 2 http://{VIP}/mlflow; done"
+        ),
+    ]))
+    .expect("curl loop");
+    let codes = String::from_utf8_lossy(&out.stdout);
+    assert_eq!(
+        codes.lines().filter(|l| *l == "200").count(),
+        20,
+        "every connection completes:\n{codes}"
+    );
+    let (sent, accepted) = (
+        xdp_packets(&topo, "syncookie_sent"),
+        xdp_packets(&topo, "syncookie_accepted"),
+    );
+    assert!(
+        sent > 0,
+        "SYN cookies sent from XDP; CONFIG: {:?}\nSYN_RATE: {:?}",
+        topo.bpftool_dump("CONFIG", false),
+        topo.bpftool_dump("SYN_RATE", false)
+    );
+    eprintln!("SYN cookies: {sent} sent from XDP, {accepted} admitted; 20 of 20 completed");
+    assert!(
+        accepted > 0 && accepted <= sent,
+        "cookie ACKs admitted: {accepted} of {sent}"
+    );
 
     // Deny the client's address at run time: XDP drops it.
     dir.write(

@@ -9,7 +9,7 @@ use std::{collections::BTreeMap, net::IpAddr};
 
 use aya::programs::ProgramError;
 use lb_common::{
-    Counter, FAMILY_V4, FlowKey, MAX_VIPS, NODE_HAS_V4, NODE_HAS_V6, NODE_LOCAL, NodeInfo,
+    Counter, FAMILY_V4, FlowKey, MAX_VIPS, NO_NODE, NODE_HAS_V4, NODE_HAS_V6, NODE_LOCAL, NodeInfo,
     PROG_XDP, PROTO_TCP, PROTO_UDP, Reason, VipKey,
 };
 use lb_userspace::dataplane::policy::{Cidr, KernelPolicy};
@@ -1242,4 +1242,251 @@ fn lb_xdp_repeat_counts_every_run() {
     ]);
     assert_eq!(got, want);
     let _ = FAMILY_V4;
+}
+
+/// Pins the calling thread to CPU 0: the SYN-rate window is per CPU, so the rows below
+/// need every run on one CPU to be deterministic.
+fn pin_to_cpu0() {
+    // SAFETY: a zeroed cpu_set_t is the empty set; CPU_SET and sched_setaffinity on the
+    // calling thread (pid 0) with a valid set have no other preconditions.
+    let rc = unsafe {
+        let mut set: libc::cpu_set_t = std::mem::zeroed();
+        libc::CPU_SET(0, &mut set);
+        libc::sched_setaffinity(0, std::mem::size_of::<libc::cpu_set_t>(), &set)
+    };
+    assert_eq!(
+        rc,
+        0,
+        "sched_setaffinity: {}",
+        std::io::Error::last_os_error()
+    );
+}
+
+/// Checks `out` is the SYN-ACK answering `syn` field by field (checksums recomputed here)
+/// and returns its cookie (sequence number) and MSS option.
+fn verify_synack(syn: &packet::Frame, out: &[u8]) -> (u32, u16) {
+    let b = &syn.bytes;
+    let v4 = b[syn.l3] >> 4 == 4;
+    let ip_len = if v4 { 20 } else { 40 };
+    assert_eq!(out.len(), syn.l3 + ip_len + 24, "frame length");
+    assert_eq!(&out[0..6], &b[6..12], "back to the sender's MAC");
+    assert_eq!(&out[6..12], &b[0..6], "from the MAC it arrived on");
+    assert_eq!(
+        &out[12..syn.l3],
+        &b[12..syn.l3],
+        "ethertype (and VLAN) kept"
+    );
+    let ip = &out[syn.l3..syn.l3 + ip_len];
+    let (src, dst): (IpAddr, IpAddr) = if v4 {
+        assert_eq!(ip[0], 0x45);
+        assert_eq!(u16::from_be_bytes([ip[2], ip[3]]), 44, "IPv4 total length");
+        assert_eq!((ip[8], ip[9]), (64, PROTO_TCP), "TTL, protocol");
+        assert_eq!(
+            &ip[12..16],
+            &b[syn.l3 + 16..syn.l3 + 20],
+            "source is the VIP"
+        );
+        assert_eq!(&ip[16..20], &b[syn.l3 + 12..syn.l3 + 16], "to the client");
+        assert_eq!(packet::checksum(&[ip]), 0, "IPv4 header checksum");
+        let a = |s: &[u8]| IpAddr::from(<[u8; 4]>::try_from(s).expect("4 bytes"));
+        (a(&ip[12..16]), a(&ip[16..20]))
+    } else {
+        assert_eq!(ip[0] >> 4, 6);
+        assert_eq!(
+            u16::from_be_bytes([ip[4], ip[5]]),
+            24,
+            "IPv6 payload length"
+        );
+        assert_eq!((ip[6], ip[7]), (PROTO_TCP, 64), "next header, hop limit");
+        assert_eq!(
+            &ip[8..24],
+            &b[syn.l3 + 24..syn.l3 + 40],
+            "source is the VIP"
+        );
+        assert_eq!(&ip[24..40], &b[syn.l3 + 8..syn.l3 + 24], "to the client");
+        let a = |s: &[u8]| IpAddr::from(<[u8; 16]>::try_from(s).expect("16 bytes"));
+        (a(&ip[8..24]), a(&ip[24..40]))
+    };
+    let tcp = &out[syn.l3 + ip_len..];
+    let t = &b[syn.l4..];
+    assert_eq!(&tcp[0..2], &t[2..4], "source port is the VIP port");
+    assert_eq!(&tcp[2..4], &t[0..2], "to the client port");
+    let seq = u32::from_be_bytes([t[4], t[5], t[6], t[7]]);
+    let ack = u32::from_be_bytes([tcp[8], tcp[9], tcp[10], tcp[11]]);
+    assert_eq!(ack, seq.wrapping_add(1), "acknowledges the SYN");
+    assert_eq!(tcp[12] >> 4, 6, "data offset: header + MSS option");
+    assert_eq!(tcp[13], tcp_flags::SYN | tcp_flags::ACK);
+    assert_eq!(&tcp[20..22], &[2, 4], "MSS option");
+    let pseudo = packet::pseudo_header(src, dst, PROTO_TCP, tcp.len());
+    assert_eq!(packet::checksum(&[&pseudo, tcp]), 0, "TCP checksum");
+    let cookie = u32::from_be_bytes([tcp[4], tcp[5], tcp[6], tcp[7]]);
+    (cookie, u16::from_be_bytes([tcp[22], tcp[23]]))
+}
+
+/// SYN cookies: over the threshold, a SYN to a VIP with a listener is answered in XDP with
+/// a SYN-ACK carrying the kernel's cookie (XDP_TX); the ACK returning it is admitted and
+/// its flow remembered as served here; an ACK with a wrong cookie takes the usual path;
+/// without a listener, or while `net.ipv4.tcp_syncookies` is not 2 (the kernel would not
+/// accept the ACK), SYNs go to the stack. IPv4 and IPv6. Runs in a namespace of its own
+/// (BPF_PROG_TEST_RUN finds listeners in the caller's namespace; the sysctl is per
+/// namespace).
+#[test]
+fn lb_xdp_syn_cookies() {
+    if skip_unless_root() {
+        return;
+    }
+    let ns =
+        tests::netns::Netns::create(&format!("lbck{}", std::process::id())).expect("namespace");
+    let file = std::fs::File::open(ns.path()).expect("open netns");
+    std::thread::scope(|s| {
+        s.spawn(|| {
+            use std::os::fd::AsRawFd as _;
+            // SAFETY: setns on this scoped thread only; the fd is valid.
+            let rc = unsafe { libc::setns(file.as_raw_fd(), libc::CLONE_NEWNET) };
+            assert_eq!(rc, 0, "setns: {}", std::io::Error::last_os_error());
+            syn_cookie_checks(&ns);
+        })
+        .join()
+        .unwrap_or_else(|e| std::panic::resume_unwind(e));
+    });
+}
+
+fn syn_cookie_checks(ns: &tests::netns::Netns) {
+    pin_to_cpu0();
+    // Listeners the cookie code finds with bpf_skc_lookup_tcp; the closed port has none.
+    let l4 = std::net::TcpListener::bind("0.0.0.0:0").expect("bind v4");
+    let l6 = std::net::TcpListener::bind("[::]:0").expect("bind v6");
+    let closed = std::net::TcpListener::bind("0.0.0.0:0")
+        .and_then(|l| l.local_addr())
+        .expect("free port")
+        .port();
+    let p4 = l4.local_addr().expect("addr").port();
+    let p6 = l6.local_addr().expect("addr").port();
+    let vips = [
+        VipKey::v4([198, 18, 0, 210], p4, PROTO_TCP),
+        VipKey::v6(VIP6_ADDR, p6, PROTO_TCP),
+        VipKey::v4([198, 18, 0, 210], closed, PROTO_TCP),
+    ];
+    let mut dp = Loaded::load();
+    dp.set_vips(&vips);
+    dp.edit_config(|c| c.syn_cookie_threshold = 1);
+    // MSS 1460, NOP, window scale 7: a SYN with options, as real clients send.
+    let options = [2, 4, 0x05, 0xb4, 1, 3, 3, 7];
+    let plain = |id: u32, frame: &[u8]| -> Deltas {
+        let len = frame.len() as u64;
+        [
+            ((id, Reason::FlowMiss.name()), (1, len)),
+            ((id, Reason::PassLocal.name()), (1, len)),
+        ]
+        .into()
+    };
+
+    // tcp_syncookies=1: the kernel only takes cookie ACKs after a real SYN-queue overflow,
+    // so XDP leaves SYNs over the threshold to it.
+    ns.sysctl("net.ipv4.tcp_syncookies", "1").expect("sysctl");
+    for cport in [40000, 40001, 40002] {
+        let syn = PacketBuilder::tcp(
+            &format!("198.18.0.1:{cport}"),
+            &format!("198.18.0.210:{p4}"),
+        )
+        .build();
+        let before = dp.stats();
+        let (action, _, _) = dp.run_xdp(PROG_XDP, &syn.bytes, 1).expect("run");
+        assert_eq!(action, XDP_PASS, "tcp_syncookies=1: SYN to the stack");
+        assert_eq!(deltas(&before, &dp.stats()), plain(0, &syn.bytes));
+    }
+    ns.sysctl("net.ipv4.tcp_syncookies", "2").expect("sysctl");
+
+    let cases = [
+        (0u32, "198.18.0.1", "198.18.0.210".to_string(), p4),
+        (1, "[2001:2::1]", "[2001:2::d2]".to_string(), p6),
+    ];
+    for (id, client, vip, port) in cases {
+        let at = |cport: u16| (format!("{client}:{cport}"), format!("{vip}:{port}"));
+        if id == 1 {
+            // The IPv6 VIP's window starts here: its first SYN is under the threshold.
+            let (c, v) = at(41000);
+            let first = PacketBuilder::tcp(&c, &v).tcp_options(&options).build();
+            let (action, _, _) = dp.run_xdp(PROG_XDP, &first.bytes, 1).expect("run");
+            assert_eq!(action, XDP_PASS, "{vip}: first SYN under the threshold");
+        }
+
+        let (c, v) = at(41001);
+        let syn = PacketBuilder::tcp(&c, &v)
+            .tcp_seq_ack(5000, 0)
+            .tcp_options(&options)
+            .build();
+        let before = dp.stats();
+        let (action, out, _) = dp.run_xdp(PROG_XDP, &syn.bytes, 1).expect("run");
+        assert_eq!(
+            action, XDP_TX,
+            "{vip}: SYN over the threshold answered with a cookie"
+        );
+        let len = syn.bytes.len() as u64;
+        let want: Deltas = [
+            ((id, Reason::FlowMiss.name()), (1, len)),
+            ((id, Reason::SyncookieSent.name()), (1, len)),
+        ]
+        .into();
+        assert_eq!(deltas(&before, &dp.stats()), want, "{vip}: SYN counters");
+        let (cookie, mss) = verify_synack(&syn, &out);
+        // The largest entry of the kernel's cookie MSS table not above 1460 (IPv4:
+        // 536/1300/1440/1460; IPv6: 1220/1420/1440/8940).
+        let want_mss = if id == 0 { 1460 } else { 1440 };
+        assert_eq!(mss, want_mss, "{vip}: the cookie keeps the client's MSS");
+        let key = flow_key(&c, &v, PROTO_TCP);
+        assert!(
+            dp.flow(&key).is_none(),
+            "{vip}: no state kept for a cookie SYN"
+        );
+
+        let ack = PacketBuilder::tcp(&c, &v)
+            .tcp_flags(tcp_flags::ACK)
+            .tcp_seq_ack(5001, cookie.wrapping_add(1))
+            .build();
+        let before = dp.stats();
+        let (action, out, _) = dp.run_xdp(PROG_XDP, &ack.bytes, 1).expect("run");
+        assert_eq!(
+            (action, &out),
+            (XDP_PASS, &ack.bytes),
+            "{vip}: cookie ACK passes"
+        );
+        let len = ack.bytes.len() as u64;
+        let want: Deltas = [
+            ((id, Reason::FlowMiss.name()), (1, len)),
+            ((id, Reason::SyncookieAccepted.name()), (1, len)),
+            ((id, Reason::PassLocal.name()), (1, len)),
+        ]
+        .into();
+        assert_eq!(deltas(&before, &dp.stats()), want, "{vip}: ACK counters");
+        assert_eq!(
+            dp.flow(&key).map(|f| f.node),
+            Some(NO_NODE),
+            "{vip}: admitted flow is served here"
+        );
+
+        // The same cookie from another client port is not valid: the usual path.
+        let (c, v) = at(41002);
+        let forged = PacketBuilder::tcp(&c, &v)
+            .tcp_flags(tcp_flags::ACK)
+            .tcp_seq_ack(5001, cookie.wrapping_add(1))
+            .build();
+        let before = dp.stats();
+        let (action, _, _) = dp.run_xdp(PROG_XDP, &forged.bytes, 1).expect("run");
+        assert_eq!(action, XDP_PASS, "{vip}: wrong cookie");
+        assert_eq!(deltas(&before, &dp.stats()), plain(id, &forged.bytes));
+    }
+
+    // No listener on the port: over the threshold, SYNs still go to the stack.
+    for cport in [42000, 42001, 42002] {
+        let syn = PacketBuilder::tcp(
+            &format!("198.18.0.1:{cport}"),
+            &format!("198.18.0.210:{closed}"),
+        )
+        .build();
+        let before = dp.stats();
+        let (action, _, _) = dp.run_xdp(PROG_XDP, &syn.bytes, 1).expect("run");
+        assert_eq!(action, XDP_PASS, "SYN to a port without a listener");
+        assert_eq!(deltas(&before, &dp.stats()), plain(2, &syn.bytes));
+    }
 }
