@@ -32,12 +32,20 @@ pub struct Config {
     pub allow_v4: u32,
     /// Entries in `ALLOW_V6`; 0 means every IPv6 source is allowed.
     pub allow_v6: u32,
+    /// Entries in `DENY_V4`; 0 skips the lookup (the common case costs nothing).
+    pub deny_v4: u32,
+    /// Entries in `DENY_V6`; 0 skips the lookup.
+    pub deny_v6: u32,
+    /// 1 once `PENALTY` may hold an entry (set by the daemon when it penalizes a source or
+    /// finds entries at start); 0 skips the lookup.
+    pub penalty_active: u32,
+    pub _pad: u32,
     /// This node's IPv4 address: outer source of IPIP, outer destination `lb_tc_decap` strips.
     pub node_v4: [u8; 4],
     /// This node's IPv6 address, for IP6IP6 (all zero: none).
     pub node_v6: [u8; 16],
 }
-const _: () = assert!(core::mem::size_of::<Config>() == 80);
+const _: () = assert!(core::mem::size_of::<Config>() == 96);
 
 /// Key of `SOURCES` and `PENALTY`: a client address. IPv4 uses the first four bytes.
 #[repr(C)]

@@ -67,7 +67,7 @@ fn try_lb_xdp(ctx: &XdpContext) -> u32 {
         return xdp_action::XDP_DROP;
     }
     let src = ratelimit::source_key(flow);
-    if ratelimit::penalized(&src) {
+    if cfg.penalty_active != 0 && ratelimit::penalized(&src) {
         stats::count(vip_id, Reason::DropPenalty, len);
         return xdp_action::XDP_DROP;
     }

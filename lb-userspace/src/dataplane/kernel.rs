@@ -95,9 +95,20 @@ pub fn write_policy(ebpf: &mut Ebpf, policy: &KernelPolicy) -> Result<(), Datapl
     sync_trie(ebpf, DENY_V6, &deny6)?;
     sync_trie(ebpf, ALLOW_V4, &allow4)?;
     sync_trie(ebpf, ALLOW_V6, &allow6)?;
+    let penalties = penalty_box_in_use(ebpf)?;
     let mut cfg = read_config(ebpf)?;
     policy.apply_to(&mut cfg);
+    cfg.penalty_active |= u32::from(penalties);
     write_config(ebpf, &cfg)
+}
+
+/// True when `PENALTY` holds any entry (from this run or one before a restart): `lb_xdp`
+/// only looks sources up there while `Config::penalty_active` is set.
+fn penalty_box_in_use(ebpf: &Ebpf) -> Result<bool, DataplaneError> {
+    let map = ebpf.map(PENALTY).ok_or(DataplaneError::Missing(PENALTY))?;
+    let penalty: BpfHashMap<_, SourceKey, u64> =
+        BpfHashMap::try_from(map).map_err(map_err(PENALTY))?;
+    Ok(penalty.keys().next().is_some())
 }
 
 /// The kernel's monotonic clock (what `bpf_ktime_get_ns` reads).
@@ -130,5 +141,11 @@ pub fn penalize(ebpf: &mut Ebpf, addr: IpAddr, duration: Duration) -> Result<(),
         monotonic_ns().saturating_add(u64::try_from(duration.as_nanos()).unwrap_or(u64::MAX));
     penalty
         .insert(source_key(addr), until, 0)
-        .map_err(map_err(PENALTY))
+        .map_err(map_err(PENALTY))?;
+    let mut cfg = read_config(ebpf)?;
+    if cfg.penalty_active == 0 {
+        cfg.penalty_active = 1;
+        write_config(ebpf, &cfg)?;
+    }
+    Ok(())
 }

@@ -225,6 +225,12 @@ impl KernelPolicy {
         };
         cfg.allow_v4 = count(true);
         cfg.allow_v6 = count(false);
+        let count = |v4: bool| {
+            let n = self.deny.iter().filter(|c| c.addr.is_ipv4() == v4).count();
+            u32::try_from(n).unwrap_or(u32::MAX)
+        };
+        cfg.deny_v4 = count(true);
+        cfg.deny_v6 = count(false);
     }
 }
 
