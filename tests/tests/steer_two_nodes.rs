@@ -87,13 +87,15 @@ fn predicted_node(table: &[u32], port: u16) -> usize {
 }
 
 fn both_nodes_table() -> Vec<u32> {
-    let nodes: Vec<NodeRecord> = NODE_IPS
+    let nodes: Vec<Option<NodeRecord>> = NODE_IPS
         .iter()
-        .map(|ip| NodeRecord {
-            addr: ip.parse().expect("ip"),
-            local: false,
-            mac: Some([2, 0, 0, 0, 0, 1]),
-            healthy: true,
+        .map(|ip| {
+            Some(NodeRecord {
+                addr: ip.parse().expect("ip"),
+                local: false,
+                mac: Some([2, 0, 0, 0, 0, 1]),
+                healthy: true,
+            })
         })
         .collect();
     steering::table(&nodes).expect("table")

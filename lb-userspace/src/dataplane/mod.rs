@@ -201,7 +201,8 @@ impl Dataplane {
 
     /// A handle for keeping the maps in step after start-up (see [`sync`]).
     pub fn kernel_sync(&self, namespace: &str) -> sync::KernelSync {
-        sync::KernelSync::new(self.ebpf.clone(), namespace)
+        let peers = self.steering.as_ref().map(steering::Handle::peer_updates);
+        sync::KernelSync::new(self.ebpf.clone(), namespace, peers)
     }
 
     /// Runs `f` on the loaded object (maps and programs), e.g. with the writers in [`kernel`].

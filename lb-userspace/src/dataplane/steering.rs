@@ -1,10 +1,16 @@
 //! The node set and Maglev publishing: which proxy node serves each new flow.
 //!
-//! Files mode: `--node-ip` (this node) and `--peer` (the others) define the node set. A
-//! background thread connects to each peer's proxy port every second; a peer that does not
-//! accept, or whose MAC is not in the neighbour table, is left out of Maglev until it
-//! does. Every node orders the set the same way (by address), so nodes with the same view
-//! of health build the same table. Established flows stay where `FLOWS` says.
+//! `--node-ip` is this node. Files mode: `--peer` lists the others. Kube mode: the
+//! provider's node set (the DaemonSet's Ready pods' host IPs) replaces the peers on every
+//! update ([`PeerUpdates`]). A background thread connects to each peer's proxy port every
+//! second; a peer that does not accept, or whose MAC is not in the neighbour table, is left
+//! out of Maglev until it does.
+//!
+//! Every node must pick the same node for a flow: the Maglev table is built from the set of
+//! usable addresses only (see `maglev::build`), so nodes with the same view of health agree
+//! whatever their `NODES` indices. A node keeps its `NODES` index (slot) for as long as it is
+//! in the set, so the indices in `FLOWS` of established flows never start pointing at
+//! another node when the set changes; a removed node's slot is cleared and reused later.
 //!
 //! Publishing never exposes a half-written table: the inactive half of `MAGLEV` is
 //! written, then `CONFIG.maglev_active` flips in one element update.
@@ -80,8 +86,11 @@ impl NodeRecord {
     }
 }
 
-/// The node set, sorted by address (this is the `NODES` index).
-pub fn node_set(opts: &Options) -> Result<Vec<NodeRecord>, DataplaneError> {
+/// The node set by `NODES` index (slot); `None`: a free slot.
+pub type Slots = Vec<Option<NodeRecord>>;
+
+/// The initial node set: this node and its peers, sorted by address, in slots 0.. .
+pub fn node_set(opts: &Options) -> Result<Slots, DataplaneError> {
     let mut addrs = vec![opts.node_ip];
     addrs.extend(opts.peers.iter().copied());
     addrs.sort();
@@ -94,20 +103,61 @@ pub fn node_set(opts: &Options) -> Result<Vec<NodeRecord>, DataplaneError> {
     }
     Ok(addrs
         .into_iter()
-        .map(|addr| NodeRecord {
-            addr,
-            local: addr == opts.node_ip,
-            mac: None,
-            healthy: false,
+        .map(|addr| {
+            Some(NodeRecord {
+                addr,
+                local: addr == opts.node_ip,
+                mac: None,
+                healthy: false,
+            })
         })
         .collect())
 }
 
+/// Makes the set `{node_ip} + peers`: nodes that left free their slot, nodes that joined
+/// take the lowest free slots (in address order), nodes that stay keep slot, health and
+/// MAC. Returns whether anything changed; joiners beyond `MAX_NODES` are left out (warned).
+pub fn update_peers(slots: &mut Slots, node_ip: IpAddr, peers: &[IpAddr]) -> bool {
+    let mut want: Vec<IpAddr> = peers.to_vec();
+    want.push(node_ip);
+    want.sort();
+    want.dedup();
+    let mut changed = false;
+    for slot in slots.iter_mut() {
+        if slot.as_ref().is_some_and(|n| !want.contains(&n.addr)) {
+            *slot = None;
+            changed = true;
+        }
+    }
+    for addr in want {
+        if slots.iter().flatten().any(|n| n.addr == addr) {
+            continue;
+        }
+        let record = NodeRecord {
+            addr,
+            local: addr == node_ip,
+            mac: None,
+            healthy: false,
+        };
+        match slots.iter().position(Option::is_none) {
+            Some(free) => slots[free] = Some(record),
+            None if slots.len() < MAX_NODES as usize => slots.push(Some(record)),
+            None => {
+                warn!(node = %addr, "more than {MAX_NODES} nodes: left out of steering");
+                continue;
+            }
+        }
+        changed = true;
+    }
+    changed
+}
+
 /// The Maglev table (node indices) over the usable nodes.
-pub fn table(nodes: &[NodeRecord]) -> Option<Vec<u32>> {
-    let usable: Vec<(String, u32)> = nodes
+pub fn table(slots: &[Option<NodeRecord>]) -> Option<Vec<u32>> {
+    let usable: Vec<(String, u32)> = slots
         .iter()
         .enumerate()
+        .filter_map(|(i, n)| Some((i, n.as_ref()?)))
         .filter(|(_, n)| n.usable())
         .map(|(i, n)| (n.addr.to_string(), i as u32))
         .collect();
@@ -119,7 +169,7 @@ pub fn table(nodes: &[NodeRecord]) -> Option<Vec<u32>> {
 /// when it equals `last` (what the live half holds).
 pub fn publish(
     ebpf: &mut Ebpf,
-    nodes: &[NodeRecord],
+    nodes: &[Option<NodeRecord>],
     last: Option<&[u32]>,
 ) -> Result<Option<Vec<u32>>, DataplaneError> {
     let err = |map: &'static str| move |source| DataplaneError::Map { map, source };
@@ -127,7 +177,7 @@ pub fn publish(
         let m = ebpf.map_mut(NODES).ok_or(DataplaneError::Missing(NODES))?;
         let mut arr: Array<_, NodeInfo> = Array::try_from(m).map_err(err(NODES))?;
         for (i, n) in nodes.iter().enumerate() {
-            let info = n.info();
+            let info = n.as_ref().map(NodeRecord::info).unwrap_or_default();
             if arr.get(&(i as u32), 0).ok() != Some(info) {
                 arr.set(i as u32, info, 0).map_err(err(NODES))?;
             }
@@ -137,7 +187,7 @@ pub fn publish(
         return Ok(None);
     };
     let mut cfg = kernel::read_config(ebpf)?;
-    let local = nodes.iter().find(|n| n.local);
+    let local = nodes.iter().flatten().find(|n| n.local);
     match local.map(|n| n.addr) {
         Some(IpAddr::V4(a)) => cfg.node_v4 = a.octets(),
         Some(IpAddr::V6(a)) => cfg.node_v6 = a.octets(),
@@ -200,10 +250,47 @@ fn lock(e: &Mutex<Ebpf>) -> std::sync::MutexGuard<'_, Ebpf> {
     e.lock().unwrap_or_else(std::sync::PoisonError::into_inner)
 }
 
+/// Where a provider hands the steering thread a new peer set (kube mode: every update's
+/// node set). The thread applies the latest one within 100 ms.
+#[derive(Clone, Debug, Default)]
+pub struct PeerUpdates(Arc<Mutex<Option<Vec<IpAddr>>>>);
+
+impl PeerUpdates {
+    /// Replaces the peer set (this node may be in it; it always stays in the set).
+    pub fn set(&self, peers: Vec<IpAddr>) {
+        *self
+            .0
+            .lock()
+            .unwrap_or_else(std::sync::PoisonError::into_inner) = Some(peers);
+    }
+
+    fn take(&self) -> Option<Vec<IpAddr>> {
+        self.0
+            .lock()
+            .unwrap_or_else(std::sync::PoisonError::into_inner)
+            .take()
+    }
+
+    fn pending(&self) -> bool {
+        self.0
+            .lock()
+            .unwrap_or_else(std::sync::PoisonError::into_inner)
+            .is_some()
+    }
+}
+
 /// Stops the health-check thread when dropped.
 pub struct Handle {
     stop: Arc<AtomicBool>,
+    peers: PeerUpdates,
     thread: Option<JoinHandle<()>>,
+}
+
+impl Handle {
+    /// Where new peer sets go (see [`PeerUpdates`]).
+    pub fn peer_updates(&self) -> PeerUpdates {
+        self.peers.clone()
+    }
 }
 
 impl Drop for Handle {
@@ -226,12 +313,22 @@ pub fn start(ebpf: Arc<Mutex<Ebpf>>, opts: Options) -> Result<Handle, DataplaneE
     info!(node = %opts.node_ip, peers = opts.peers.len(), "steering on: Maglev over this node");
     let stop = Arc::new(AtomicBool::new(false));
     let stop2 = stop.clone();
+    let peers = PeerUpdates::default();
+    let peers2 = peers.clone();
     let thread = std::thread::Builder::new()
         .name("peer-health".into())
         .spawn(move || {
             while !stop2.load(Ordering::Acquire) {
                 let mut changed = false;
-                for n in nodes.iter_mut().filter(|n| !n.local) {
+                if let Some(new) = peers2.take()
+                    && update_peers(&mut nodes, opts.node_ip, &new)
+                {
+                    let set: Vec<String> =
+                        nodes.iter().flatten().map(|n| n.addr.to_string()).collect();
+                    info!(nodes = ?set, "node set changed");
+                    changed = true;
+                }
+                for n in nodes.iter_mut().flatten().filter(|n| !n.local) {
                     let healthy = TcpStream::connect_timeout(
                         &SocketAddr::new(n.addr, opts.port),
                         CONNECT_TIMEOUT,
@@ -252,17 +349,20 @@ pub fn start(ebpf: Arc<Mutex<Ebpf>>, opts: Options) -> Result<Handle, DataplaneE
                 if changed {
                     match publish(&mut lock(&ebpf), &nodes, last.as_deref()) {
                         Ok(t) => {
-                            let usable = nodes.iter().filter(|n| n.usable()).count();
+                            let usable = nodes.iter().flatten().filter(|n| n.usable()).count();
                             info!(usable, "Maglev table published");
                             last = t;
                         }
                         Err(e) => warn!("publishing the node set failed: {e}"),
                     }
                 }
-                // Sleep in small steps so a stop is seen quickly.
+                // Sleep in small steps so a stop or a new peer set is seen quickly.
                 for _ in 0..10 {
                     if stop2.load(Ordering::Acquire) {
                         return;
+                    }
+                    if peers2.pending() {
+                        break;
                     }
                     std::thread::sleep(CHECK_EVERY / 10);
                 }
@@ -271,6 +371,7 @@ pub fn start(ebpf: Arc<Mutex<Ebpf>>, opts: Options) -> Result<Handle, DataplaneE
         .map_err(|e| DataplaneError::Nodes(format!("starting the health-check thread: {e}")))?;
     Ok(Handle {
         stop,
+        peers,
         thread: Some(thread),
     })
 }
@@ -353,15 +454,115 @@ mod tests {
             port: 80,
         };
         let nodes = node_set(&opts).expect("nodes");
-        let addrs: Vec<String> = nodes.iter().map(|n| n.addr.to_string()).collect();
+        let addrs: Vec<String> = nodes.iter().flatten().map(|n| n.addr.to_string()).collect();
         assert_eq!(addrs, ["198.18.0.11", "198.18.0.12"]);
         assert_eq!(
-            nodes.iter().map(|n| n.local).collect::<Vec<_>>(),
+            nodes.iter().flatten().map(|n| n.local).collect::<Vec<_>>(),
             [false, true]
         );
         // Only this node is usable until the peer answers: every slot is node 1.
         let t = table(&nodes).expect("table");
         assert!(t.iter().all(|v| *v == 1));
+    }
+
+    fn ip(s: &str) -> IpAddr {
+        s.parse().expect("ip")
+    }
+
+    fn slot_addrs(slots: &Slots) -> Vec<Option<String>> {
+        slots
+            .iter()
+            .map(|s| s.as_ref().map(|n| n.addr.to_string()))
+            .collect()
+    }
+
+    /// Nodes keep their slot while they stay, leavers free theirs, joiners fill the lowest
+    /// free slots; health and MAC survive; the node itself always stays.
+    #[test]
+    fn peer_updates_keep_slots_stable() {
+        let me = ip("198.18.0.12");
+        let opts = Options {
+            node_ip: me,
+            peers: vec![ip("198.18.0.11"), ip("198.18.0.13")],
+            port: 80,
+        };
+        let mut slots = node_set(&opts).expect("nodes");
+        if let Some(n) = slots[2].as_mut() {
+            n.healthy = true;
+            n.mac = Some([2, 0, 0, 0, 0, 0x13]);
+        }
+        assert!(!update_peers(
+            &mut slots,
+            me,
+            &[ip("198.18.0.11"), ip("198.18.0.13")]
+        ));
+        // .11 leaves, .10 and .14 join; the kube node set includes this node itself.
+        assert!(update_peers(
+            &mut slots,
+            me,
+            &[
+                ip("198.18.0.14"),
+                ip("198.18.0.12"),
+                ip("198.18.0.13"),
+                ip("198.18.0.10")
+            ]
+        ));
+        assert_eq!(
+            slot_addrs(&slots),
+            [
+                Some("198.18.0.10".to_string()),
+                Some("198.18.0.12".to_string()),
+                Some("198.18.0.13".to_string()),
+                Some("198.18.0.14".to_string()),
+            ]
+        );
+        let kept = slots[2].as_ref().expect("slot 2");
+        assert!(kept.healthy && kept.mac.is_some(), "state kept: {kept:?}");
+        assert!(
+            slots[0].as_ref().is_some_and(|n| !n.healthy),
+            "joiners start unhealthy"
+        );
+        // An empty node set (no Ready pods yet) leaves only this node, in its slot.
+        assert!(update_peers(&mut slots, me, &[]));
+        assert_eq!(
+            slot_addrs(&slots),
+            [None, Some("198.18.0.12".to_string()), None, None]
+        );
+    }
+
+    /// Two nodes that saw the node set change in a different order (so hold the same
+    /// addresses in different slots) still pick the same address for every Maglev slot.
+    #[test]
+    fn maglev_agrees_across_different_slot_orders() {
+        let me = ip("198.18.0.12");
+        let usable = |addr: &str, local: bool| {
+            Some(NodeRecord {
+                addr: ip(addr),
+                local,
+                mac: Some([2, 0, 0, 0, 0, 1]),
+                healthy: true,
+            })
+        };
+        let a: Slots = vec![
+            usable("198.18.0.11", false),
+            usable("198.18.0.12", true),
+            usable("198.18.0.13", false),
+        ];
+        let b: Slots = vec![
+            usable("198.18.0.13", false),
+            None,
+            usable("198.18.0.11", false),
+            usable("198.18.0.12", true),
+        ];
+        let names = |slots: &Slots, t: Vec<u32>| -> Vec<IpAddr> {
+            t.iter()
+                .map(|i| slots[*i as usize].as_ref().expect("used slot").addr)
+                .collect()
+        };
+        let ta = names(&a, table(&a).expect("table"));
+        let tb = names(&b, table(&b).expect("table"));
+        assert_eq!(ta, tb);
+        assert!(ta.contains(&me));
     }
 
     #[test]

@@ -23,21 +23,32 @@ pub struct KernelSync {
     namespace: String,
     /// `penalty-seconds` currently in force.
     penalty_seconds: Arc<AtomicU32>,
+    /// Steering's peer set, when steering runs: fed from each update's node set.
+    peers: Option<super::steering::PeerUpdates>,
 }
 
 impl KernelSync {
-    pub fn new(ebpf: Arc<Mutex<Ebpf>>, namespace: &str) -> Self {
+    pub fn new(
+        ebpf: Arc<Mutex<Ebpf>>,
+        namespace: &str,
+        peers: Option<super::steering::PeerUpdates>,
+    ) -> Self {
         Self {
             ebpf,
             namespace: namespace.to_owned(),
+            peers,
             penalty_seconds: Arc::new(AtomicU32::new(
                 policy::KernelPolicy::default().penalty_seconds,
             )),
         }
     }
 
-    /// Applies the kernel policy of the update's ConfigMap `ebpf-lb` (diffed into the maps).
+    /// Applies the kernel policy of the update's ConfigMap `ebpf-lb` (diffed into the maps),
+    /// and hands the update's node set (kube mode) to steering.
     pub fn apply(&self, update: &Update) {
+        if let (Some(peers), Some(nodes)) = (&self.peers, &update.nodes) {
+            peers.set(nodes.clone());
+        }
         let (p, errors) = policy::from_config_maps(&update.snapshot.config_maps, &self.namespace);
         for e in &errors {
             warn!(configmap = %e.configmap, key = e.key, "{}", e.message);
