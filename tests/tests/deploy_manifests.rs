@@ -299,14 +299,12 @@ fn rbac_grants_exactly_the_kube_providers_api_calls() {
     // What the provider reads only in its own namespace is granted only there.
     for (g, r, v) in &cluster {
         assert!(
-            !["configmaps", "pods", "leases"].contains(&r.as_str()),
+            !["pods", "leases"].contains(&r.as_str()),
             "ClusterRole grants {v} {g}/{r}: the provider needs it in {ns} only (Role)"
         );
     }
     // Names, where RBAC can restrict them, are the provider's.
-    let names: BTreeMap<&str, &str> = [("configmaps", CONFIG_MAP_NAME), ("leases", LEASE_NAME)]
-        .into_iter()
-        .collect();
+    let names: BTreeMap<&str, &str> = [("leases", LEASE_NAME)].into_iter().collect();
     for rule in role["rules"].as_array().expect("rules") {
         let restricted = strings(&rule["resourceNames"]);
         if restricted.is_empty() {

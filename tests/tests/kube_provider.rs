@@ -59,7 +59,8 @@ fn ingress(name: &str, class: &str, service: &str, tls_secret: Option<&str>) -> 
     json!({"apiVersion": "networking.k8s.io/v1", "kind": "Ingress",
         "metadata": {"name": name, "namespace": "ml",
             "managedFields": [{"manager": "kubectl", "operation": "Apply"}],
-            "annotations": {"kubectl.kubernetes.io/last-applied-configuration": "{}"}},
+            "annotations": {"kubectl.kubernetes.io/last-applied-configuration": "{}",
+                "nginx.ingress.kubernetes.io/custom-headers": "ml/resp-headers"}},
         "spec": spec})
 }
 
@@ -98,6 +99,12 @@ fn seed(fake: &FakeApiServer) {
         "metadata": {"name": "ebpf-lb", "namespace": NS}, "data": {"penalty-seconds": "30"}}));
     fake.apply(json!({"apiVersion": "v1", "kind": "ConfigMap",
         "metadata": {"name": "unrelated", "namespace": NS}, "data": {}}));
+    // Named by Ingress "a"'s custom-headers annotation (another namespace), and one nobody
+    // names.
+    fake.apply(json!({"apiVersion": "v1", "kind": "ConfigMap",
+        "metadata": {"name": "resp-headers", "namespace": "ml"}, "data": {"X-Model": "v2"}}));
+    fake.apply(json!({"apiVersion": "v1", "kind": "ConfigMap",
+        "metadata": {"name": "unnamed", "namespace": "ml"}, "data": {}}));
     fake.apply(secret("used-tls", "kubernetes.io/tls"));
     fake.apply(secret("unused-tls", "kubernetes.io/tls"));
     fake.apply(secret("opaque", "Opaque"));
@@ -135,7 +142,11 @@ async fn snapshot_watch_bookmark_and_relist_after_410() {
         names(&s.endpoint_slices),
         BTreeSet::from(["model-1".into()])
     );
-    assert_eq!(names(&s.config_maps), BTreeSet::from(["ebpf-lb".into()]));
+    assert_eq!(
+        names(&s.config_maps),
+        BTreeSet::from(["ebpf-lb".into(), "resp-headers".into()]),
+        "ConfigMap ebpf-lb and the header ConfigMaps Ingresses name"
+    );
     assert_eq!(
         names(&s.secrets),
         BTreeSet::from(["used-tls".into()]),
@@ -147,7 +158,9 @@ async fn snapshot_watch_bookmark_and_relist_after_410() {
         "managedFields trimmed"
     );
     assert!(
-        meta.annotations.as_ref().is_none_or(|a| a.is_empty()),
+        meta.annotations
+            .as_ref()
+            .is_none_or(|a| !a.contains_key("kubectl.kubernetes.io/last-applied-configuration")),
         "last-applied trimmed"
     );
     assert_eq!(

@@ -36,8 +36,23 @@ fn field_error(object: &str, annotation: &str, msg: String) -> Diagnostic {
     )
 }
 
+/// Annotations whose value names a ConfigMap (`namespace/name`; a bare name is in
+/// `default`, as ingress-nginx reads it).
+pub const CONFIGMAP_ANNOTATIONS: [&str; 2] = [
+    "nginx.ingress.kubernetes.io/custom-headers",
+    "nginx.ingress.kubernetes.io/auth-proxy-set-headers",
+];
+
+/// (namespace, name) of the ConfigMap an annotation value names.
+pub fn configmap_ref(value: &str) -> (&str, &str) {
+    value
+        .trim()
+        .split_once('/')
+        .unwrap_or(("default", value.trim()))
+}
+
 fn headers_of(snapshot: &Snapshot, name: &str) -> Result<Vec<(HeaderName, HeaderValue)>, String> {
-    let (ns, n) = name.split_once('/').unwrap_or(("default", name));
+    let (ns, n) = configmap_ref(name);
     let cm = snapshot
         .config_maps
         .iter()

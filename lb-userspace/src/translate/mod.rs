@@ -4,7 +4,7 @@
 pub mod annotations;
 mod backend;
 mod class;
-mod configmaps;
+pub mod configmaps;
 pub mod tls;
 
 use std::{collections::HashMap, sync::Arc};

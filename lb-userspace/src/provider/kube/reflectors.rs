@@ -22,7 +22,10 @@ use tokio::{sync::watch, task::JoinHandle};
 use tracing::{debug, warn};
 
 use super::{CONFIG_MAP_NAME, KubeError, KubeOptions, TLS_SECRET_TYPE};
-use crate::provider::Snapshot;
+use crate::{
+    provider::Snapshot,
+    translate::configmaps::{CONFIGMAP_ANNOTATIONS, configmap_ref},
+};
 
 const LAST_APPLIED: &str = "kubectl.kubernetes.io/last-applied-configuration";
 
@@ -36,6 +39,8 @@ pub struct Stores {
     pub secrets: Store<Secret>,
     pub config_maps: Store<ConfigMap>,
     pub pods: Store<Pod>,
+    /// The controller's namespace (where ConfigMap `ebpf-lb` is read).
+    pub namespace: String,
 }
 
 /// The running watchers: aborted when dropped.
@@ -72,19 +77,16 @@ pub fn start(client: &Client, opts: &KubeOptions) -> Watchers {
             &tx,
             &mut tasks,
         ),
-        config_maps: spawn(
-            Api::namespaced(client.clone(), ns),
-            all.clone()
-                .fields(&format!("metadata.name={CONFIG_MAP_NAME}")),
-            &tx,
-            &mut tasks,
-        ),
+        // Cluster-wide: besides `ebpf-lb` here, Ingresses name header ConfigMaps in any
+        // namespace (custom-headers, auth-proxy-set-headers); the snapshot keeps only those.
+        config_maps: spawn(Api::all(client.clone()), all.clone(), &tx, &mut tasks),
         pods: spawn(
             Api::namespaced(client.clone(), ns),
             all.labels(&opts.node_selector),
             &tx,
             &mut tasks,
         ),
+        namespace: ns.to_owned(),
     };
     Watchers {
         stores,
@@ -200,7 +202,7 @@ impl Stores {
 
     /// The objects translation reads. Secrets are limited to those an Ingress names in
     /// `spec.tls[].secretName` (same namespace): the rest of a cluster's TLS keys stay out of
-    /// every snapshot.
+    /// every snapshot. ConfigMaps likewise: `ebpf-lb` and those Ingress annotations name.
     pub fn snapshot(&self) -> Snapshot {
         let ingresses = owned(&self.ingresses);
         let referenced: HashSet<(String, String)> = ingresses
@@ -223,13 +225,33 @@ impl Stores {
             })
             .map(|s| (*s).clone())
             .collect();
+        // ConfigMaps: `ebpf-lb` in our namespace, and those an Ingress annotation names.
+        let mut wanted: HashSet<(String, String)> = ingresses
+            .iter()
+            .flat_map(|i| {
+                let annotations = i.annotations();
+                CONFIGMAP_ANNOTATIONS.iter().filter_map(move |a| {
+                    let (ns, name) = configmap_ref(annotations.get(*a)?);
+                    Some((ns.to_owned(), name.to_owned()))
+                })
+            })
+            .collect();
+        wanted.insert((self.namespace.clone(), CONFIG_MAP_NAME.to_owned()));
+        let mut config_maps: Vec<ConfigMap> = owned(&self.config_maps);
+        config_maps.retain(|c| {
+            let key = (
+                c.namespace().unwrap_or_else(|| "default".into()),
+                c.name_any(),
+            );
+            wanted.contains(&key)
+        });
         Snapshot {
             ingresses,
             ingress_classes: owned(&self.ingress_classes),
             services: owned(&self.services),
             endpoint_slices: owned(&self.endpoint_slices),
             secrets,
-            config_maps: owned(&self.config_maps),
+            config_maps,
         }
     }
 }
