@@ -38,6 +38,7 @@ pub async fn run(args: RunArgs) -> anyhow::Result<()> {
     let classes = ClassFilter {
         class: args.manifests.ingress_class.clone(),
         without_class: args.manifests.watch_ingress_without_class,
+        namespace: args.manifests.namespace.clone(),
     };
 
     // Configuration first: an unreadable directory or an unreachable API server is fatal,

@@ -66,6 +66,7 @@ fn filter(args: &ManifestArgs) -> ClassFilter {
     ClassFilter {
         class: args.ingress_class.clone(),
         without_class: args.watch_ingress_without_class,
+        namespace: args.namespace.clone(),
     }
 }
 

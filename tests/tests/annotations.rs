@@ -283,6 +283,26 @@ fn rate_limit_source_ranges_and_redirects() {
     let (status, _, _) = fetch(&["--interface", "127.0.0.2", &lb.url("/limited")]);
     assert_eq!(status, 200, "another source has its own bucket");
 
+    // ConfigMap ebpf-lb's limit-req-status-code (ingress-nginx's key) changes the answer.
+    dir.write(
+        "configmap.yaml",
+        "apiVersion: v1\nkind: ConfigMap\nmetadata: {name: ebpf-lb, namespace: ebpf-lb}\n\
+         data: {limit-req-status-code: \"429\"}\n",
+    );
+    let refused_with = |code: &str| {
+        tests::local::curl(&[
+            "-o",
+            "/dev/null",
+            "-w",
+            "%{http_code}\n",
+            &lb.url("/limited?j=[1-10]"),
+        ])
+        .ok()
+        .filter(|out| out.lines().any(|c| c == code))
+    };
+    tests::wait::wait_until(std::time::Duration::from_secs(10), || refused_with("429"))
+        .expect("rate-limited requests answered 429 after the ConfigMap change");
+
     let (status, _, _) = fetch(&[&lb.url("/private")]);
     assert_eq!(status, 403);
     let (status, _, _) = fetch(&["--interface", "127.0.0.2", &lb.url("/private")]);

@@ -67,6 +67,9 @@ pub struct ManifestArgs {
     /// Also serve Ingresses that name no class.
     #[arg(long)]
     pub watch_ingress_without_class: bool,
+    /// The controller's namespace: where ConfigMap `ebpf-lb` (global settings) is read.
+    #[arg(long, default_value = "ebpf-lb")]
+    pub namespace: String,
 }
 
 /// Where `run` reads its configuration: `--manifests DIR`, else the Kubernetes API.

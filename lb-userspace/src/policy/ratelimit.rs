@@ -34,6 +34,8 @@ struct Limiter {
 pub struct Limited {
     /// The client has been refused `ABUSE_STREAK` times in a row.
     pub abusive: bool,
+    /// Over the connection limit (`limit-connections`) rather than the request rate.
+    pub connections: bool,
 }
 
 /// Holds one of a client's `limit-connections` slots until dropped.
@@ -101,6 +103,7 @@ impl RateLimiters {
                 b.streak = b.streak.saturating_add(1);
                 return Err(Limited {
                     abusive: b.streak >= ABUSE_STREAK,
+                    connections: false,
                 });
             }
             b.tokens -= 1.0;
@@ -114,7 +117,10 @@ impl RateLimiters {
         };
         let n = conns.entry(ip).or_insert(0);
         if *n >= max {
-            return Err(Limited { abusive: false });
+            return Err(Limited {
+                abusive: false,
+                connections: true,
+            });
         }
         *n += 1;
         Ok(Some(ConnSlot {
@@ -188,7 +194,13 @@ mod tests {
         for _ in 0..ABUSE_STREAK {
             last = l.admit(&ing, &p, ip, t0).err();
         }
-        assert_eq!(last, Some(Limited { abusive: true }));
+        assert_eq!(
+            last,
+            Some(Limited {
+                abusive: true,
+                connections: false
+            })
+        );
 
         let p = RateLimitPolicy {
             rate_per_sec: None,

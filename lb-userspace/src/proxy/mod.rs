@@ -158,7 +158,12 @@ impl Proxy {
                         {
                             report(ip);
                         }
-                        return local(StatusCode::SERVICE_UNAVAILABLE, "rate limit exceeded\n");
+                        let status = if limited.connections {
+                            table.limit_status.connections
+                        } else {
+                            table.limit_status.rate
+                        };
+                        return local(status, "rate limit exceeded\n");
                     }
                 }
             }

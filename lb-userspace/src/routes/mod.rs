@@ -65,6 +65,27 @@ pub struct RouteTable {
     pub default_backend: Option<Arc<Route>>,
     /// Certificates by server name from the Ingresses' `spec.tls` (see `translate::tls`).
     pub tls: Arc<CertTable>,
+    /// What a rate-limited request is answered with (ConfigMap `ebpf-lb`).
+    pub limit_status: LimitStatus,
+}
+
+/// Statuses for requests refused by an Ingress's limits (ingress-nginx's
+/// `limit-req-status-code` and `limit-conn-status-code`; 503 by default).
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct LimitStatus {
+    /// Over `limit-rps` / `limit-rpm`.
+    pub rate: http::StatusCode,
+    /// Over `limit-connections`.
+    pub connections: http::StatusCode,
+}
+
+impl Default for LimitStatus {
+    fn default() -> Self {
+        Self {
+            rate: http::StatusCode::SERVICE_UNAVAILABLE,
+            connections: http::StatusCode::SERVICE_UNAVAILABLE,
+        }
+    }
 }
 
 impl RouteTable {

@@ -17,6 +17,9 @@ pub struct ClassFilter {
     pub class: String,
     /// `--watch-ingress-without-class`.
     pub without_class: bool,
+    /// `--namespace`: where ConfigMap `ebpf-lb` (global L7 settings such as
+    /// `limit-req-status-code`) is read from.
+    pub namespace: String,
 }
 
 impl Default for ClassFilter {
@@ -24,6 +27,7 @@ impl Default for ClassFilter {
         Self {
             class: "ebpf-lb".into(),
             without_class: false,
+            namespace: "ebpf-lb".into(),
         }
     }
 }

@@ -5,6 +5,7 @@ pub mod annotations;
 mod backend;
 mod class;
 pub mod configmaps;
+pub mod settings;
 pub mod tls;
 
 use std::{collections::HashMap, sync::Arc};
@@ -41,6 +42,8 @@ impl Translation {
 /// rejected alone (with diagnostics naming its fields) and everything else is served.
 pub fn translate(snapshot: &Snapshot, classes: &ClassFilter) -> Translation {
     let mut out = Translation::default();
+    out.routes.limit_status =
+        settings::limit_status(snapshot, &classes.namespace, &mut out.diagnostics);
     let resolver = backend::Resolver::new(snapshot);
 
     let mut ours: Vec<&Ingress> = snapshot
