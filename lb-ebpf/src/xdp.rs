@@ -101,12 +101,15 @@ fn try_lb_xdp(ctx: &XdpContext) -> u32 {
     } else {
         stats::count(vip_id, Reason::FlowMiss, len);
     }
+    // TCP flows are remembered from their SYN only: a later packet of no known flow (the
+    // last ACK after a FIN removed the entry, or a flow LRU evicted) is steered by Maglev
+    // without creating an entry that would outlive the connection.
     let closing = is_tcp && pkt.tcp_flags & (TCP_FIN | TCP_RST) != 0;
     if closing {
         if choice.hit {
             steer::forget(flow);
         }
-    } else if !choice.hit {
+    } else if !choice.hit && (new_conn || !is_tcp) {
         steer::remember(flow, choice.node, now);
     }
     forward(ctx, &pkt, cfg, vip_id, choice.node, len)

@@ -838,6 +838,9 @@ fn steer_rows() -> Vec<Row> {
     let rst = PacketBuilder::tcp("198.18.0.1:40000", "198.18.0.210:80")
         .tcp_flags(tcp_flags::RST)
         .build();
+    let ack = PacketBuilder::tcp("198.18.0.1:40000", "198.18.0.210:80")
+        .tcp_flags(tcp_flags::ACK)
+        .build();
     let key = flow_key("198.18.0.1:40000", "198.18.0.210:80", PROTO_TCP);
     let n = |f: &Frame| f.len() as u64;
     vec![
@@ -855,6 +858,19 @@ fn steer_rows() -> Vec<Row> {
         Row::local_new("new flow, Maglev picks this node", v4.bytes.clone(), TCP_ID)
             .setup(steering(0))
             .check(flow_is(key, 0)),
+        // The last ACK after a FIN removed the entry (or a flow LRU evicted): steered by
+        // Maglev, and no entry that would outlive the connection.
+        Row::new(
+            "TCP ACK of no known flow: steered, not remembered",
+            ack.bytes.clone(),
+        )
+        .setup(steering(1))
+        .output(XDP_TX, ipip(&ack))
+        .counts(&[
+            (TCP_ID, Reason::FlowMiss, n(&ack)),
+            (TCP_ID, Reason::SteeredRemote, n(&ack)),
+        ])
+        .check(flow_absent(key)),
         Row::new(
             "flow hit on the peer wins over Maglev (this node)",
             v4.bytes.clone(),
