@@ -98,3 +98,45 @@ fn update_node_sets_reach_nodes_map() {
     assert_eq!(nodes(&ebpf), want);
     drop(handle);
 }
+
+/// IPv6 peers: their MAC comes from the kernel's IPv6 neighbour table (a netlink dump; there
+/// is no text file for it), read inside a namespace of the test's own.
+#[test]
+fn ipv6_neighbour_macs_from_netlink() {
+    if !is_root() {
+        eprintln!("skipping: needs root for network namespaces");
+        return;
+    }
+    let ns = tests::netns::Netns::create(&format!("lbnb{}", std::process::id())).expect("netns");
+    ns.ip(&["link", "add", "d0", "type", "veth", "peer", "name", "d1"])
+        .expect("veth");
+    ns.ip(&["link", "set", "d0", "up"]).expect("up");
+    for (addr, mac, nud) in [
+        ("2001:2::11", "02:00:00:00:00:11", "permanent"),
+        ("2001:2::12", "02:00:00:00:00:12", "stale"),
+        ("198.18.9.11", "02:00:00:00:00:13", "permanent"),
+    ] {
+        ns.ip(&["neigh", "add", addr, "lladdr", mac, "dev", "d0", "nud", nud])
+            .expect("neigh add");
+    }
+    let file = std::fs::File::open(ns.path()).expect("open netns");
+    let got = std::thread::spawn(move || {
+        use std::os::fd::AsRawFd as _;
+        // SAFETY: setns on this short-lived thread only; the fd is valid.
+        let rc = unsafe { libc::setns(file.as_raw_fd(), libc::CLONE_NEWNET) };
+        assert_eq!(rc, 0, "setns: {}", std::io::Error::last_os_error());
+        ["2001:2::11", "2001:2::12", "2001:2::99", "198.18.9.11"]
+            .map(|a| lb_userspace::dataplane::neighbour::mac_of(ip(a)))
+    })
+    .join()
+    .expect("lookup thread");
+    assert_eq!(
+        got,
+        [
+            Some([2, 0, 0, 0, 0, 0x11]),
+            Some([2, 0, 0, 0, 0, 0x12]),
+            None,
+            Some([2, 0, 0, 0, 0, 0x13]),
+        ]
+    );
+}

@@ -3,6 +3,7 @@
 pub mod inspect;
 pub mod kernel;
 pub mod maglev;
+pub mod neighbour;
 pub mod object;
 pub mod policy;
 pub mod steering;

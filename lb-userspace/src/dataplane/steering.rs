@@ -214,36 +214,9 @@ pub fn publish(
     Ok(Some(new))
 }
 
-/// The MAC of `addr` from the kernel's neighbour table (IPv4: /proc/net/arp; IPv6 peers
-/// are not resolved yet and stay out of Maglev).
+/// The MAC of `addr` from the kernel's neighbour table (see [`super::neighbour`]).
 pub fn neighbour_mac(addr: IpAddr) -> Option<[u8; 6]> {
-    let IpAddr::V4(a) = addr else { return None };
-    let table = std::fs::read_to_string("/proc/net/arp").ok()?;
-    parse_arp(&table, &a.to_string())
-}
-
-fn parse_arp(table: &str, ip: &str) -> Option<[u8; 6]> {
-    for line in table.lines().skip(1) {
-        let f: Vec<&str> = line.split_whitespace().collect();
-        // IP address, HW type, Flags, HW address, Mask, Device; flag 0x2 = complete.
-        if f.len() < 4 || f[0] != ip {
-            continue;
-        }
-        let flags = u32::from_str_radix(f[2].trim_start_matches("0x"), 16).ok()?;
-        if flags & 0x2 == 0 {
-            return None;
-        }
-        let mut mac = [0u8; 6];
-        let parts: Vec<&str> = f[3].split(':').collect();
-        if parts.len() != 6 {
-            return None;
-        }
-        for (m, p) in mac.iter_mut().zip(parts) {
-            *m = u8::from_str_radix(p, 16).ok()?;
-        }
-        return Some(mac);
-    }
-    None
+    super::neighbour::mac_of(addr)
 }
 
 fn lock(e: &Mutex<Ebpf>) -> std::sync::MutexGuard<'_, Ebpf> {
@@ -563,18 +536,5 @@ mod tests {
         let tb = names(&b, table(&b).expect("table"));
         assert_eq!(ta, tb);
         assert!(ta.contains(&me));
-    }
-
-    #[test]
-    fn arp_table_parsing() {
-        let t = "IP address       HW type     Flags       HW address            Mask     Device\n\
-                 198.18.0.11      0x1         0x2         02:aa:bb:cc:dd:0e     *        n0\n\
-                 198.18.0.13      0x1         0x0         00:00:00:00:00:00     *        n0\n";
-        assert_eq!(
-            parse_arp(t, "198.18.0.11"),
-            Some([2, 0xaa, 0xbb, 0xcc, 0xdd, 0x0e])
-        );
-        assert_eq!(parse_arp(t, "198.18.0.13"), None);
-        assert_eq!(parse_arp(t, "198.18.0.99"), None);
     }
 }
