@@ -10,7 +10,7 @@ use crate::{
     admin::{self, Readiness},
     cli::RunArgs,
     dataplane::{self, Dataplane},
-    metrics::{Metrics, observe::Observer, xdp::XdpCollector},
+    metrics::{Metrics, observe::Observer, upstream::UpstreamCollector, xdp::XdpCollector},
     provider::{
         self,
         kube::{self, KubeOptions, KubeProvider},
@@ -64,6 +64,11 @@ pub async fn run(args: RunArgs) -> anyhow::Result<()> {
         }
     };
     let mut metrics = Metrics::new();
+    metrics
+        .registry
+        .register_collector(Box::new(UpstreamCollector {
+            routes: routes.clone(),
+        }));
     if args.iface.is_some() {
         metrics.registry.register_collector(Box::new(XdpCollector {
             bpffs: args.bpffs.clone(),
