@@ -70,9 +70,9 @@ pub async fn run(args: RunArgs) -> anyhow::Result<()> {
             routes: routes.clone(),
         }));
     if args.iface.is_some() {
-        metrics.registry.register_collector(Box::new(XdpCollector {
-            bpffs: args.bpffs.clone(),
-        }));
+        metrics
+            .registry
+            .register_collector(Box::new(XdpCollector::new(args.bpffs.clone())));
     }
     let metrics = Arc::new(metrics);
     let publisher = Arc::new(Publisher::new(routes.clone(), classes).with_metrics(metrics.clone()));

@@ -157,6 +157,11 @@ pub fn count_maglev_rebuild() {
     MAGLEV_REBUILDS.inc();
 }
 
+/// Maglev tables this process wrote so far.
+pub fn maglev_rebuilds() -> u64 {
+    MAGLEV_REBUILDS.get()
+}
+
 pub struct Metrics {
     pub registry: Registry,
     pub requests: Family<RequestLabels, NginxCounter>,

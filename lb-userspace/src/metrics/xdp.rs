@@ -1,7 +1,7 @@
 //! Kernel counters and state as metrics: the pinned maps read at scrape time (`STATS` by
 //! VIP and reason, the number of `FLOWS` entries, live `PENALTY` entries, each node's share
 //! of the live `MAGLEV` half).
-use std::path::PathBuf;
+use std::{path::PathBuf, sync::Mutex};
 
 use lb_common::{FLOWS, FlowKey, FlowValue, MAGLEV_SIZE, NO_NODE, PENALTY, SourceKey};
 use prometheus_client::{
@@ -12,10 +12,42 @@ use prometheus_client::{
 
 use crate::dataplane::{inspect, kernel};
 
+/// Slots per node index of the live Maglev half, as [`inspect::maglev_distribution`] gives.
+type Distribution = Vec<(u32, u32)>;
+
 /// Reads the pinned maps under `bpffs` on every scrape.
 #[derive(Debug)]
 pub struct XdpCollector {
     pub bpffs: PathBuf,
+    /// The Maglev distribution last read (65537 lookups), with the rebuild count and live
+    /// half it was read at: read again only after this process wrote a new table.
+    maglev: Mutex<Option<((u64, u32), Distribution)>>,
+}
+
+impl XdpCollector {
+    pub fn new(bpffs: PathBuf) -> Self {
+        Self {
+            bpffs,
+            maglev: Mutex::new(None),
+        }
+    }
+
+    fn maglev_distribution(&self, cfg: &lb_common::Config) -> Option<Distribution> {
+        let at = (super::maglev_rebuilds(), cfg.maglev_active);
+        let mut cache = self
+            .maglev
+            .lock()
+            .unwrap_or_else(std::sync::PoisonError::into_inner);
+        if let Some((read_at, dist)) = cache.as_ref()
+            && *read_at == at
+            && cfg.steering == 1
+        {
+            return Some(dist.clone());
+        }
+        let dist = inspect::maglev_distribution(&self.bpffs, cfg).ok()?;
+        *cache = Some((at, dist.clone()));
+        Some(dist)
+    }
 }
 
 impl Collector for XdpCollector {
@@ -80,10 +112,8 @@ impl XdpCollector {
         let Ok(cfg) = inspect::read_config(bpffs) else {
             return Ok(());
         };
-        let (Ok(nodes), Ok(dist)) = (
-            inspect::read_nodes(bpffs),
-            inspect::maglev_distribution(bpffs, &cfg),
-        ) else {
+        let (Ok(nodes), Some(dist)) = (inspect::read_nodes(bpffs), self.maglev_distribution(&cfg))
+        else {
             return Ok(());
         };
         let g = ConstGauge::new(0.0f64);
