@@ -10,7 +10,7 @@ use crate::{
     admin::{self, Readiness},
     cli::RunArgs,
     dataplane::{self, Dataplane},
-    metrics::{Metrics, observe::Observer, xdp::XdpCollector},
+    metrics::{Metrics, observe::Observer, upstream::UpstreamCollector, xdp::XdpCollector},
     provider::{
         self,
         kube::{self, KubeOptions, KubeProvider},
@@ -65,10 +65,15 @@ pub async fn run(args: RunArgs) -> anyhow::Result<()> {
         }
     };
     let mut metrics = Metrics::new();
-    if args.iface.is_some() {
-        metrics.registry.register_collector(Box::new(XdpCollector {
-            bpffs: args.bpffs.clone(),
+    metrics
+        .registry
+        .register_collector(Box::new(UpstreamCollector {
+            routes: routes.clone(),
         }));
+    if args.iface.is_some() {
+        metrics
+            .registry
+            .register_collector(Box::new(XdpCollector::new(args.bpffs.clone())));
     }
     let metrics = Arc::new(metrics);
     let publisher = Arc::new(Publisher::new(routes.clone(), classes).with_metrics(metrics.clone()));

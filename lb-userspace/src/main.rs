@@ -49,10 +49,10 @@ fn dispatch(command: Command) -> anyhow::Result<ExitCode> {
             print!("{}", lb_userspace::routes::render_table(&t.routes));
             Ok(ExitCode::SUCCESS)
         }
-        Command::Maps { bpffs } => {
-            let vips = inspect::read_vip_counters(&bpffs)
+        Command::Maps { bpffs, sample } => {
+            let report = inspect::read_report(&bpffs, sample)
                 .with_context(|| format!("reading pinned maps under {}", bpffs.display()))?;
-            print!("{}", inspect::render(&vips));
+            print!("{}", inspect::render_report(&report));
             Ok(ExitCode::SUCCESS)
         }
         Command::Version => {

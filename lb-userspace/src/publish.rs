@@ -69,6 +69,9 @@ impl Publisher {
             }
         }
         let routes = std::mem::take(&mut translation.routes);
+        if let Some(m) = &self.metrics {
+            m.set_certificates(&routes.tls);
+        }
         self.routes.publish(routes);
         let generation = self.generation.fetch_add(1, Ordering::AcqRel) + 1;
         if let Some(m) = &self.metrics {

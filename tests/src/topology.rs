@@ -160,6 +160,18 @@ impl DemoTopology {
         xdp_mode: &str,
         stderr: Stdio,
     ) -> Result<(), String> {
+        self.start_daemon_with(ebpf_lb, manifests, xdp_mode, stderr, &[])
+    }
+
+    /// [`Self::start_daemon`] with `extra` arguments for `ebpf-lb run`.
+    pub fn start_daemon_with(
+        &mut self,
+        ebpf_lb: &Path,
+        manifests: &Path,
+        xdp_mode: &str,
+        stderr: Stdio,
+        extra: &[&str],
+    ) -> Result<(), String> {
         let child = self
             .node
             .command(ebpf_lb)
@@ -175,6 +187,7 @@ impl DemoTopology {
             ])
             .args(["--admin-listen", ADMIN, "--xdp-mode", xdp_mode, "--bpffs"])
             .arg(&self.bpffs.0)
+            .args(extra)
             .stdin(Stdio::null())
             .stdout(Stdio::null())
             .stderr(stderr)

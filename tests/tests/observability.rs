@@ -8,6 +8,44 @@ use tests::{
 
 const MANIFESTS: &str = r#"
 apiVersion: v1
+kind: Secret
+metadata: {name: model-tls, namespace: ml}
+type: kubernetes.io/tls
+stringData:
+  tls.crt: |
+TLSCRT
+  tls.key: |
+TLSKEY
+---
+apiVersion: v1
+kind: Service
+metadata: {name: flaky, namespace: ml}
+spec: {ports: [{name: http, port: 80}]}
+---
+apiVersion: discovery.k8s.io/v1
+kind: EndpointSlice
+metadata: {name: flaky-1, namespace: ml, labels: {kubernetes.io/service-name: flaky}}
+addressType: IPv4
+ports: [{name: http, port: V1PORT}]
+endpoints: [{addresses: ["127.0.0.1"]}]
+---
+apiVersion: discovery.k8s.io/v1
+kind: EndpointSlice
+metadata: {name: flaky-2, namespace: ml, labels: {kubernetes.io/service-name: flaky}}
+addressType: IPv4
+ports: [{name: http, port: DEADPORT}]
+endpoints: [{addresses: ["127.0.0.2"]}]
+---
+apiVersion: networking.k8s.io/v1
+kind: Ingress
+metadata: {name: flaky, namespace: ml, creationTimestamp: "2026-01-03T00:00:00Z"}
+spec:
+  ingressClassName: ebpf-lb
+  rules:
+  - host: flaky.company.com
+    http: {paths: [{path: /, pathType: Prefix, backend: {service: {name: flaky, port: {number: 80}}}}]}
+---
+apiVersion: v1
 kind: Service
 metadata: {name: v1, namespace: ml}
 spec: {ports: [{name: http, port: 80}]}
@@ -33,9 +71,14 @@ endpoints: [{addresses: ["127.0.0.1"]}]
 ---
 apiVersion: networking.k8s.io/v1
 kind: Ingress
-metadata: {name: model, namespace: ml, creationTimestamp: "2026-01-01T00:00:00Z"}
+metadata:
+  name: model
+  namespace: ml
+  creationTimestamp: "2026-01-01T00:00:00Z"
+  annotations: {nginx.ingress.kubernetes.io/ssl-redirect: "false"}
 spec:
   ingressClassName: ebpf-lb
+  tls: [{hosts: [ml-api.company.com], secretName: model-tls}]
   rules:
   - host: ml-api.company.com
     http: {paths: [{path: /predict, pathType: Prefix, backend: {service: {name: v1, port: {number: 80}}}}]}
@@ -60,15 +103,32 @@ fn metrics_access_log_and_debug_routes_after_traffic() {
     let (_v1, p1) = start_backend(&bin, "model-v1");
     let (_v2, p2) = start_backend(&bin, "model-v2");
     let dir = TempDir::new("observability");
+    let (_, crt, key) = lb_userspace::tls::self_signed(&["ml-api.company.com"]).expect("cert");
+    let indent = |pem: &str| -> String {
+        pem.lines()
+            .map(|l| format!("    {l}"))
+            .collect::<Vec<_>>()
+            .join("\n")
+    };
+    // Nothing listens there: connections are refused and the endpoint is ejected.
+    let dead_port = tests::local::free_port();
     dir.write(
         "m.yaml",
         &MANIFESTS
             .replace("V1PORT", &p1.to_string())
-            .replace("V2PORT", &p2.to_string()),
+            .replace("V2PORT", &p2.to_string())
+            .replace("DEADPORT", &dead_port.to_string())
+            .replace("TLSCRT", &indent(&crt))
+            .replace("TLSKEY", &indent(&key)),
     );
     let log = dir.0.join("access.log");
     let log_arg = log.display().to_string();
-    let lb = LocalLb::start_with(&ebpf_lb_bin(&bin), &dir.0, &["--access-log", &log_arg]);
+    // One proxy worker: one per-thread upstream pool, so keep-alive reuse is deterministic.
+    let lb = LocalLb::start_with(
+        &ebpf_lb_bin(&bin),
+        &dir.0,
+        &["--access-log", &log_arg, "--proxy-workers", "1"],
+    );
 
     let host = ["-H", "Host: ml-api.company.com"];
     for _ in 0..3 {
@@ -92,6 +152,12 @@ fn metrics_access_log_and_debug_routes_after_traffic() {
     assert!(body.contains("model-v2"));
     let (status, _, _) = fetch(&[&lb.url("/nothing-here")]);
     assert_eq!(status, 404);
+    // Round robin over a live and a refusing endpoint: the refused attempt ejects the
+    // dead one and the request is retried on the live one.
+    for _ in 0..4 {
+        let (status, _, _) = fetch(&["-H", "Host: flaky.company.com", &lb.url("/")]);
+        assert_eq!(status, 200);
+    }
 
     let metrics = curl(&[&lb.admin_url("/metrics")]).expect("scrape");
     // ingress-nginx's names and labels, exactly (no _total suffix on the request counter).
@@ -146,6 +212,84 @@ fn metrics_access_log_and_debug_routes_after_traffic() {
         "no _total suffix"
     );
 
+    // Upstream connect time: observed once for the three keep-alive requests to v1 (one
+    // new connection, then the pooled one), with the request labels.
+    let connect = series(
+        &metrics,
+        "nginx_ingress_controller_connect_duration_seconds_count",
+        &[
+            "status=\"200\"",
+            "method=\"GET\"",
+            "path=\"/predict\"",
+            "namespace=\"ml\"",
+            "ingress=\"model\"",
+            "service=\"v1\"",
+            "canary=\"\"",
+            "host=\"ml-api.company.com\"",
+        ],
+    );
+    assert_eq!(value(connect), 1.0, "{connect}");
+    assert!(metrics.contains("# TYPE nginx_ingress_controller_connect_duration_seconds histogram"));
+
+    // The certificate served for spec.tls, with ingress-nginx's labels.
+    let info = series(
+        &metrics,
+        "nginx_ingress_controller_ssl_certificate_info",
+        &[
+            "class=\"ebpf-lb.io/ingress-controller\"",
+            "host=\"ml-api.company.com\"",
+            "namespace=\"ml\"",
+            "secret_name=\"model-tls\"",
+            "issuer_common_name=\"rcgen self signed cert\"",
+            "public_key_algorithm=\"ECDSA\"",
+            "serial_number=\"",
+            "identifier=\"-",
+            "issuer_organization=\"",
+        ],
+    );
+    assert_eq!(value(info), 1.0, "{info}");
+    let expiry = series(
+        &metrics,
+        "nginx_ingress_controller_ssl_expire_time_seconds",
+        &[
+            "class=\"ebpf-lb.io/ingress-controller\"",
+            "host=\"ml-api.company.com\"",
+            "namespace=\"ml\"",
+            "secret_name=\"model-tls\"",
+        ],
+    );
+    // rcgen's self-signed certificates are valid until 4096-01-01.
+    assert_eq!(value(expiry), 67_090_118_400.0, "{expiry}");
+
+    // Passive ejection of the refusing endpoint, by Service (not by endpoint).
+    let ejections = series(
+        &metrics,
+        "ebpf_lb_upstream_ejections_total",
+        &["namespace=\"ml\"", "service=\"flaky\""],
+    );
+    assert!(value(ejections) >= 1.0, "{ejections}");
+    let state = |s: &str| {
+        value(series(
+            &metrics,
+            "ebpf_lb_upstream_endpoints",
+            &[
+                "namespace=\"ml\"",
+                "service=\"flaky\"",
+                &format!("state=\"{s}\""),
+            ],
+        ))
+    };
+    // Ejections last 1 s and more, so the scrape may or may not still see it ejected.
+    assert_eq!(state("healthy") + state("ejected"), 2.0);
+    assert_eq!(
+        value(series(
+            &metrics,
+            "ebpf_lb_upstream_endpoints",
+            &["service=\"v1\"", "state=\"healthy\""]
+        )),
+        1.0
+    );
+
     // One JSON line per request, written off the request path.
     let lines = wait_until(Duration::from_secs(5), || {
         let text = std::fs::read_to_string(&log).ok()?;
@@ -178,7 +322,25 @@ fn metrics_access_log_and_debug_routes_after_traffic() {
     let routes: serde_json::Value =
         serde_json::from_str(&curl(&[&lb.admin_url("/debug/routes")]).expect("debug routes"))
             .expect("JSON");
-    assert_eq!(routes[0]["host"], "ml-api.company.com");
-    assert_eq!(routes[0]["canaries"][0]["backend"], "ml/v2:80");
+    let model = routes
+        .as_array()
+        .and_then(|r| r.iter().find(|r| r["host"] == "ml-api.company.com"))
+        .unwrap_or_else(|| panic!("ml-api.company.com route in {routes}"));
+    assert_eq!(model["canaries"][0]["backend"], "ml/v2:80");
     assert_eq!(curl(&[&lb.admin_url("/healthz")]).expect("healthz"), "ok\n");
+}
+
+/// The sample line of metric `name` carrying every label of `labels`.
+fn series<'a>(metrics: &'a str, name: &str, labels: &[&str]) -> &'a str {
+    metrics
+        .lines()
+        .find(|l| l.starts_with(&format!("{name}{{")) && labels.iter().all(|x| l.contains(x)))
+        .unwrap_or_else(|| panic!("{name} {labels:?} missing:\n{metrics}"))
+}
+
+fn value(line: &str) -> f64 {
+    line.rsplit(' ')
+        .next()
+        .and_then(|v| v.parse().ok())
+        .unwrap_or_else(|| panic!("no value in {line}"))
 }

@@ -132,13 +132,15 @@ impl EndpointState {
             || self.consecutive_failures.load(Ordering::Relaxed) >= CONSECUTIVE_FAILURES
     }
 
-    pub(super) fn eject(&self, now: u64) {
+    /// Ejects the endpoint unless it already is; true when it was ejected now.
+    pub(super) fn eject(&self, now: u64) -> bool {
         if self.is_ejected(now) {
-            return;
+            return false;
         }
         let n = self.ejections.fetch_add(1, Ordering::Relaxed).min(16);
         let ms = BASE_EJECTION_MS.saturating_mul(1 << n).min(MAX_EJECTION_MS);
         self.ejected_until_ms.store(now + ms, Ordering::Relaxed);
         self.consecutive_failures.store(0, Ordering::Relaxed);
+        true
     }
 }

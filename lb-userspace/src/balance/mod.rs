@@ -166,8 +166,8 @@ impl Backend {
                 .iter()
                 .enumerate()
                 .any(|(j, o)| j != i && !o.is_ejected(now));
-            if others_left {
-                s.eject(now);
+            if others_left && s.eject(now) {
+                crate::metrics::count_ejection(&self.namespace, &self.service);
             }
         }
     }

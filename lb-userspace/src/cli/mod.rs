@@ -46,11 +46,16 @@ pub enum Command {
     Check(ManifestArgs),
     /// Print the route table the manifests produce.
     Routes(ManifestArgs),
-    /// Print the pinned BPF maps (VIPs and their counters).
+    /// Print the pinned BPF maps: VIPs and their counters, the node table, the Maglev
+    /// distribution per node, a sample of the flow table, rate-limit buckets and the
+    /// penalty box (as `bpftool map dump` shows them, in human form).
     Maps {
         /// Directory holding the pinned maps.
         #[arg(long, default_value = "/sys/fs/bpf/ebpf-lb")]
         bpffs: PathBuf,
+        /// Rows listed per hash map (FLOWS, SOURCES, PENALTY); every entry is counted.
+        #[arg(long, default_value_t = 20)]
+        sample: usize,
     },
     /// Print the version.
     Version,

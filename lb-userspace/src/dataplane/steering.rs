@@ -211,6 +211,7 @@ pub fn publish(
     cfg.maglev_active = inactive;
     cfg.steering = 1;
     kernel::write_config(ebpf, &cfg)?;
+    crate::metrics::count_maglev_rebuild();
     Ok(Some(new))
 }
 

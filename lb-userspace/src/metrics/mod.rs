@@ -6,9 +6,13 @@
 //! nginx never had. Label cardinality is bounded: `path` is the Ingress path, not the
 //! request path.
 pub mod observe;
+pub mod upstream;
 pub mod xdp;
 
-use std::sync::atomic::AtomicU64;
+use std::{
+    collections::HashMap,
+    sync::{Arc, LazyLock, atomic::AtomicU64},
+};
 
 use prometheus_client::{
     encoding::{EncodeLabelSet, EncodeMetric, MetricEncoder, NoLabelSet},
@@ -17,6 +21,16 @@ use prometheus_client::{
         histogram::Histogram,
     },
     registry::Registry,
+};
+use rustls::sign::CertifiedKey;
+use tracing::warn;
+
+use crate::{
+    tls::{
+        CertTable,
+        x509::{self, CertSummary},
+    },
+    translate::CONTROLLER_NAME,
 };
 
 /// Labels of ingress-nginx's per-request families.
@@ -43,6 +57,38 @@ pub struct UpstreamLabels {
     pub canary: String,
     pub host: String,
     pub status: String,
+}
+
+/// Labels of `nginx_ingress_controller_ssl_certificate_info` (ingress-nginx's: `namespace`
+/// is the Secret's, `class` the controller).
+#[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
+pub struct CertInfoLabels {
+    pub class: String,
+    pub host: String,
+    pub identifier: String,
+    pub issuer_common_name: String,
+    pub issuer_organization: String,
+    pub namespace: String,
+    pub public_key_algorithm: String,
+    pub secret_name: String,
+    pub serial_number: String,
+}
+
+/// Labels of `nginx_ingress_controller_ssl_expire_time_seconds`.
+#[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
+pub struct CertExpiryLabels {
+    pub class: String,
+    pub host: String,
+    pub namespace: String,
+    pub secret_name: String,
+}
+
+/// A Service, for the upstream health families (endpoints are not a label: bounded
+/// cardinality).
+#[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
+pub struct ServiceLabels {
+    pub namespace: String,
+    pub service: String,
 }
 
 #[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
@@ -89,10 +135,38 @@ fn size_histogram() -> Histogram {
     ])
 }
 
+/// Ejections counted where they happen (`balance`), which holds no `Metrics` handle: one
+/// process-wide family, registered in every [`Metrics`].
+static UPSTREAM_EJECTIONS: LazyLock<Family<ServiceLabels, Counter>> =
+    LazyLock::new(Family::default);
+/// Maglev tables written (`dataplane::steering`, a thread of its own); process-wide too.
+static MAGLEV_REBUILDS: LazyLock<Counter> = LazyLock::new(Counter::default);
+
+/// Counts one passive ejection of an endpoint of Service `namespace/service`.
+pub fn count_ejection(namespace: &str, service: &str) {
+    UPSTREAM_EJECTIONS
+        .get_or_create(&ServiceLabels {
+            namespace: namespace.to_owned(),
+            service: service.to_owned(),
+        })
+        .inc();
+}
+
+/// Counts one Maglev table written into `MAGLEV`.
+pub fn count_maglev_rebuild() {
+    MAGLEV_REBUILDS.inc();
+}
+
+/// Maglev tables this process wrote so far.
+pub fn maglev_rebuilds() -> u64 {
+    MAGLEV_REBUILDS.get()
+}
+
 pub struct Metrics {
     pub registry: Registry,
     pub requests: Family<RequestLabels, NginxCounter>,
     pub request_duration: HistogramFamily<RequestLabels>,
+    pub connect_duration: HistogramFamily<RequestLabels>,
     pub response_duration: HistogramFamily<UpstreamLabels>,
     pub request_size: HistogramFamily<RequestLabels>,
     pub response_size: HistogramFamily<RequestLabels>,
@@ -103,6 +177,8 @@ pub struct Metrics {
     pub route_tables_published: Counter,
     pub active_requests: Gauge,
     pub access_log_dropped: Counter,
+    pub ssl_certificate_info: Family<CertInfoLabels, Gauge>,
+    pub ssl_expire_time: Family<CertExpiryLabels, Gauge>,
 }
 
 impl Default for Metrics {
@@ -126,6 +202,14 @@ impl Metrics {
             "nginx_ingress_controller_request_duration_seconds",
             "The request processing time in seconds (first byte read to last byte sent)",
             request_duration.clone(),
+        );
+        let connect_duration: HistogramFamily<RequestLabels> =
+            Family::new_with_constructor(latency_histogram);
+        registry.register(
+            "nginx_ingress_controller_connect_duration_seconds",
+            "The time spent on establishing a connection with the upstream server (TCP, and \
+             TLS when the backend protocol uses it); observed for new connections only",
+            connect_duration.clone(),
         );
         let response_duration: HistogramFamily<UpstreamLabels> =
             Family::new_with_constructor(latency_histogram);
@@ -202,10 +286,36 @@ impl Metrics {
             "Access log lines dropped because the writer fell behind",
             access_log_dropped.clone(),
         );
+        let ssl_certificate_info = Family::<CertInfoLabels, Gauge>::default();
+        registry.register(
+            "nginx_ingress_controller_ssl_certificate_info",
+            "Hold all labels associated to a certificate",
+            ssl_certificate_info.clone(),
+        );
+        let ssl_expire_time = Family::<CertExpiryLabels, Gauge>::default();
+        registry.register(
+            "nginx_ingress_controller_ssl_expire_time_seconds",
+            "Number of seconds since 1970 to the SSL Certificate expire. An example to check \
+             if this certificate will expire in 10 days is: \
+             \"nginx_ingress_controller_ssl_expire_time_seconds < (time() + (10 * 24 * 3600))\"",
+            ssl_expire_time.clone(),
+        );
+        registry.register(
+            "ebpf_lb_upstream_ejections",
+            "Endpoints ejected by passive outlier detection (refused connections, or 5 \
+             failures in a row), by Service",
+            UPSTREAM_EJECTIONS.clone(),
+        );
+        registry.register(
+            "ebpf_lb_maglev_rebuilds",
+            "Maglev tables written into MAGLEV (node set or node health changed)",
+            MAGLEV_REBUILDS.clone(),
+        );
         Self {
             registry,
             requests,
             request_duration,
+            connect_duration,
             response_duration,
             request_size,
             response_size,
@@ -216,6 +326,55 @@ impl Metrics {
             route_tables_published,
             active_requests,
             access_log_dropped,
+            ssl_certificate_info,
+            ssl_expire_time,
+        }
+    }
+
+    /// Sets the certificate families to the certificates `table` serves (replacing what
+    /// an earlier route table served). Called on every route-table publish.
+    pub fn set_certificates(&self, table: &CertTable) {
+        self.ssl_certificate_info.clear();
+        self.ssl_expire_time.clear();
+        // One parse per certificate, however many hosts share it.
+        let mut parsed: HashMap<*const CertifiedKey, Option<CertSummary>> = HashMap::new();
+        for served in table.served() {
+            let summary = parsed.entry(Arc::as_ptr(&served.key)).or_insert_with(|| {
+                let leaf = served.key.cert.first()?;
+                match x509::summarize(leaf.as_ref()) {
+                    Ok(s) => Some(s),
+                    Err(e) => {
+                        warn!(
+                            secret = %format!("{}/{}", served.namespace, served.secret_name),
+                            "certificate metrics: cannot read the certificate: {e}"
+                        );
+                        None
+                    }
+                }
+            });
+            let Some(summary) = summary else { continue };
+            let class = CONTROLLER_NAME.to_owned();
+            self.ssl_certificate_info
+                .get_or_create(&CertInfoLabels {
+                    class: class.clone(),
+                    host: served.host.clone(),
+                    identifier: summary.identifier(),
+                    issuer_common_name: summary.issuer_common_name.clone(),
+                    issuer_organization: summary.issuer_organization.clone(),
+                    namespace: served.namespace.clone(),
+                    public_key_algorithm: summary.public_key_algorithm.to_owned(),
+                    secret_name: served.secret_name.clone(),
+                    serial_number: summary.serial.clone(),
+                })
+                .set(1);
+            self.ssl_expire_time
+                .get_or_create(&CertExpiryLabels {
+                    class,
+                    host: served.host.clone(),
+                    namespace: served.namespace.clone(),
+                    secret_name: served.secret_name.clone(),
+                })
+                .set(summary.not_after);
         }
     }
 
@@ -226,5 +385,271 @@ impl Metrics {
             out.clear();
         }
         out
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use std::time::{Duration, Instant};
+
+    use http_body_util::BodyExt as _;
+    use rcgen::{CertificateParams, DistinguishedName, DnType, KeyPair, date_time_ymd};
+
+    use super::*;
+    use crate::{
+        balance::{Backend, Outcome},
+        metrics::observe::{AccessLogTarget, Observer, RequestRecord, RouteInfo},
+        routes::RouteTable,
+        translate::{ClassFilter, translate},
+    };
+
+    /// The sample line of `name` whose labels contain every one of `labels`.
+    fn line<'a>(text: &'a str, name: &str, labels: &[&str]) -> Option<&'a str> {
+        text.lines().find(|l| {
+            l.starts_with(&format!("{name}{{")) && labels.iter().all(|want| l.contains(want))
+        })
+    }
+
+    fn value(line: &str) -> f64 {
+        line.rsplit(' ')
+            .next()
+            .and_then(|v| v.parse().ok())
+            .unwrap_or(f64::NAN)
+    }
+
+    fn record(observer: &Arc<Observer>, connect: Option<Duration>) {
+        let rec = RequestRecord {
+            host: "h.example".into(),
+            method: "GET".into(),
+            route: Some(RouteInfo {
+                path: "/p".into(),
+                namespace: "ml".into(),
+                ingress: "ing".into(),
+                service: "svc".into(),
+                canary: false,
+            }),
+            upstream_duration: Some(Duration::from_millis(2)),
+            upstream_connect: connect,
+            ..RequestRecord::default()
+        };
+        let body = http_body_util::Empty::new()
+            .map_err(|never| match never {})
+            .boxed();
+        // Dropping the wrapped response records the request.
+        drop(observer.wrap(rec, Instant::now(), http::Response::new(body)));
+    }
+
+    #[test]
+    fn connect_duration_has_the_request_labels_and_only_new_connections() {
+        let metrics = Arc::new(Metrics::new());
+        let (observer, _) =
+            Observer::new(metrics.clone(), &AccessLogTarget::Off).expect("observer");
+        record(&observer, Some(Duration::from_millis(3)));
+        record(&observer, None);
+        record(&observer, None);
+        let text = metrics.encode();
+        assert!(
+            text.contains("# TYPE nginx_ingress_controller_connect_duration_seconds histogram"),
+            "{text}"
+        );
+        let labels = [
+            "status=\"200\"",
+            "method=\"GET\"",
+            "path=\"/p\"",
+            "namespace=\"ml\"",
+            "ingress=\"ing\"",
+            "service=\"svc\"",
+            "canary=\"\"",
+            "host=\"h.example\"",
+        ];
+        let count = line(
+            &text,
+            "nginx_ingress_controller_connect_duration_seconds_count",
+            &labels,
+        )
+        .unwrap_or_else(|| panic!("connect series:\n{text}"));
+        assert_eq!(
+            value(count),
+            1.0,
+            "pooled requests are not observed: {count}"
+        );
+        let requests = line(&text, "nginx_ingress_controller_requests", &labels).expect("requests");
+        assert_eq!(value(requests), 3.0);
+        let sum = line(
+            &text,
+            "nginx_ingress_controller_connect_duration_seconds_sum",
+            &labels,
+        )
+        .expect("sum");
+        assert!((value(sum) - 0.003).abs() < 1e-9, "{sum}");
+    }
+
+    fn cert(cn: &str, org: &str, serial: u64, year: i32) -> Arc<CertifiedKey> {
+        let mut p = CertificateParams::new(vec!["a.example.com".into()]).expect("params");
+        let mut dn = DistinguishedName::new();
+        dn.push(DnType::CommonName, cn);
+        dn.push(DnType::OrganizationName, org);
+        p.distinguished_name = dn;
+        p.serial_number = Some(serial.into());
+        p.not_after = date_time_ymd(year, 1, 1);
+        let key = KeyPair::generate().expect("key");
+        let pem = p.self_signed(&key).expect("cert").pem();
+        Arc::new(
+            crate::tls::certified_key_from_pem(pem.as_bytes(), key.serialize_pem().as_bytes())
+                .expect("certified key"),
+        )
+    }
+
+    #[test]
+    fn certificate_families_follow_the_served_table() {
+        let metrics = Metrics::new();
+        let mut table = CertTable::default();
+        let a = cert("Test CA", "Test Org", 4242, 2031);
+        assert!(table.insert_from_secret("a.example.com", a.clone(), "ml", "a-tls"));
+        assert!(table.insert_from_secret("*.models.example.com", a, "ml", "a-tls"));
+        metrics.set_certificates(&table);
+        let text = metrics.encode();
+        let info = line(
+            &text,
+            "nginx_ingress_controller_ssl_certificate_info",
+            &["host=\"a.example.com\""],
+        )
+        .unwrap_or_else(|| panic!("info:\n{text}"));
+        assert_eq!(
+            info,
+            "nginx_ingress_controller_ssl_certificate_info{class=\"ebpf-lb.io/ingress-controller\",\
+             host=\"a.example.com\",identifier=\"-4242\",issuer_common_name=\"Test CA\",\
+             issuer_organization=\"Test Org\",namespace=\"ml\",public_key_algorithm=\"ECDSA\",\
+             secret_name=\"a-tls\",serial_number=\"4242\"} 1"
+        );
+        let expiry = line(
+            &text,
+            "nginx_ingress_controller_ssl_expire_time_seconds",
+            &["host=\"*.models.example.com\""],
+        )
+        .unwrap_or_else(|| panic!("expiry:\n{text}"));
+        // date -u -d 2031-01-01 +%s
+        assert_eq!(
+            expiry,
+            "nginx_ingress_controller_ssl_expire_time_seconds{class=\"ebpf-lb.io/ingress-controller\",\
+             host=\"*.models.example.com\",namespace=\"ml\",secret_name=\"a-tls\"} 1924992000"
+        );
+
+        // A new table replaces the old series.
+        let mut next = CertTable::default();
+        assert!(next.insert_from_secret("b.example.com", cert("B", "", 7, 2030), "web", "b"));
+        metrics.set_certificates(&next);
+        let text = metrics.encode();
+        assert!(!text.contains("a.example.com"), "{text}");
+        assert!(
+            line(
+                &text,
+                "nginx_ingress_controller_ssl_certificate_info",
+                &["host=\"b.example.com\"", "issuer_organization=\"\""]
+            )
+            .is_some(),
+            "{text}"
+        );
+    }
+
+    fn eps(n: u8) -> Vec<std::net::SocketAddr> {
+        (1..=n)
+            .map(|i| std::net::SocketAddr::from(([198, 18, 9, i], 80)))
+            .collect()
+    }
+
+    #[test]
+    fn ejections_are_counted_by_service() {
+        let metrics = Metrics::new();
+        let b = Backend::new("ejection-test", "svc", "80", eps(2));
+        b.report(0, Outcome::ConnectFailure, Duration::from_millis(1));
+        // Already ejected: not counted again; the last endpoint is never ejected.
+        b.report(0, Outcome::ConnectFailure, Duration::from_millis(1));
+        b.report(1, Outcome::ConnectFailure, Duration::from_millis(1));
+        let text = metrics.encode();
+        let series = line(
+            &text,
+            "ebpf_lb_upstream_ejections_total",
+            &["namespace=\"ejection-test\"", "service=\"svc\""],
+        )
+        .unwrap_or_else(|| panic!("ejections:\n{text}"));
+        assert_eq!(value(series), 1.0, "{series}");
+        assert!(
+            text.contains("# TYPE ebpf_lb_upstream_ejections_total counter"),
+            "{text}"
+        );
+        assert!(
+            text.contains("# TYPE ebpf_lb_maglev_rebuilds_total counter"),
+            "{text}"
+        );
+    }
+
+    const ROUTES: &str = r#"
+apiVersion: v1
+kind: Service
+metadata: {name: model, namespace: ml}
+spec: {ports: [{name: http, port: 80}]}
+---
+apiVersion: discovery.k8s.io/v1
+kind: EndpointSlice
+metadata: {name: model-1, namespace: ml, labels: {kubernetes.io/service-name: model}}
+addressType: IPv4
+ports: [{name: http, port: 8080}]
+endpoints: [{addresses: ["198.18.1.2", "198.18.1.3", "198.18.1.4"]}]
+---
+apiVersion: networking.k8s.io/v1
+kind: Ingress
+metadata: {name: a, namespace: ml, creationTimestamp: "2026-01-01T00:00:00Z"}
+spec:
+  ingressClassName: ebpf-lb
+  rules:
+  - host: a.example
+    http: {paths: [{path: /, pathType: Prefix, backend: {service: {name: model, port: {number: 80}}}}]}
+  - host: b.example
+    http: {paths: [{path: /, pathType: Prefix, backend: {service: {name: model, port: {number: 80}}}}]}
+"#;
+
+    fn table() -> RouteTable {
+        let snap = crate::provider::files::fixture(ROUTES);
+        let classes = ClassFilter {
+            class: "ebpf-lb".into(),
+            without_class: false,
+        };
+        translate(&snap, &classes).routes
+    }
+
+    #[test]
+    fn endpoint_health_by_service() {
+        let table = table();
+        let now = crate::balance::health::now_ms();
+        let svc = ("ml".to_owned(), "model".to_owned());
+        assert_eq!(upstream::endpoint_health(&table, now)[&svc], (3, 0));
+        let route = table.lookup("a.example", "/").expect("route");
+        route
+            .backend
+            .report(1, Outcome::ConnectFailure, Duration::from_millis(1));
+        let now = crate::balance::health::now_ms();
+        assert_eq!(upstream::endpoint_health(&table, now)[&svc], (2, 1));
+
+        let mut metrics = Metrics::new();
+        let store = Arc::new(crate::routes::RouteStore::default());
+        store.publish(table);
+        metrics
+            .registry
+            .register_collector(Box::new(upstream::UpstreamCollector { routes: store }));
+        let text = metrics.encode();
+        for (state, n) in [("healthy", 2.0), ("ejected", 1.0)] {
+            let series = line(
+                &text,
+                "ebpf_lb_upstream_endpoints",
+                &[
+                    "namespace=\"ml\"",
+                    "service=\"model\"",
+                    &format!("state=\"{state}\""),
+                ],
+            )
+            .unwrap_or_else(|| panic!("{state}:\n{text}"));
+            assert_eq!(value(series), n, "{series}");
+        }
     }
 }

@@ -35,6 +35,9 @@ pub struct RequestRecord {
     pub route: Option<RouteInfo>,
     pub upstream_addr: Option<SocketAddr>,
     pub upstream_duration: Option<Duration>,
+    /// TCP(+TLS) connect time of the new upstream connection the request opened; `None`
+    /// when it went over a pooled one.
+    pub upstream_connect: Option<Duration>,
 }
 
 #[derive(Debug, Default, Clone)]
@@ -154,6 +157,11 @@ impl Observer {
         m.response_size
             .get_or_create(&labels)
             .observe(bytes_out as f64);
+        if let Some(connect) = rec.upstream_connect {
+            m.connect_duration
+                .get_or_create(&labels)
+                .observe(connect.as_secs_f64());
+        }
         if let Some(up) = rec.upstream_duration {
             let up_labels = UpstreamLabels {
                 method: labels.method.clone(),

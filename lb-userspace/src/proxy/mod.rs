@@ -204,8 +204,15 @@ impl Proxy {
         };
         policy::rewrite_request(route, &mut req);
         let upstream_started = Instant::now();
-        let forwarded =
-            forward::forward(&self.upstreams, backend, &route.policy.upstream, info, req).await;
+        let (forwarded, connect) = crate::upstream::with_connect_time(forward::forward(
+            &self.upstreams,
+            backend,
+            &route.policy.upstream,
+            info,
+            req,
+        ))
+        .await;
+        rec.upstream_connect = connect;
         rec.upstream_addr = forwarded.endpoint;
         rec.upstream_duration = Some(upstream_started.elapsed());
         let mut resp = forwarded.response;

@@ -63,6 +63,18 @@ pub struct CertTable {
     exact: HashMap<String, Arc<CertifiedKey>>,
     /// Keyed by the suffix after `*.`.
     wildcard: HashMap<String, Arc<CertifiedKey>>,
+    /// Which Secret each host's certificate came from (for the certificate metrics).
+    served: Vec<ServedCert>,
+}
+
+/// A host and the `kubernetes.io/tls` Secret whose certificate it is served with.
+#[derive(Clone, Debug)]
+pub struct ServedCert {
+    /// As written in `spec.tls[].hosts` (lower case; wildcards as `*.suffix`).
+    pub host: String,
+    pub namespace: String,
+    pub secret_name: String,
+    pub key: Arc<CertifiedKey>,
 }
 
 impl CertTable {
@@ -81,6 +93,31 @@ impl CertTable {
                 true
             }
         }
+    }
+
+    /// [`Self::insert`], remembering that the certificate is Secret `namespace/secret_name`.
+    pub fn insert_from_secret(
+        &mut self,
+        host: &str,
+        key: Arc<CertifiedKey>,
+        namespace: &str,
+        secret_name: &str,
+    ) -> bool {
+        if !self.insert(host, key.clone()) {
+            return false;
+        }
+        self.served.push(ServedCert {
+            host: host.to_ascii_lowercase(),
+            namespace: namespace.to_owned(),
+            secret_name: secret_name.to_owned(),
+            key,
+        });
+        true
+    }
+
+    /// Every host inserted with [`Self::insert_from_secret`], in insertion order.
+    pub fn served(&self) -> &[ServedCert] {
+        &self.served
     }
 
     /// The certificate for an SNI name (any case), exact before wildcard.

@@ -7,9 +7,10 @@ mod certs;
 mod config;
 mod resolver;
 pub mod upstream;
+pub mod x509;
 
 pub use acceptor::{AcceptorError, acceptor};
-pub use certs::{CertError, CertTable, certified_key_from_pem, self_signed};
+pub use certs::{CertError, CertTable, ServedCert, certified_key_from_pem, self_signed};
 pub use config::server_config;
 pub use resolver::SniResolver;
 

@@ -65,7 +65,7 @@ pub fn build(
                     .collect(),
             };
             for host in hosts.iter().filter(|h| !h.is_empty()) {
-                if !table.insert(host, cert.clone()) {
+                if !table.insert_from_secret(host, cert.clone(), &iref.namespace, secret) {
                     diags.push(Diagnostic::warning(
                         &object,
                         format!("spec.tls[{i}].hosts"),
@@ -194,6 +194,26 @@ spec:
         let m = table.lookup("x.models.example.com").expect("wildcard");
         assert!(Arc::ptr_eq(a, m), "one Secret, one parsed key");
         assert!(!Arc::ptr_eq(a, table.lookup("b.example.com").expect("b")));
+        // Each served host names its Secret (for the certificate metrics).
+        let served: Vec<(&str, &str, &str)> = table
+            .served()
+            .iter()
+            .map(|c| {
+                (
+                    c.host.as_str(),
+                    c.namespace.as_str(),
+                    c.secret_name.as_str(),
+                )
+            })
+            .collect();
+        assert_eq!(
+            served,
+            [
+                ("a.example.com", "ml", "a-cert"),
+                ("*.models.example.com", "ml", "a-cert"),
+                ("b.example.com", "ml", "b-cert"),
+            ]
+        );
 
         let errors: Vec<_> = diags
             .iter()

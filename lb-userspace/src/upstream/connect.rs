@@ -1,6 +1,9 @@
 //! Opening connections to an endpoint: TCP (no Nagle), optional TLS, then the HTTP/1.1 or
 //! h2 handshake; the connection task runs on the current runtime.
-use std::{net::SocketAddr, time::Duration};
+use std::{
+    net::SocketAddr,
+    time::{Duration, Instant},
+};
 
 use hyper::client::conn::{http1, http2};
 use hyper_util::rt::{TokioExecutor, TokioIo, TokioTimer};
@@ -55,11 +58,14 @@ pub async fn h1(
     proto: BackendProtocol,
     timeout: Duration,
 ) -> Result<http1::SendRequest<RequestBody>, UpstreamError> {
+    let started = Instant::now();
     let stream = tcp(addr, timeout).await?;
     if proto.is_tls() {
         let stream = tls(&tls_cfg.http1, addr, stream, timeout).await?;
+        super::record_connect(started.elapsed());
         h1_handshake(addr, stream).await
     } else {
+        super::record_connect(started.elapsed());
         h1_handshake(addr, stream).await
     }
 }
@@ -89,11 +95,14 @@ pub async fn h2(
     proto: BackendProtocol,
     timeout: Duration,
 ) -> Result<http2::SendRequest<RequestBody>, UpstreamError> {
+    let started = Instant::now();
     let stream = tcp(addr, timeout).await?;
     if proto.is_tls() {
         let stream = tls(&tls_cfg.h2, addr, stream, timeout).await?;
+        super::record_connect(started.elapsed());
         h2_handshake(addr, stream).await
     } else {
+        super::record_connect(started.elapsed());
         h2_handshake(addr, stream).await
     }
 }

@@ -6,7 +6,7 @@ mod connect;
 mod error;
 mod pool;
 
-use std::{net::SocketAddr, time::Duration};
+use std::{cell::Cell, net::SocketAddr, time::Duration};
 
 use http::Request;
 use hyper::{Response, body::Incoming};
@@ -16,6 +16,30 @@ pub use error::UpstreamError;
 pub use pool::Lease;
 
 use crate::{tls::upstream::UpstreamTls, translate::annotations::upstream::BackendProtocol};
+
+tokio::task_local! {
+    /// Where [`with_connect_time`] collects the connect time of new connections.
+    static CONNECT_TIME: Cell<Option<Duration>>;
+}
+
+/// Runs `fut` (a request's forwarding) and returns, beside its output, how long the last
+/// new upstream connection it opened took to establish (TCP connect, plus the TLS
+/// handshake for TLS backends): `None` when only pooled connections were used. A
+/// task-local rather than a return value, so the retry and upgrade paths in between need
+/// not carry it.
+pub async fn with_connect_time<F: Future>(fut: F) -> (F::Output, Option<Duration>) {
+    CONNECT_TIME
+        .scope(Cell::new(None), async move {
+            let out = fut.await;
+            (out, CONNECT_TIME.with(Cell::get))
+        })
+        .await
+}
+
+/// Records a connection established in `took` (outside [`with_connect_time`]: ignored).
+fn record_connect(took: Duration) {
+    let _ = CONNECT_TIME.try_with(|c| c.set(Some(took)));
+}
 
 /// `proxy-connect-timeout`, `proxy-send-timeout`, `proxy-read-timeout`.
 #[derive(Clone, Copy, Debug)]
@@ -212,5 +236,56 @@ impl Upstreams {
                 request: None,
             }),
         }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[tokio::test]
+    async fn connect_time_is_seen_only_for_new_connections() {
+        let (out, took) = with_connect_time(async {
+            record_connect(Duration::from_millis(3));
+            7
+        })
+        .await;
+        assert_eq!((out, took), (7, Some(Duration::from_millis(3))));
+        assert_eq!(with_connect_time(async { 7 }).await, (7, None));
+        // Outside a scope: ignored, no panic.
+        record_connect(Duration::from_millis(1));
+
+        // A real TCP connection to a local listener is timed.
+        let listener = tokio::net::TcpListener::bind("127.0.0.1:0")
+            .await
+            .expect("bind");
+        let addr = listener.local_addr().expect("addr");
+        let accept = tokio::spawn(async move { listener.accept().await.map(|(s, _)| s) });
+        let tls = UpstreamTls::new().expect("tls");
+        let (sender, took) = with_connect_time(connect::h1(
+            &tls,
+            addr,
+            BackendProtocol::Http,
+            Duration::from_secs(5),
+        ))
+        .await;
+        assert!(sender.is_ok());
+        assert!(took.is_some_and(|d| d < Duration::from_secs(5)), "{took:?}");
+        let _server_side = accept.await.expect("join").expect("accept");
+        // A failed connect records nothing.
+        let closed = tokio::net::TcpListener::bind("127.0.0.1:0")
+            .await
+            .expect("bind")
+            .local_addr()
+            .expect("addr");
+        let (r, took) = with_connect_time(connect::h1(
+            &tls,
+            closed,
+            BackendProtocol::Http,
+            Duration::from_secs(5),
+        ))
+        .await;
+        assert!(r.is_err());
+        assert_eq!(took, None);
     }
 }
