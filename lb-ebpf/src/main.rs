@@ -5,6 +5,8 @@
 //! - `lb_tc_decap` (TC ingress, node NIC): strip the outer header of steered packets
 //!   addressed to this node.
 //! - `lb_xdp_pass`: XDP_PASS, the benchmark baseline and a test-topology helper.
+//! - `lb_xdp_tx`, `lb_xdp_drop` (`bench`): the flood benchmark's in-kernel generator and its
+//!   bare XDP_DROP ceiling; never attached by the daemon.
 //!
 //! Files by job, Katran style: `parse` (bounds-checked header walking and the policy for
 //! fragments, options, extension headers and ICMP), `maps` (every map with a one-line
@@ -17,6 +19,8 @@
 
 #[cfg(target_arch = "bpf")]
 mod acl;
+#[cfg(target_arch = "bpf")]
+mod bench;
 #[cfg(target_arch = "bpf")]
 mod csum;
 #[cfg(target_arch = "bpf")]

@@ -1,6 +1,7 @@
 //! Test harness of ebpf-lb: network namespaces, processes and topologies shared by the
 //! end-to-end tests and `cargo xtask demo`, plus a packet builder for XDP fixtures.
 pub mod fake_apiserver;
+pub mod flood;
 pub mod l7;
 pub mod local;
 pub mod netns;

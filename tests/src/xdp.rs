@@ -10,7 +10,7 @@ use aya::{
 };
 use lb_common::{
     Config, Counter, FLOWS, FlowKey, FlowValue, MAGLEV, MAGLEV_SIZE, NODES, NodeInfo, PENALTY,
-    PROG_TC_DECAP, PROG_XDP, PROG_XDP_PASS, SOURCES, STATS, STATS_ENTRIES, VipKey,
+    PROG_TC_DECAP, PROG_XDP, PROG_XDP_PASS, Reason, SOURCES, STATS, STATS_ENTRIES, VipKey,
 };
 use lb_userspace::dataplane::{self, kernel, policy::KernelPolicy};
 
@@ -180,6 +180,16 @@ impl Loaded {
                 })
             })
             .collect()
+    }
+
+    /// `STATS` packets counted for `reason`, over every VIP and CPU.
+    pub fn reason_packets(&self, reason: Reason) -> u64 {
+        self.stats()
+            .iter()
+            .enumerate()
+            .filter(|(i, _)| *i as u32 % Reason::COUNT == reason as u32)
+            .map(|(_, c)| c.packets)
+            .sum()
     }
 }
 

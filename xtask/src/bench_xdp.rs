@@ -1,10 +1,14 @@
-//! `cargo xtask bench xdp`: builds the eBPF object and the `xdp-bench` driver (tests crate)
-//! in release, and runs it as root: ns/packet of each `lb_xdp` path from BPF_PROG_TEST_RUN
-//! beside a trivial XDP_PASS program, medians of 5 runs with min and max, written to
-//! target/bench/xdp.json.
+//! `cargo xtask bench xdp`: builds the eBPF object and the `xdp-bench` and `xdp-flood`
+//! drivers (tests crate) in release, and runs them as root:
+//!
+//! 1. `xdp-bench`: ns/packet of each `lb_xdp` path from BPF_PROG_TEST_RUN beside a trivial
+//!    XDP_PASS program, medians of 5 runs with min and max -> target/bench/xdp.json.
+//! 2. `xdp-flood`: drop throughput on a veth pair flooded by an in-kernel generator (bare
+//!    XDP_DROP, `lb_xdp` ACL and rate-limit drops, XDP_PASS + nftables drop), medians of 3
+//!    runs of 20M frames and their ratios -> target/bench/xdp-flood.json. Needs `nft`.
 use std::process::Command;
 
-use anyhow::Result;
+use anyhow::{Result, bail};
 
 use crate::{
     cmd::{self, step},
@@ -12,22 +16,38 @@ use crate::{
 };
 
 pub fn bench_xdp() -> Result<()> {
-    // xdp-bench itself says so when it is not run as root (BPF_PROG_TEST_RUN needs it).
+    // The drivers themselves say so when they are not run as root.
+    if cmd::find_program("nft").is_none() {
+        bail!("nft is missing (the peer of the flood benchmark): run `cargo xtask setup --bench`");
+    }
     ebpf::build_ebpf(true)?;
     let root = cmd::workspace_root();
-    step("build xdp-bench (release)", || {
-        cmd::run(
-            cmd::new("cargo")
-                .args(["build", "--release", "-p", "tests", "--bin", "xdp-bench"])
-                .current_dir(&root),
-        )
+    step("build xdp-bench and xdp-flood (release)", || {
+        cmd::run(cmd::new("cargo").current_dir(&root).args([
+            "build",
+            "--release",
+            "-p",
+            "tests",
+            "--bin",
+            "xdp-bench",
+            "--bin",
+            "xdp-flood",
+        ]))
     })?;
-    let out = root.join("target").join("bench").join("xdp.json");
+    let out = root.join("target").join("bench");
     step("xdp-bench", || {
         cmd::run(
             Command::new(root.join("target/release/xdp-bench"))
                 .args(["--runs", "5", "--repeat", "1000000", "--out"])
-                .arg(&out)
+                .arg(out.join("xdp.json"))
+                .current_dir(&root),
+        )
+    })?;
+    step("xdp-flood", || {
+        cmd::run(
+            Command::new(root.join("target/release/xdp-flood"))
+                .args(["--runs", "3", "--packets", "20000000", "--out"])
+                .arg(out.join("xdp-flood.json"))
                 .current_dir(&root),
         )
     })

@@ -25,7 +25,7 @@ struct Cli {
 enum Command {
     /// Install what is missing (Debian packages, nightly + rust-src, bpf-linker), mount bpffs.
     Setup {
-        /// Also install the benchmark tools (nginx, wrk).
+        /// Also install the benchmark tools (nginx, wrk, nftables).
         #[arg(long)]
         bench: bool,
     },

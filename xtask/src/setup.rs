@@ -40,6 +40,8 @@ const BENCH_PACKAGES: &[Package] = &[
     &["nginx-light", "nginx"],
     // wrk: closed-loop HTTP load generator.
     &["wrk"],
+    // nftables: `nft`, the peer of the XDP flood benchmark (a drop rule at prerouting -300).
+    &["nftables"],
 ];
 
 /// Where the kernel's BPF filesystem is mounted; programs and maps are pinned below it.

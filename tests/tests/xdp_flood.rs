@@ -1,0 +1,109 @@
+//! The flood benchmark's generator really transmits, and each counter the benchmark reads
+//! sees its frames: a short live-frames run of `lb_xdp_tx` out of one veth, counted on the
+//! other end by the veth's `rx_packets` (bare XDP_DROP), `lb_xdp`'s `STATS` (ACL drop) and
+//! an nftables rule's counter (XDP_PASS + nft drop). Without this, a generator that sent
+//! nothing would make every case of `xdp-flood` look equally "fast".
+//!
+//! Needs root (namespaces, XDP, BPF_PROG_TEST_RUN); skips with a message otherwise. The
+//! nftables part also needs `nft` (`cargo xtask setup --bench`) and says so when missing.
+use std::{net::IpAddr, time::Duration};
+
+use lb_common::{PROG_XDP, PROG_XDP_PASS, PROTO_TCP, Reason, VipKey};
+use lb_userspace::dataplane::policy::{Cidr, KernelPolicy};
+use tests::{
+    flood::{
+        self, FLOOD_SRC, FloodSpec, FloodTopology, NftDrop, PROG_XDP_DROP, PROG_XDP_TX, loaded_xdp,
+    },
+    netns::is_root,
+    xdp::Loaded,
+};
+
+const FRAMES: u64 = 1000;
+
+fn spec() -> FloodSpec {
+    FloodSpec {
+        frame: flood::syn_frame(),
+        packets: FRAMES,
+        max_time: Duration::from_secs(10),
+        batch: 64,
+        cpu: None,
+        stop: None,
+    }
+}
+
+/// A topology and a loaded generator.
+fn setup(prefix: &str) -> (FloodTopology, Loaded) {
+    let topo = FloodTopology::create(&format!("{prefix}{}", std::process::id()))
+        .unwrap_or_else(|e| panic!("flood topology: {e}"));
+    let mut gen_dp = Loaded::load();
+    loaded_xdp(&mut gen_dp.ebpf, PROG_XDP_TX).unwrap_or_else(|e| panic!("{e}"));
+    (topo, gen_dp)
+}
+
+/// Attaches `prog` of `rcv` to the receiver, floods `FRAMES` frames, detaches; returns
+/// the frames the receiver's veth saw (and checks that none was lost on the way).
+fn flood_into(topo: &FloodTopology, gen_dp: &Loaded, rcv: &mut Loaded, prog: &str) -> u64 {
+    let link = topo
+        .attach_receiver(loaded_xdp(&mut rcv.ebpf, prog).unwrap_or_else(|e| panic!("{e}")))
+        .unwrap_or_else(|e| panic!("{e}"));
+    let rx0 = topo.settle().expect("receiver stats");
+    let ring0 = topo.generator_stats().expect("generator stats").tx_dropped;
+    let generator = flood::xdp(&gen_dp.ebpf, PROG_XDP_TX).expect("generator program");
+    let sent = flood::flood(topo, generator, &spec()).unwrap_or_else(|e| panic!("{e}"));
+    assert_eq!(sent.packets, FRAMES, "the generator stopped early");
+    let received = topo.settle().expect("receiver stats") - rx0;
+    let ring_full = topo.generator_stats().expect("generator stats").tx_dropped - ring0;
+    link.detach(loaded_xdp(&mut rcv.ebpf, prog).unwrap_or_else(|e| panic!("{e}")))
+        .expect("detach");
+    assert_eq!(
+        received + ring_full,
+        FRAMES,
+        "every frame sent is either received or counted as ring-full at the sender"
+    );
+    assert!(
+        received >= FRAMES * 9 / 10,
+        "{received} of {FRAMES} frames reached the receiver ({ring_full} ring-full)"
+    );
+    received
+}
+
+#[test]
+fn generator_frames_reach_the_receiver_counters() {
+    if !is_root() {
+        eprintln!("skipping: needs root for namespaces, XDP and BPF_PROG_TEST_RUN");
+        return;
+    }
+    let (topo, gen_dp) = setup("xft");
+
+    // Bare XDP_DROP: the veth's rx_packets is the counter.
+    let mut bare = Loaded::load();
+    flood_into(&topo, &gen_dp, &mut bare, PROG_XDP_DROP);
+
+    // lb_xdp with the flood source denied: STATS drop_acl counts every received frame.
+    let mut lb = Loaded::load();
+    lb.set_vips(&[VipKey::v4([198, 18, 0, 210], 80, PROTO_TCP)]);
+    let src: IpAddr = FLOOD_SRC.parse().expect("flood source");
+    lb.set_policy(&KernelPolicy {
+        deny: vec![Cidr::new(src, 32)],
+        ..KernelPolicy::default()
+    });
+    let received = flood_into(&topo, &gen_dp, &mut lb, PROG_XDP);
+    assert_eq!(lb.reason_packets(Reason::DropAcl), received);
+}
+
+#[test]
+fn nft_drop_rule_counts_the_flood() {
+    if !is_root() {
+        eprintln!("skipping: needs root for namespaces, XDP and BPF_PROG_TEST_RUN");
+        return;
+    }
+    if !flood::have_nft() {
+        eprintln!("skipping: nft is not installed (`cargo xtask setup --bench` installs it)");
+        return;
+    }
+    let (topo, gen_dp) = setup("xfn");
+    let nft = NftDrop::install(&topo).unwrap_or_else(|e| panic!("{e}"));
+    let mut pass = Loaded::load();
+    let received = flood_into(&topo, &gen_dp, &mut pass, PROG_XDP_PASS);
+    assert_eq!(nft.dropped().expect("nft counter"), received);
+}
