@@ -611,11 +611,7 @@ spec:
 
     fn table() -> RouteTable {
         let snap = crate::provider::files::fixture(ROUTES);
-        let classes = ClassFilter {
-            class: "ebpf-lb".into(),
-            without_class: false,
-        };
-        translate(&snap, &classes).routes
+        translate(&snap, &ClassFilter::default()).routes
     }
 
     #[test]
