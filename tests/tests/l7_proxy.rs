@@ -67,15 +67,18 @@ struct Lb {
 }
 
 fn start(tag: &str, yaml: &str) -> Lb {
+    start_with(tag, yaml, &[])
+}
+
+/// [`start`] with more `ebpf-lb run` arguments.
+fn start_with(tag: &str, yaml: &str, extra: &[&str]) -> Lb {
     let dir = TempDir::new(tag);
     dir.write("m.yaml", yaml);
     let https_port = free_port();
     let https = format!("127.0.0.1:{https_port}");
-    let lb = LocalLb::start_with(
-        &ebpf_lb(),
-        &dir.0,
-        &["--https-listen", &https, "--proxy-workers", "1"],
-    );
+    let mut args = vec!["--https-listen", https.as_str(), "--proxy-workers", "1"];
+    args.extend_from_slice(extra);
+    let lb = LocalLb::start_with(&ebpf_lb(), &dir.0, &args);
     Lb {
         lb,
         https_port,
@@ -740,4 +743,72 @@ fn route_table_swaps_every_10ms_during_10k_requests_fail_none() {
     );
     // Both versions served: b only exists in one of them.
     assert!(b.hits.load(Ordering::Relaxed) > 0 || rewrites < 4);
+}
+
+#[test]
+fn slow_headers_and_silent_connections_are_closed_at_the_client_header_timeout() {
+    let b = TestBackend::start("a");
+    let mut yaml = service(&[&b]);
+    yaml.push_str(&ingress("slow", None, &[], ""));
+    let lb = start_with("l7-slowloris", &yaml, &["--client-header-timeout", "1s"]);
+    let port = lb.lb.http_port;
+
+    /// Sends `start`, then the bytes of `dribble` one every 100 ms, then nothing, for 30 s
+    /// at most (the request head never completes); whether the proxy closed the
+    /// connection meanwhile, and what it answered.
+    fn dribble(port: u16, start: &[u8], dribble: &[u8]) -> (bool, Vec<u8>) {
+        let mut s = TcpStream::connect(("127.0.0.1", port)).expect("connect");
+        s.set_read_timeout(Some(Duration::from_millis(100)))
+            .expect("timeout");
+        s.write_all(start).expect("start");
+        let mut got = Vec::new();
+        let mut buf = [0u8; 1024];
+        for i in 0..300 {
+            match s.read(&mut buf) {
+                Ok(0) => return (true, got),
+                Ok(n) => got.extend_from_slice(&buf[..n]),
+                Err(e)
+                    if matches!(
+                        e.kind(),
+                        std::io::ErrorKind::WouldBlock | std::io::ErrorKind::TimedOut
+                    ) => {}
+                Err(_) => return (true, got),
+            }
+            if let Some(byte) = dribble.get(i)
+                && s.write_all(&[*byte]).is_err()
+            {
+                return (true, got);
+            }
+        }
+        (false, got)
+    }
+
+    // 300 bytes at 10 per second would take 30 s: the proxy closes the connection first,
+    // without a response (as nginx) and without routing anything.
+    let slow_header = format!("X-Slow: {}", "a".repeat(292));
+    for (what, start, rest) in [
+        (
+            "a header line a byte at a time",
+            &b"GET / HTTP/1.1\r\nHost: a.test\r\n"[..],
+            slow_header.as_bytes(),
+        ),
+        ("nothing at all", &b""[..], &b""[..]),
+        // Before the plain port knows HTTP/1 from h2 (hyper's own timer is not running).
+        (
+            "most of the h2 preface a byte at a time",
+            &b""[..],
+            &b"PRI * HTTP/2.0\r\n\r\nSM\r\n"[..],
+        ),
+    ] {
+        let (closed, answer) = dribble(port, start, rest);
+        assert!(closed, "{what}: still open after 30 s");
+        assert!(
+            answer.is_empty(),
+            "{what}: {}",
+            String::from_utf8_lossy(&answer)
+        );
+    }
+    assert_eq!(b.hits.load(Ordering::Relaxed), 0);
+    // Prompt clients are served as before.
+    assert_eq!(fetch(&["-H", "Host: a.test", &lb.lb.url("/")]).0, 200);
 }
