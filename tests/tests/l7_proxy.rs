@@ -25,17 +25,22 @@ fn ebpf_lb() -> PathBuf {
 /// A Service `svc` in namespace `t` whose endpoints are `backends` (one slice each, as
 /// their ports differ).
 fn service(backends: &[&TestBackend]) -> String {
+    let ports: Vec<u16> = backends.iter().map(|b| b.addr.port()).collect();
+    service_on(&ports)
+}
+
+/// A Service `svc` in namespace `t` whose endpoints are 127.0.0.1 on `ports`.
+fn service_on(ports: &[u16]) -> String {
     let mut s = String::from(
         "---\napiVersion: v1\nkind: Service\nmetadata: {name: svc, namespace: t}\n\
          spec: {ports: [{name: http, port: 80}]}\n",
     );
-    for (i, b) in backends.iter().enumerate() {
+    for (i, port) in ports.iter().enumerate() {
         s.push_str(&format!(
             "---\napiVersion: discovery.k8s.io/v1\nkind: EndpointSlice\n\
              metadata: {{name: svc-{i}, namespace: t, labels: {{kubernetes.io/service-name: svc}}}}\n\
-             addressType: IPv4\nports: [{{name: http, port: {}}}]\n\
-             endpoints: [{{addresses: [\"127.0.0.1\"]}}]\n",
-            b.addr.port()
+             addressType: IPv4\nports: [{{name: http, port: {port}}}]\n\
+             endpoints: [{{addresses: [\"127.0.0.1\"]}}]\n"
         ));
     }
     s
@@ -743,6 +748,95 @@ fn route_table_swaps_every_10ms_during_10k_requests_fail_none() {
     );
     // Both versions served: b only exists in one of them.
     assert!(b.hits.load(Ordering::Relaxed) > 0 || rewrites < 4);
+}
+
+/// A backend that reads request heads and then stops reading: it holds each connection
+/// (without answering) until `release` is dropped, 60 s at most.
+fn stalled_backend() -> (u16, std::sync::mpsc::Sender<()>) {
+    let listener = std::net::TcpListener::bind("127.0.0.1:0").expect("bind");
+    let port = listener.local_addr().expect("addr").port();
+    let (release, released) = std::sync::mpsc::channel::<()>();
+    std::thread::spawn(move || {
+        listener.set_nonblocking(true).expect("nonblocking");
+        let mut held = Vec::new();
+        let until = std::time::Instant::now() + Duration::from_secs(60);
+        while std::time::Instant::now() < until {
+            if let Ok((mut conn, _)) = listener.accept() {
+                let _ = conn.set_nonblocking(false);
+                let _ = conn.set_read_timeout(Some(Duration::from_secs(10)));
+                let mut head = Vec::new();
+                let mut byte = [0u8; 1];
+                while !head.ends_with(b"\r\n\r\n") && conn.read(&mut byte).is_ok_and(|n| n == 1) {
+                    head.push(byte[0]);
+                }
+                held.push(conn);
+            }
+            match released.recv_timeout(Duration::from_millis(20)) {
+                Err(std::sync::mpsc::RecvTimeoutError::Timeout) => {}
+                _ => break,
+            }
+        }
+    });
+    (port, release)
+}
+
+#[test]
+fn proxy_send_timeout_gives_up_on_a_backend_that_stops_reading() {
+    let (port, _release) = stalled_backend();
+    let mut yaml = service_on(&[port]);
+    yaml.push_str(&ingress(
+        "send",
+        None,
+        // The read timeout (which also bounds the wait for the response head) is far
+        // beyond this test's 30 s: only the send timeout can answer in time.
+        &[
+            ("proxy-send-timeout", "1s"),
+            ("proxy-read-timeout", "300s"),
+            ("proxy-body-size", "0"),
+        ],
+        "",
+    ));
+    let lb = start("l7-send-timeout", &yaml);
+    // An upload far larger than the socket buffers between proxy and backend.
+    let total: u64 = 512 * 1024 * 1024;
+    let mut s = TcpStream::connect(("127.0.0.1", lb.lb.http_port)).expect("connect");
+    s.set_read_timeout(Some(Duration::from_secs(30)))
+        .expect("timeout");
+    s.write_all(
+        format!("POST /upload HTTP/1.1\r\nHost: send.test\r\nContent-Length: {total}\r\n\r\n")
+            .as_bytes(),
+    )
+    .expect("head");
+    let mut writer_side = s.try_clone().expect("clone");
+    writer_side
+        .set_write_timeout(Some(Duration::from_secs(30)))
+        .expect("write timeout");
+    let writer = std::thread::spawn(move || {
+        let chunk = vec![0u8; 64 * 1024];
+        let mut sent = 0u64;
+        while sent < total {
+            match writer_side.write(&chunk) {
+                Ok(n) if n > 0 => sent += n as u64,
+                _ => break,
+            }
+        }
+        sent
+    });
+    let mut head = Vec::new();
+    let mut buf = [0u8; 4096];
+    while !head.windows(4).any(|w| w == b"\r\n\r\n") {
+        match s.read(&mut buf) {
+            Ok(0) => break,
+            Ok(n) => head.extend_from_slice(&buf[..n]),
+            Err(e) => panic!("no response while the backend held the upload: {e}"),
+        }
+    }
+    let head = String::from_utf8_lossy(&head).into_owned();
+    assert!(head.starts_with("HTTP/1.1 504 "), "{head}");
+    // The proxy stops taking the upload too: the client's writes end before all of it.
+    let _ = s.shutdown(std::net::Shutdown::Both);
+    let sent = writer.join().expect("writer");
+    assert!(sent < total, "the whole upload was taken");
 }
 
 #[test]
