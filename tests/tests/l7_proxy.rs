@@ -906,3 +906,72 @@ fn slow_headers_and_silent_connections_are_closed_at_the_client_header_timeout()
     // Prompt clients are served as before.
     assert_eq!(fetch(&["-H", "Host: a.test", &lb.lb.url("/")]).0, 200);
 }
+
+#[test]
+fn h2_rapid_reset_is_cut_off_before_the_streams_reach_the_backend() {
+    let b = TestBackend::start("a");
+    let mut yaml = service(&[&b]);
+    yaml.push_str(&ingress("rr", None, &[], ""));
+    let lb = start("l7-rapid-reset", &yaml);
+    let port = lb.lb.http_port;
+    const STREAMS: u32 = 5000;
+    let rt = tokio::runtime::Builder::new_current_thread()
+        .enable_all()
+        .build()
+        .expect("runtime");
+    let (opened, ended) = rt.block_on(async move {
+        let tcp = tokio::net::TcpStream::connect(("127.0.0.1", port))
+            .await
+            .expect("connect");
+        let (client, conn) = h2::client::handshake(tcp).await.expect("h2c handshake");
+        let conn = tokio::spawn(conn);
+        // HEADERS then RST_STREAM, as fast as the client allows, bounded in count and time.
+        let mut client = Some(client);
+        let mut opened = 0u32;
+        let until = tokio::time::Instant::now() + Duration::from_secs(20);
+        while opened < STREAMS && tokio::time::Instant::now() < until {
+            let Some(c) = client.take() else { break };
+            let mut c = match tokio::time::timeout(Duration::from_secs(5), c.ready()).await {
+                Ok(Ok(c)) => c,
+                _ => break,
+            };
+            let req = http::Request::get(format!("http://rr.test/reset/{opened}"))
+                .body(())
+                .expect("request");
+            let Ok((_response, mut stream)) = c.send_request(req, false) else {
+                break;
+            };
+            stream.send_reset(h2::Reason::CANCEL);
+            opened += 1;
+            client = Some(c);
+            if opened.is_multiple_of(100) {
+                // Let the connection task flush, and read what the proxy says.
+                tokio::time::sleep(Duration::from_millis(10)).await;
+            }
+        }
+        // The client stays open: only the proxy can end the connection.
+        let ended = tokio::time::timeout(Duration::from_secs(10), conn).await;
+        drop(client);
+        (opened, ended)
+    });
+    let error = match ended {
+        Ok(Ok(Err(e))) => e,
+        other => panic!("the connection was not closed by the proxy: {other:?}"),
+    };
+    // GOAWAY (ENHANCE_YOUR_CALM), or the socket closed under the client's writes.
+    assert!(
+        (error.is_go_away() && error.reason() == Some(h2::Reason::ENHANCE_YOUR_CALM))
+            || error.is_io(),
+        "{error:?}"
+    );
+    // Cut off early: the client could not open all its streams.
+    assert!(opened < STREAMS, "{opened} streams opened and reset");
+    // The proxy still serves, and of the streams the client opened, few reached the
+    // backend (those the proxy had accepted before their reset arrived).
+    assert_eq!(fetch(&["--http2-prior-knowledge", &lb.lb.url("/")]).0, 200);
+    let forwarded = b.hits.load(Ordering::Relaxed) - 1;
+    assert!(
+        forwarded * 10 < u64::from(opened),
+        "{forwarded} of {opened} reset streams were forwarded"
+    );
+}
