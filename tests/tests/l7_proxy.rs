@@ -975,3 +975,241 @@ fn h2_rapid_reset_is_cut_off_before_the_streams_reach_the_backend() {
         "{forwarded} of {opened} reset streams were forwarded"
     );
 }
+
+/// gRPC over tonic with a hand-written codec (UTF-8 strings as messages: gRPC does not
+/// care what the payload is, and no protoc is needed) and service (`test.Echo`).
+mod grpc {
+    use std::{
+        convert::Infallible,
+        future::Future,
+        net::SocketAddr,
+        pin::Pin,
+        task::{Context, Poll},
+    };
+
+    use bytes::{Buf as _, BufMut as _};
+    use tonic::{
+        Status,
+        codec::{Codec, DecodeBuf, Decoder, EncodeBuf, Encoder},
+    };
+
+    #[derive(Clone, Copy, Debug, Default)]
+    pub struct Utf8;
+
+    impl Codec for Utf8 {
+        type Encode = String;
+        type Decode = String;
+        type Encoder = Utf8;
+        type Decoder = Utf8;
+
+        fn encoder(&mut self) -> Utf8 {
+            Utf8
+        }
+
+        fn decoder(&mut self) -> Utf8 {
+            Utf8
+        }
+    }
+
+    impl Encoder for Utf8 {
+        type Item = String;
+        type Error = Status;
+
+        fn encode(&mut self, item: String, dst: &mut EncodeBuf<'_>) -> Result<(), Status> {
+            dst.put_slice(item.as_bytes());
+            Ok(())
+        }
+    }
+
+    impl Decoder for Utf8 {
+        type Item = String;
+        type Error = Status;
+
+        fn decode(&mut self, src: &mut DecodeBuf<'_>) -> Result<Option<String>, Status> {
+            let bytes = src.copy_to_bytes(src.remaining());
+            String::from_utf8(bytes.to_vec())
+                .map(Some)
+                .map_err(|e| Status::invalid_argument(e.to_string()))
+        }
+    }
+
+    type BoxFuture<T> = Pin<Box<dyn Future<Output = T> + Send>>;
+
+    /// `Unary`: "hello NAME" (NAME "missing": NOT_FOUND); `Stream`: three numbered replies.
+    #[derive(Clone, Copy, Debug, Default)]
+    pub struct Echo;
+
+    struct Unary;
+
+    impl tonic::server::UnaryService<String> for Unary {
+        type Response = String;
+        type Future = BoxFuture<Result<tonic::Response<String>, Status>>;
+
+        fn call(&mut self, request: tonic::Request<String>) -> Self::Future {
+            let name = request.into_inner();
+            Box::pin(async move {
+                if name == "missing" {
+                    Err(Status::not_found("no such model: missing"))
+                } else {
+                    Ok(tonic::Response::new(format!("hello {name}")))
+                }
+            })
+        }
+    }
+
+    struct Stream;
+
+    type Replies = futures::stream::Iter<std::vec::IntoIter<Result<String, Status>>>;
+
+    impl tonic::server::ServerStreamingService<String> for Stream {
+        type Response = String;
+        type ResponseStream = Replies;
+        type Future = BoxFuture<Result<tonic::Response<Replies>, Status>>;
+
+        fn call(&mut self, request: tonic::Request<String>) -> Self::Future {
+            let name = request.into_inner();
+            let replies: Vec<Result<String, Status>> =
+                (1..=3).map(|i| Ok(format!("{name} #{i}"))).collect();
+            Box::pin(async move { Ok(tonic::Response::new(futures::stream::iter(replies))) })
+        }
+    }
+
+    impl tower_service::Service<http::Request<tonic::body::Body>> for Echo {
+        type Response = http::Response<tonic::body::Body>;
+        type Error = Infallible;
+        type Future = BoxFuture<Result<Self::Response, Infallible>>;
+
+        fn poll_ready(&mut self, _: &mut Context<'_>) -> Poll<Result<(), Infallible>> {
+            Poll::Ready(Ok(()))
+        }
+
+        fn call(&mut self, req: http::Request<tonic::body::Body>) -> Self::Future {
+            Box::pin(async move {
+                let mut grpc = tonic::server::Grpc::new(Utf8);
+                Ok(match req.uri().path() {
+                    "/test.Echo/Unary" => grpc.unary(Unary, req).await,
+                    "/test.Echo/Stream" => grpc.server_streaming(Stream, req).await,
+                    _ => Status::unimplemented("no such method").into_http(),
+                })
+            })
+        }
+    }
+
+    /// A tonic server (h2c) on a free loopback port, until the runtime ends.
+    pub async fn serve() -> SocketAddr {
+        let listener = tokio::net::TcpListener::bind("127.0.0.1:0")
+            .await
+            .expect("bind");
+        let addr = listener.local_addr().expect("addr");
+        let incoming = futures::stream::unfold(listener, |l| async move {
+            let conn = l.accept().await.map(|(s, _)| s);
+            Some((conn, l))
+        });
+        tokio::spawn(
+            tonic::transport::Server::builder().serve_with_incoming(Echo, Box::pin(incoming)),
+        );
+        addr
+    }
+
+    /// The unary and server-streaming calls through `channel`.
+    pub async fn calls(channel: tonic::transport::Channel) -> (String, Status, Vec<String>) {
+        let mut client = tonic::client::Grpc::new(channel);
+        client.ready().await.expect("ready");
+        let hello = client
+            .unary(
+                tonic::Request::new("gRPC".to_owned()),
+                http::uri::PathAndQuery::from_static("/test.Echo/Unary"),
+                Utf8,
+            )
+            .await
+            .expect("unary call")
+            .into_inner();
+        client.ready().await.expect("ready");
+        let missing = client
+            .unary(
+                tonic::Request::new("missing".to_owned()),
+                http::uri::PathAndQuery::from_static("/test.Echo/Unary"),
+                Utf8,
+            )
+            .await
+            .expect_err("NOT_FOUND");
+        client.ready().await.expect("ready");
+        let mut stream = client
+            .server_streaming(
+                tonic::Request::new("tokens".to_owned()),
+                http::uri::PathAndQuery::from_static("/test.Echo/Stream"),
+                Utf8,
+            )
+            .await
+            .expect("streaming call")
+            .into_inner();
+        let mut replies = Vec::new();
+        while let Some(reply) = stream.message().await.expect("stream message") {
+            replies.push(reply);
+        }
+        (hello, missing, replies)
+    }
+}
+
+#[test]
+fn grpc_with_tonic_unary_errors_and_server_streaming_over_h2c_and_tls() {
+    use tonic::transport::{Certificate, ClientTlsConfig, Endpoint};
+
+    let rt = tokio::runtime::Builder::new_multi_thread()
+        .worker_threads(1)
+        .enable_all()
+        .build()
+        .expect("runtime");
+    let backend = rt.block_on(grpc::serve());
+    let mut yaml = service_on(&[backend.port()]);
+    let (_, crt, key) = lb_userspace::tls::self_signed(&["grpcs.test"]).expect("self-signed");
+    let indent = |s: &str| -> String { s.lines().map(|l| format!("    {l}\n")).collect() };
+    yaml.push_str(&format!(
+        "---\napiVersion: v1\nkind: Secret\nmetadata: {{name: grpc-cert, namespace: t}}\n\
+         type: kubernetes.io/tls\nstringData:\n  tls.crt: |\n{}  tls.key: |\n{}",
+        indent(&crt),
+        indent(&key)
+    ));
+    yaml.push_str(&ingress(
+        "grpc",
+        Some("grpc.test"),
+        &[("backend-protocol", "GRPC")],
+        "",
+    ));
+    yaml.push_str(&ingress(
+        "grpcs",
+        Some("grpcs.test"),
+        &[("backend-protocol", "GRPC")],
+        "  tls: [{hosts: [grpcs.test], secretName: grpc-cert}]\n",
+    ));
+    let lb = start("l7-tonic", &yaml);
+    let (http, https) = (lb.lb.http_port, lb.https_port);
+    let results = rt.block_on(async move {
+        // h2c with prior knowledge (tonic's plain-text channel), :authority grpc.test.
+        let plain = Endpoint::from_shared(format!("http://127.0.0.1:{http}"))
+            .expect("endpoint")
+            .origin("http://grpc.test".parse().expect("origin"))
+            .connect()
+            .await
+            .expect("h2c channel");
+        // h2 over TLS, ALPN h2, the certificate of grpcs.test checked against its CA.
+        let tls = ClientTlsConfig::new()
+            .ca_certificate(Certificate::from_pem(&crt))
+            .domain_name("grpcs.test");
+        let secure = Endpoint::from_shared(format!("https://127.0.0.1:{https}"))
+            .expect("endpoint")
+            .origin("https://grpcs.test".parse().expect("origin"))
+            .tls_config(tls)
+            .expect("tls config")
+            .connect()
+            .await
+            .expect("TLS channel");
+        [grpc::calls(plain).await, grpc::calls(secure).await]
+    });
+    for (hello, missing, replies) in results {
+        assert_eq!(hello, "hello gRPC");
+        assert_eq!(missing.code(), tonic::Code::NotFound, "{missing:?}");
+        assert_eq!(missing.message(), "no such model: missing");
+        assert_eq!(replies, ["tokens #1", "tokens #2", "tokens #3"]);
+    }
+}
