@@ -154,6 +154,7 @@ pub async fn run(args: RunArgs) -> anyhow::Result<()> {
         tokio::spawn(writer);
     }
     let mut proxy = Proxy::new(routes.clone(), observer);
+    proxy.limits.header_read_timeout = args.client_header_timeout;
     if let Some((_, sync)) = &dataplane {
         // The L7 rate limiter's repeat offenders are dropped in the kernel from then on.
         let sync = sync.clone();

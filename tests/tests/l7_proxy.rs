@@ -25,17 +25,22 @@ fn ebpf_lb() -> PathBuf {
 /// A Service `svc` in namespace `t` whose endpoints are `backends` (one slice each, as
 /// their ports differ).
 fn service(backends: &[&TestBackend]) -> String {
+    let ports: Vec<u16> = backends.iter().map(|b| b.addr.port()).collect();
+    service_on(&ports)
+}
+
+/// A Service `svc` in namespace `t` whose endpoints are 127.0.0.1 on `ports`.
+fn service_on(ports: &[u16]) -> String {
     let mut s = String::from(
         "---\napiVersion: v1\nkind: Service\nmetadata: {name: svc, namespace: t}\n\
          spec: {ports: [{name: http, port: 80}]}\n",
     );
-    for (i, b) in backends.iter().enumerate() {
+    for (i, port) in ports.iter().enumerate() {
         s.push_str(&format!(
             "---\napiVersion: discovery.k8s.io/v1\nkind: EndpointSlice\n\
              metadata: {{name: svc-{i}, namespace: t, labels: {{kubernetes.io/service-name: svc}}}}\n\
-             addressType: IPv4\nports: [{{name: http, port: {}}}]\n\
-             endpoints: [{{addresses: [\"127.0.0.1\"]}}]\n",
-            b.addr.port()
+             addressType: IPv4\nports: [{{name: http, port: {port}}}]\n\
+             endpoints: [{{addresses: [\"127.0.0.1\"]}}]\n"
         ));
     }
     s
@@ -67,15 +72,18 @@ struct Lb {
 }
 
 fn start(tag: &str, yaml: &str) -> Lb {
+    start_with(tag, yaml, &[])
+}
+
+/// [`start`] with more `ebpf-lb run` arguments.
+fn start_with(tag: &str, yaml: &str, extra: &[&str]) -> Lb {
     let dir = TempDir::new(tag);
     dir.write("m.yaml", yaml);
     let https_port = free_port();
     let https = format!("127.0.0.1:{https_port}");
-    let lb = LocalLb::start_with(
-        &ebpf_lb(),
-        &dir.0,
-        &["--https-listen", &https, "--proxy-workers", "1"],
-    );
+    let mut args = vec!["--https-listen", https.as_str(), "--proxy-workers", "1"];
+    args.extend_from_slice(extra);
+    let lb = LocalLb::start_with(&ebpf_lb(), &dir.0, &args);
     Lb {
         lb,
         https_port,
@@ -437,23 +445,39 @@ fn limits_and_smuggling_attempts() {
     );
     assert_eq!(status(&raw(port, big.as_bytes(), head_done)), 431);
 
-    // Conflicting Content-Length values, and a Transfer-Encoding that is not chunked: 400.
+    // Conflicting Content-Length values, and a Transfer-Encoding that is not chunked: 400
+    // (from hyper's parser, before anything is routed).
+    let before = b.hits.load(Ordering::Relaxed);
     let dup =
         b"POST / HTTP/1.1\r\nHost: a.test\r\nContent-Length: 3\r\nContent-Length: 30\r\n\r\nabc";
     assert_eq!(status(&raw(port, dup, head_done)), 400);
     let te = b"POST / HTTP/1.1\r\nHost: a.test\r\nTransfer-Encoding: gzip\r\n\r\nabc";
     assert_eq!(status(&raw(port, te, head_done)), 400);
 
-    // CL + TE: the body is read as chunked (RFC 9112 6.3), the connection is closed after
-    // the response, and the request hidden after the chunked body never reaches a backend.
-    let before = b.hits.load(Ordering::Relaxed);
-    let smuggle = b"POST / HTTP/1.1\r\nHost: a.test\r\nContent-Length: 4\r\n\
-                    Transfer-Encoding: chunked\r\n\r\n0\r\n\r\n\
-                    GET /smuggled HTTP/1.1\r\nHost: a.test\r\n\r\n";
-    let resp = raw(port, smuggle, |_| false);
-    assert_eq!(resp.matches("HTTP/1.1 ").count(), 1, "{resp}");
-    assert!(!resp.contains("/smuggled"), "{resp}");
-    assert_eq!(b.hits.load(Ordering::Relaxed), before + 1);
+    // CL + TE, in either order: 400 and the connection closed (RFC 9112 6.1), without
+    // forwarding the request or the one hidden after its chunked body.
+    for framing in [
+        "Content-Length: 4\r\nTransfer-Encoding: chunked",
+        "Transfer-Encoding: chunked\r\nContent-Length: 4",
+    ] {
+        // A keep-alive request first: the refusal is aimed at the right request.
+        let smuggle = format!(
+            "GET /first HTTP/1.1\r\nHost: a.test\r\n\r\n\
+             POST / HTTP/1.1\r\nHost: a.test\r\n{framing}\r\n\r\n0\r\n\r\n\
+             GET /smuggled HTTP/1.1\r\nHost: a.test\r\n\r\n"
+        );
+        // Read until the proxy closes the connection.
+        let resp = raw(port, smuggle.as_bytes(), |_| false);
+        let statuses: Vec<&str> = resp
+            .match_indices("HTTP/1.1 ")
+            .map(|(i, _)| &resp[i + 9..i + 12])
+            .collect();
+        assert_eq!(statuses, ["200", "400"], "{resp}");
+        assert!(resp.contains("\"path\":\"/first\""), "{resp}");
+        assert!(!resp.contains("/smuggled"), "{resp}");
+    }
+    // Of all these, only the two /first requests reached the backend.
+    assert_eq!(b.hits.load(Ordering::Relaxed), before + 2);
 
     // proxy-body-size: 413 from the Content-Length, before anything goes upstream.
     let body = "x".repeat(2048);
@@ -724,4 +748,468 @@ fn route_table_swaps_every_10ms_during_10k_requests_fail_none() {
     );
     // Both versions served: b only exists in one of them.
     assert!(b.hits.load(Ordering::Relaxed) > 0 || rewrites < 4);
+}
+
+/// A backend that reads request heads and then stops reading: it holds each connection
+/// (without answering) until `release` is dropped, 60 s at most.
+fn stalled_backend() -> (u16, std::sync::mpsc::Sender<()>) {
+    let listener = std::net::TcpListener::bind("127.0.0.1:0").expect("bind");
+    let port = listener.local_addr().expect("addr").port();
+    let (release, released) = std::sync::mpsc::channel::<()>();
+    std::thread::spawn(move || {
+        listener.set_nonblocking(true).expect("nonblocking");
+        let mut held = Vec::new();
+        let until = std::time::Instant::now() + Duration::from_secs(60);
+        while std::time::Instant::now() < until {
+            if let Ok((mut conn, _)) = listener.accept() {
+                let _ = conn.set_nonblocking(false);
+                let _ = conn.set_read_timeout(Some(Duration::from_secs(10)));
+                let mut head = Vec::new();
+                let mut byte = [0u8; 1];
+                while !head.ends_with(b"\r\n\r\n") && conn.read(&mut byte).is_ok_and(|n| n == 1) {
+                    head.push(byte[0]);
+                }
+                held.push(conn);
+            }
+            match released.recv_timeout(Duration::from_millis(20)) {
+                Err(std::sync::mpsc::RecvTimeoutError::Timeout) => {}
+                _ => break,
+            }
+        }
+    });
+    (port, release)
+}
+
+#[test]
+fn proxy_send_timeout_gives_up_on_a_backend_that_stops_reading() {
+    let (port, _release) = stalled_backend();
+    let mut yaml = service_on(&[port]);
+    yaml.push_str(&ingress(
+        "send",
+        None,
+        // The read timeout (which also bounds the wait for the response head) is far
+        // beyond this test's 30 s: only the send timeout can answer in time.
+        &[
+            ("proxy-send-timeout", "1s"),
+            ("proxy-read-timeout", "300s"),
+            ("proxy-body-size", "0"),
+        ],
+        "",
+    ));
+    let lb = start("l7-send-timeout", &yaml);
+    // An upload far larger than the socket buffers between proxy and backend.
+    let total: u64 = 512 * 1024 * 1024;
+    let mut s = TcpStream::connect(("127.0.0.1", lb.lb.http_port)).expect("connect");
+    s.set_read_timeout(Some(Duration::from_secs(30)))
+        .expect("timeout");
+    s.write_all(
+        format!("POST /upload HTTP/1.1\r\nHost: send.test\r\nContent-Length: {total}\r\n\r\n")
+            .as_bytes(),
+    )
+    .expect("head");
+    let mut writer_side = s.try_clone().expect("clone");
+    writer_side
+        .set_write_timeout(Some(Duration::from_secs(30)))
+        .expect("write timeout");
+    let writer = std::thread::spawn(move || {
+        let chunk = vec![0u8; 64 * 1024];
+        let mut sent = 0u64;
+        while sent < total {
+            match writer_side.write(&chunk) {
+                Ok(n) if n > 0 => sent += n as u64,
+                _ => break,
+            }
+        }
+        sent
+    });
+    let mut head = Vec::new();
+    let mut buf = [0u8; 4096];
+    while !head.windows(4).any(|w| w == b"\r\n\r\n") {
+        match s.read(&mut buf) {
+            Ok(0) => break,
+            Ok(n) => head.extend_from_slice(&buf[..n]),
+            Err(e) => panic!("no response while the backend held the upload: {e}"),
+        }
+    }
+    let head = String::from_utf8_lossy(&head).into_owned();
+    assert!(head.starts_with("HTTP/1.1 504 "), "{head}");
+    // The proxy stops taking the upload too: the client's writes end before all of it.
+    let _ = s.shutdown(std::net::Shutdown::Both);
+    let sent = writer.join().expect("writer");
+    assert!(sent < total, "the whole upload was taken");
+}
+
+#[test]
+fn slow_headers_and_silent_connections_are_closed_at_the_client_header_timeout() {
+    let b = TestBackend::start("a");
+    let mut yaml = service(&[&b]);
+    yaml.push_str(&ingress("slow", None, &[], ""));
+    let lb = start_with("l7-slowloris", &yaml, &["--client-header-timeout", "1s"]);
+    let port = lb.lb.http_port;
+
+    /// Sends `start`, then the bytes of `dribble` one every 100 ms, then nothing, for 30 s
+    /// at most (the request head never completes); whether the proxy closed the
+    /// connection meanwhile, and what it answered.
+    fn dribble(port: u16, start: &[u8], dribble: &[u8]) -> (bool, Vec<u8>) {
+        let mut s = TcpStream::connect(("127.0.0.1", port)).expect("connect");
+        s.set_read_timeout(Some(Duration::from_millis(100)))
+            .expect("timeout");
+        s.write_all(start).expect("start");
+        let mut got = Vec::new();
+        let mut buf = [0u8; 1024];
+        for i in 0..300 {
+            match s.read(&mut buf) {
+                Ok(0) => return (true, got),
+                Ok(n) => got.extend_from_slice(&buf[..n]),
+                Err(e)
+                    if matches!(
+                        e.kind(),
+                        std::io::ErrorKind::WouldBlock | std::io::ErrorKind::TimedOut
+                    ) => {}
+                Err(_) => return (true, got),
+            }
+            if let Some(byte) = dribble.get(i)
+                && s.write_all(&[*byte]).is_err()
+            {
+                return (true, got);
+            }
+        }
+        (false, got)
+    }
+
+    // 300 bytes at 10 per second would take 30 s: the proxy closes the connection first,
+    // without a response (as nginx) and without routing anything.
+    let slow_header = format!("X-Slow: {}", "a".repeat(292));
+    for (what, start, rest) in [
+        (
+            "a header line a byte at a time",
+            &b"GET / HTTP/1.1\r\nHost: a.test\r\n"[..],
+            slow_header.as_bytes(),
+        ),
+        ("nothing at all", &b""[..], &b""[..]),
+        // Before the plain port knows HTTP/1 from h2 (hyper's own timer is not running).
+        (
+            "most of the h2 preface a byte at a time",
+            &b""[..],
+            &b"PRI * HTTP/2.0\r\n\r\nSM\r\n"[..],
+        ),
+    ] {
+        let (closed, answer) = dribble(port, start, rest);
+        assert!(closed, "{what}: still open after 30 s");
+        assert!(
+            answer.is_empty(),
+            "{what}: {}",
+            String::from_utf8_lossy(&answer)
+        );
+    }
+    assert_eq!(b.hits.load(Ordering::Relaxed), 0);
+    // Prompt clients are served as before.
+    assert_eq!(fetch(&["-H", "Host: a.test", &lb.lb.url("/")]).0, 200);
+}
+
+#[test]
+fn h2_rapid_reset_is_cut_off_before_the_streams_reach_the_backend() {
+    let b = TestBackend::start("a");
+    let mut yaml = service(&[&b]);
+    yaml.push_str(&ingress("rr", None, &[], ""));
+    let lb = start("l7-rapid-reset", &yaml);
+    let port = lb.lb.http_port;
+    const STREAMS: u32 = 5000;
+    let rt = tokio::runtime::Builder::new_current_thread()
+        .enable_all()
+        .build()
+        .expect("runtime");
+    let (opened, ended) = rt.block_on(async move {
+        let tcp = tokio::net::TcpStream::connect(("127.0.0.1", port))
+            .await
+            .expect("connect");
+        let (client, conn) = h2::client::handshake(tcp).await.expect("h2c handshake");
+        let conn = tokio::spawn(conn);
+        // HEADERS then RST_STREAM, as fast as the client allows, bounded in count and time.
+        let mut client = Some(client);
+        let mut opened = 0u32;
+        let until = tokio::time::Instant::now() + Duration::from_secs(20);
+        while opened < STREAMS && tokio::time::Instant::now() < until {
+            let Some(c) = client.take() else { break };
+            let mut c = match tokio::time::timeout(Duration::from_secs(5), c.ready()).await {
+                Ok(Ok(c)) => c,
+                _ => break,
+            };
+            let req = http::Request::get(format!("http://rr.test/reset/{opened}"))
+                .body(())
+                .expect("request");
+            let Ok((_response, mut stream)) = c.send_request(req, false) else {
+                break;
+            };
+            stream.send_reset(h2::Reason::CANCEL);
+            opened += 1;
+            client = Some(c);
+            if opened.is_multiple_of(100) {
+                // Let the connection task flush, and read what the proxy says.
+                tokio::time::sleep(Duration::from_millis(10)).await;
+            }
+        }
+        // The client stays open: only the proxy can end the connection.
+        let ended = tokio::time::timeout(Duration::from_secs(10), conn).await;
+        drop(client);
+        (opened, ended)
+    });
+    let error = match ended {
+        Ok(Ok(Err(e))) => e,
+        other => panic!("the connection was not closed by the proxy: {other:?}"),
+    };
+    // GOAWAY (ENHANCE_YOUR_CALM), or the socket closed under the client's writes.
+    assert!(
+        (error.is_go_away() && error.reason() == Some(h2::Reason::ENHANCE_YOUR_CALM))
+            || error.is_io(),
+        "{error:?}"
+    );
+    // Cut off early: the client could not open all its streams.
+    assert!(opened < STREAMS, "{opened} streams opened and reset");
+    // The proxy still serves, and of the streams the client opened, few reached the
+    // backend (those the proxy had accepted before their reset arrived).
+    assert_eq!(fetch(&["--http2-prior-knowledge", &lb.lb.url("/")]).0, 200);
+    let forwarded = b.hits.load(Ordering::Relaxed) - 1;
+    assert!(
+        forwarded * 10 < u64::from(opened),
+        "{forwarded} of {opened} reset streams were forwarded"
+    );
+}
+
+/// gRPC over tonic with a hand-written codec (UTF-8 strings as messages: gRPC does not
+/// care what the payload is, and no protoc is needed) and service (`test.Echo`).
+mod grpc {
+    use std::{
+        convert::Infallible,
+        future::Future,
+        net::SocketAddr,
+        pin::Pin,
+        task::{Context, Poll},
+    };
+
+    use bytes::{Buf as _, BufMut as _};
+    use tonic::{
+        Status,
+        codec::{Codec, DecodeBuf, Decoder, EncodeBuf, Encoder},
+    };
+
+    #[derive(Clone, Copy, Debug, Default)]
+    pub struct Utf8;
+
+    impl Codec for Utf8 {
+        type Encode = String;
+        type Decode = String;
+        type Encoder = Utf8;
+        type Decoder = Utf8;
+
+        fn encoder(&mut self) -> Utf8 {
+            Utf8
+        }
+
+        fn decoder(&mut self) -> Utf8 {
+            Utf8
+        }
+    }
+
+    impl Encoder for Utf8 {
+        type Item = String;
+        type Error = Status;
+
+        fn encode(&mut self, item: String, dst: &mut EncodeBuf<'_>) -> Result<(), Status> {
+            dst.put_slice(item.as_bytes());
+            Ok(())
+        }
+    }
+
+    impl Decoder for Utf8 {
+        type Item = String;
+        type Error = Status;
+
+        fn decode(&mut self, src: &mut DecodeBuf<'_>) -> Result<Option<String>, Status> {
+            let bytes = src.copy_to_bytes(src.remaining());
+            String::from_utf8(bytes.to_vec())
+                .map(Some)
+                .map_err(|e| Status::invalid_argument(e.to_string()))
+        }
+    }
+
+    type BoxFuture<T> = Pin<Box<dyn Future<Output = T> + Send>>;
+
+    /// `Unary`: "hello NAME" (NAME "missing": NOT_FOUND); `Stream`: three numbered replies.
+    #[derive(Clone, Copy, Debug, Default)]
+    pub struct Echo;
+
+    struct Unary;
+
+    impl tonic::server::UnaryService<String> for Unary {
+        type Response = String;
+        type Future = BoxFuture<Result<tonic::Response<String>, Status>>;
+
+        fn call(&mut self, request: tonic::Request<String>) -> Self::Future {
+            let name = request.into_inner();
+            Box::pin(async move {
+                if name == "missing" {
+                    Err(Status::not_found("no such model: missing"))
+                } else {
+                    Ok(tonic::Response::new(format!("hello {name}")))
+                }
+            })
+        }
+    }
+
+    struct Stream;
+
+    type Replies = futures::stream::Iter<std::vec::IntoIter<Result<String, Status>>>;
+
+    impl tonic::server::ServerStreamingService<String> for Stream {
+        type Response = String;
+        type ResponseStream = Replies;
+        type Future = BoxFuture<Result<tonic::Response<Replies>, Status>>;
+
+        fn call(&mut self, request: tonic::Request<String>) -> Self::Future {
+            let name = request.into_inner();
+            let replies: Vec<Result<String, Status>> =
+                (1..=3).map(|i| Ok(format!("{name} #{i}"))).collect();
+            Box::pin(async move { Ok(tonic::Response::new(futures::stream::iter(replies))) })
+        }
+    }
+
+    impl tower_service::Service<http::Request<tonic::body::Body>> for Echo {
+        type Response = http::Response<tonic::body::Body>;
+        type Error = Infallible;
+        type Future = BoxFuture<Result<Self::Response, Infallible>>;
+
+        fn poll_ready(&mut self, _: &mut Context<'_>) -> Poll<Result<(), Infallible>> {
+            Poll::Ready(Ok(()))
+        }
+
+        fn call(&mut self, req: http::Request<tonic::body::Body>) -> Self::Future {
+            Box::pin(async move {
+                let mut grpc = tonic::server::Grpc::new(Utf8);
+                Ok(match req.uri().path() {
+                    "/test.Echo/Unary" => grpc.unary(Unary, req).await,
+                    "/test.Echo/Stream" => grpc.server_streaming(Stream, req).await,
+                    _ => Status::unimplemented("no such method").into_http(),
+                })
+            })
+        }
+    }
+
+    /// A tonic server (h2c) on a free loopback port, until the runtime ends.
+    pub async fn serve() -> SocketAddr {
+        let listener = tokio::net::TcpListener::bind("127.0.0.1:0")
+            .await
+            .expect("bind");
+        let addr = listener.local_addr().expect("addr");
+        let incoming = futures::stream::unfold(listener, |l| async move {
+            let conn = l.accept().await.map(|(s, _)| s);
+            Some((conn, l))
+        });
+        tokio::spawn(
+            tonic::transport::Server::builder().serve_with_incoming(Echo, Box::pin(incoming)),
+        );
+        addr
+    }
+
+    /// The unary and server-streaming calls through `channel`.
+    pub async fn calls(channel: tonic::transport::Channel) -> (String, Status, Vec<String>) {
+        let mut client = tonic::client::Grpc::new(channel);
+        client.ready().await.expect("ready");
+        let hello = client
+            .unary(
+                tonic::Request::new("gRPC".to_owned()),
+                http::uri::PathAndQuery::from_static("/test.Echo/Unary"),
+                Utf8,
+            )
+            .await
+            .expect("unary call")
+            .into_inner();
+        client.ready().await.expect("ready");
+        let missing = client
+            .unary(
+                tonic::Request::new("missing".to_owned()),
+                http::uri::PathAndQuery::from_static("/test.Echo/Unary"),
+                Utf8,
+            )
+            .await
+            .expect_err("NOT_FOUND");
+        client.ready().await.expect("ready");
+        let mut stream = client
+            .server_streaming(
+                tonic::Request::new("tokens".to_owned()),
+                http::uri::PathAndQuery::from_static("/test.Echo/Stream"),
+                Utf8,
+            )
+            .await
+            .expect("streaming call")
+            .into_inner();
+        let mut replies = Vec::new();
+        while let Some(reply) = stream.message().await.expect("stream message") {
+            replies.push(reply);
+        }
+        (hello, missing, replies)
+    }
+}
+
+#[test]
+fn grpc_with_tonic_unary_errors_and_server_streaming_over_h2c_and_tls() {
+    use tonic::transport::{Certificate, ClientTlsConfig, Endpoint};
+
+    let rt = tokio::runtime::Builder::new_multi_thread()
+        .worker_threads(1)
+        .enable_all()
+        .build()
+        .expect("runtime");
+    let backend = rt.block_on(grpc::serve());
+    let mut yaml = service_on(&[backend.port()]);
+    let (_, crt, key) = lb_userspace::tls::self_signed(&["grpcs.test"]).expect("self-signed");
+    let indent = |s: &str| -> String { s.lines().map(|l| format!("    {l}\n")).collect() };
+    yaml.push_str(&format!(
+        "---\napiVersion: v1\nkind: Secret\nmetadata: {{name: grpc-cert, namespace: t}}\n\
+         type: kubernetes.io/tls\nstringData:\n  tls.crt: |\n{}  tls.key: |\n{}",
+        indent(&crt),
+        indent(&key)
+    ));
+    yaml.push_str(&ingress(
+        "grpc",
+        Some("grpc.test"),
+        &[("backend-protocol", "GRPC")],
+        "",
+    ));
+    yaml.push_str(&ingress(
+        "grpcs",
+        Some("grpcs.test"),
+        &[("backend-protocol", "GRPC")],
+        "  tls: [{hosts: [grpcs.test], secretName: grpc-cert}]\n",
+    ));
+    let lb = start("l7-tonic", &yaml);
+    let (http, https) = (lb.lb.http_port, lb.https_port);
+    let results = rt.block_on(async move {
+        // h2c with prior knowledge (tonic's plain-text channel), :authority grpc.test.
+        let plain = Endpoint::from_shared(format!("http://127.0.0.1:{http}"))
+            .expect("endpoint")
+            .origin("http://grpc.test".parse().expect("origin"))
+            .connect()
+            .await
+            .expect("h2c channel");
+        // h2 over TLS, ALPN h2, the certificate of grpcs.test checked against its CA.
+        let tls = ClientTlsConfig::new()
+            .ca_certificate(Certificate::from_pem(&crt))
+            .domain_name("grpcs.test");
+        let secure = Endpoint::from_shared(format!("https://127.0.0.1:{https}"))
+            .expect("endpoint")
+            .origin("https://grpcs.test".parse().expect("origin"))
+            .tls_config(tls)
+            .expect("tls config")
+            .connect()
+            .await
+            .expect("TLS channel");
+        [grpc::calls(plain).await, grpc::calls(secure).await]
+    });
+    for (hello, missing, replies) in results {
+        assert_eq!(hello, "hello gRPC");
+        assert_eq!(missing.code(), tonic::Code::NotFound, "{missing:?}");
+        assert_eq!(missing.message(), "no such model: missing");
+        assert_eq!(replies, ["tokens #1", "tokens #2", "tokens #3"]);
+    }
 }

@@ -4,19 +4,21 @@
 //! ejected (see [`health`]).
 pub mod hash;
 pub mod health;
+pub mod registry;
 pub mod rng;
 
 use std::{
     fmt,
     net::SocketAddr,
     sync::{
-        OnceLock,
+        Arc, OnceLock,
         atomic::{AtomicUsize, Ordering},
     },
     time::Duration,
 };
 
 pub use health::{EndpointState, Outcome};
+pub use registry::StateRegistry;
 pub use rng::random_u64;
 
 use crate::translate::annotations::upstream::LoadBalance;
@@ -49,8 +51,9 @@ pub struct Backend {
     pub port: String,
     /// Ready endpoints (address:targetPort), in a stable order.
     pub endpoints: Vec<SocketAddr>,
-    /// Health and load of each endpoint, same order as `endpoints`.
-    pub state: Vec<EndpointState>,
+    /// Health and load of each endpoint, same order as `endpoints` (shared with the
+    /// previous route table's Backend for the same Service port: see [`registry`]).
+    pub state: Vec<Arc<EndpointState>>,
     next: AtomicUsize,
     ring: OnceLock<hash::Ring>,
     /// Affinity cookie value of each endpoint, same order as `endpoints`.
@@ -58,12 +61,39 @@ pub struct Backend {
 }
 
 impl Backend {
+    /// A backend whose endpoints start with fresh state.
     pub fn new(namespace: &str, service: &str, port: &str, endpoints: Vec<SocketAddr>) -> Self {
+        let state = endpoints
+            .iter()
+            .map(|_| Arc::new(EndpointState::default()))
+            .collect();
+        Self::with_state(namespace, service, port, endpoints, state)
+    }
+
+    /// A backend whose endpoints keep the state `registry` remembers for them.
+    pub fn registered(
+        namespace: &str,
+        service: &str,
+        port: &str,
+        endpoints: Vec<SocketAddr>,
+        registry: &StateRegistry,
+    ) -> Self {
+        let state = registry.states(namespace, service, port, &endpoints);
+        Self::with_state(namespace, service, port, endpoints, state)
+    }
+
+    fn with_state(
+        namespace: &str,
+        service: &str,
+        port: &str,
+        endpoints: Vec<SocketAddr>,
+        state: Vec<Arc<EndpointState>>,
+    ) -> Self {
         Self {
             namespace: namespace.to_owned(),
             service: service.to_owned(),
             port: port.to_owned(),
-            state: endpoints.iter().map(|_| EndpointState::default()).collect(),
+            state,
             endpoints,
             next: AtomicUsize::new(0),
             ring: OnceLock::new(),

@@ -1,5 +1,5 @@
 //! Command-line interface of the `ebpf-lb` binary.
-use std::{net::IpAddr, net::SocketAddr, path::PathBuf};
+use std::{net::IpAddr, net::SocketAddr, path::PathBuf, time::Duration};
 
 use clap::{Args, Parser, Subcommand};
 
@@ -117,6 +117,12 @@ pub struct RunArgs {
     /// (0: one per CPU the process may run on).
     #[arg(long, default_value_t = 0)]
     pub proxy_workers: usize,
+    /// Time a client gets to send a complete request head (slowloris), as nginx's
+    /// client_header_timeout; it also bounds a new connection's first bytes (protocol
+    /// detection, the h2 preface). nginx time syntax: 30, 30s, 500ms, 1m. On expiry the
+    /// connection is closed.
+    #[arg(long, default_value = "30s", value_parser = positive_duration)]
+    pub client_header_timeout: Duration,
     /// Admin listener: /healthz, /readyz.
     #[arg(long, default_value = "0.0.0.0:10254")]
     pub admin_listen: SocketAddr,
@@ -146,4 +152,14 @@ pub struct RunArgs {
     /// restarted daemon takes over without breaking established flows.
     #[arg(long)]
     pub keep_attached: bool,
+}
+
+/// A positive duration in nginx time syntax (`30`, `30s`, `500ms`, `1m`, `1h`).
+fn positive_duration(v: &str) -> Result<Duration, String> {
+    match crate::translate::annotations::upstream::parse_duration(v) {
+        Some(d) if !d.is_zero() => Ok(d),
+        _ => Err(format!(
+            "{v:?} is not a positive duration (e.g. 30, 30s, 500ms, 1m)"
+        )),
+    }
 }

@@ -4,9 +4,20 @@
 //! streams and resets). `start_workers` runs one single-threaded runtime per core, each
 //! with its own SO_REUSEPORT socket per address, so connections, pools and requests stay
 //! on one core.
-use std::{convert::Infallible, io, net::SocketAddr, sync::Arc, thread, time::Duration};
+use std::{
+    convert::Infallible,
+    io,
+    net::SocketAddr,
+    sync::{
+        Arc,
+        atomic::{AtomicU64, Ordering},
+    },
+    thread,
+    time::Duration,
+};
 
-use hyper::service::service_fn;
+use http::{Request, Version};
+use hyper::{body::Incoming, service::service_fn};
 use hyper_util::{
     rt::{TokioExecutor, TokioIo, TokioTimer},
     server::{
@@ -22,13 +33,17 @@ use tokio::{
 use tokio_rustls::TlsAcceptor;
 use tracing::{debug, warn};
 
-use super::{DRAIN_DEADLINE, Proxy};
+use super::{
+    DRAIN_DEADLINE, Proxy,
+    framing::{ClientIo, Smuggled, Verdict},
+};
 use crate::tls::ALPN_H2;
 
 /// Limits on what a client may send before its request is handled.
 #[derive(Clone, Copy, Debug)]
 pub struct ServerLimits {
-    /// Time for a complete HTTP/1.1 request head (slowloris).
+    /// Time for a complete HTTP/1.1 request head (slowloris); also for a connection's first
+    /// request head from accept, protocol detection included (`--client-header-timeout`).
     pub header_read_timeout: Duration,
     /// Header lines per request (more: 431).
     pub max_headers: usize,
@@ -185,8 +200,17 @@ fn serve_conn<I>(
     I: AsyncRead + AsyncWrite + Unpin + Send + 'static,
 {
     let proxy = proxy.clone();
-    let service = service_fn(move |mut req| {
+    // HTTP/1 requests are numbered in arrival order, as `ClientIo` numbers their heads.
+    let verdict = Arc::new(Verdict::default());
+    let io = ClientIo::new(io, verdict.clone(), proxy.limits.header_read_timeout);
+    let h1_requests = AtomicU64::new(0);
+    let service = service_fn(move |mut req: Request<Incoming>| {
         let proxy = proxy.clone();
+        if matches!(req.version(), Version::HTTP_10 | Version::HTTP_11)
+            && verdict.smuggled(h1_requests.fetch_add(1, Ordering::Relaxed))
+        {
+            req.extensions_mut().insert(Smuggled);
+        }
         super::request_id::ensure(req.headers_mut());
         req.extensions_mut().insert(info);
         async move { Ok::<_, Infallible>(proxy.handle(req, info.peer, info.local_port).await) }

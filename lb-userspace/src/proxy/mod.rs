@@ -2,6 +2,7 @@
 //! snapshot current when it arrived, and forwards it to an endpoint over pooled keep-alive
 //! connections, streaming bodies both ways.
 pub mod forward;
+pub mod framing;
 pub mod headers;
 pub mod listen;
 pub mod request_id;
@@ -112,6 +113,16 @@ impl Proxy {
         port: u16,
         rec: &mut RequestRecord,
     ) -> Response<Body> {
+        if req.extensions().get::<framing::Smuggled>().is_some() {
+            // RFC 9112 6.1: refused, and the connection closes after the response.
+            let mut resp = local(
+                StatusCode::BAD_REQUEST,
+                "Content-Length and Transfer-Encoding in one request\n",
+            );
+            resp.headers_mut()
+                .insert(header::CONNECTION, http::HeaderValue::from_static("close"));
+            return resp;
+        }
         let table = self.routes.load();
         let info = req
             .extensions()

@@ -13,7 +13,11 @@ use k8s_openapi::api::{
     networking::v1::IngressBackend,
 };
 
-use crate::{balance::Backend, diagnostics::Diagnostic, provider::Snapshot};
+use crate::{
+    balance::{Backend, StateRegistry},
+    diagnostics::Diagnostic,
+    provider::Snapshot,
+};
 
 const SERVICE_NAME_LABEL: &str = "kubernetes.io/service-name";
 
@@ -25,6 +29,8 @@ pub struct Resolver<'a> {
     slices: HashMap<(&'a str, &'a str), Vec<&'a EndpointSlice>>,
     /// One Backend per (namespace, service, port) so routes share balancing state.
     cache: RefCell<HashMap<BackendKey, Arc<Backend>>>,
+    /// Balancing state that survives publishes.
+    registry: &'a StateRegistry,
 }
 
 fn ns(meta: &k8s_openapi::apimachinery::pkg::apis::meta::v1::ObjectMeta) -> &str {
@@ -32,7 +38,7 @@ fn ns(meta: &k8s_openapi::apimachinery::pkg::apis::meta::v1::ObjectMeta) -> &str
 }
 
 impl<'a> Resolver<'a> {
-    pub fn new(snapshot: &'a Snapshot) -> Self {
+    pub fn new(snapshot: &'a Snapshot, registry: &'a StateRegistry) -> Self {
         let services = snapshot
             .services
             .iter()
@@ -56,6 +62,7 @@ impl<'a> Resolver<'a> {
             services,
             slices,
             cache: RefCell::new(HashMap::new()),
+            registry,
         }
     }
 
@@ -150,11 +157,12 @@ impl<'a> Resolver<'a> {
         } else {
             self.endpoints(&ep_namespace, &ep_service, service_port)
         };
-        let b = Arc::new(Backend::new(
+        let b = Arc::new(Backend::registered(
             namespace,
             &svc_ref.name,
             &port_label,
             endpoints,
+            self.registry,
         ));
         self.cache.borrow_mut().insert(key, b.clone());
         Ok(b)
@@ -191,11 +199,12 @@ impl<'a> Resolver<'a> {
             .and_then(|p| p.first())
             .ok_or_else(|| format!("Service {namespace}/{name} has no ports"))?;
         let endpoints = self.endpoints(namespace, name, port);
-        Ok(Arc::new(Backend::new(
+        Ok(Arc::new(Backend::registered(
             namespace,
             name,
             &port.port.to_string(),
             endpoints,
+            self.registry,
         )))
     }
 

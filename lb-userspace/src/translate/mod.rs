@@ -15,6 +15,7 @@ use k8s_openapi::api::networking::v1::{HTTPIngressPath, Ingress, IngressBackend}
 pub use class::{CONTROLLER_NAME, ClassFilter};
 
 use crate::{
+    balance::StateRegistry,
     diagnostics::Diagnostic,
     provider::{Snapshot, object_ref},
     routes::{Canary, IngressRef, PathType, Route, RouteTable},
@@ -41,10 +42,20 @@ impl Translation {
 /// Translates a snapshot. Ingresses of other classes are ignored; an invalid Ingress is
 /// rejected alone (with diagnostics naming its fields) and everything else is served.
 pub fn translate(snapshot: &Snapshot, classes: &ClassFilter) -> Translation {
+    translate_with(snapshot, classes, &StateRegistry::default())
+}
+
+/// [`translate`], with the endpoints' balancing state (EWMA, ejections) taken from
+/// `registry`, so that it survives the publish of the result (the daemon's publisher).
+pub fn translate_with(
+    snapshot: &Snapshot,
+    classes: &ClassFilter,
+    registry: &StateRegistry,
+) -> Translation {
     let mut out = Translation::default();
     out.routes.limit_status =
         settings::limit_status(snapshot, &classes.namespace, &mut out.diagnostics);
-    let resolver = backend::Resolver::new(snapshot);
+    let resolver = backend::Resolver::new(snapshot, registry);
 
     let mut ours: Vec<&Ingress> = snapshot
         .ingresses

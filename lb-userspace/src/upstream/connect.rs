@@ -15,7 +15,10 @@ use tokio::{
 use tokio_rustls::TlsConnector;
 use tracing::debug;
 
-use super::{RequestBody, UpstreamError};
+use super::{
+    RequestBody, UpstreamError,
+    send_timeout::{SendTimeout, TimedWrites},
+};
 use crate::{tls::upstream::UpstreamTls, translate::annotations::upstream::BackendProtocol};
 
 /// h2 keep-alive pings find dead backends on idle multiplexed connections.
@@ -57,16 +60,17 @@ pub async fn h1(
     addr: SocketAddr,
     proto: BackendProtocol,
     timeout: Duration,
+    send: SendTimeout,
 ) -> Result<http1::SendRequest<RequestBody>, UpstreamError> {
     let started = Instant::now();
     let stream = tcp(addr, timeout).await?;
     if proto.is_tls() {
         let stream = tls(&tls_cfg.http1, addr, stream, timeout).await?;
         super::record_connect(started.elapsed());
-        h1_handshake(addr, stream).await
+        h1_handshake(addr, TimedWrites::new(stream, send)).await
     } else {
         super::record_connect(started.elapsed());
-        h1_handshake(addr, stream).await
+        h1_handshake(addr, TimedWrites::new(stream, send)).await
     }
 }
 
@@ -94,16 +98,17 @@ pub async fn h2(
     addr: SocketAddr,
     proto: BackendProtocol,
     timeout: Duration,
+    send: SendTimeout,
 ) -> Result<http2::SendRequest<RequestBody>, UpstreamError> {
     let started = Instant::now();
     let stream = tcp(addr, timeout).await?;
     if proto.is_tls() {
         let stream = tls(&tls_cfg.h2, addr, stream, timeout).await?;
         super::record_connect(started.elapsed());
-        h2_handshake(addr, stream).await
+        h2_handshake(addr, TimedWrites::new(stream, send)).await
     } else {
         super::record_connect(started.elapsed());
-        h2_handshake(addr, stream).await
+        h2_handshake(addr, TimedWrites::new(stream, send)).await
     }
 }
 

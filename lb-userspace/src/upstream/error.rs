@@ -36,9 +36,21 @@ pub enum UpstreamError {
     /// No response head within `proxy-read-timeout`.
     #[error("no response within {after:?}")]
     ReadTimeout { after: Duration },
+    /// A write of the request waited longer than `proxy-send-timeout` (the backend
+    /// stopped reading).
+    #[error("the backend took no request data for {after:?}")]
+    SendTimeout { after: Duration },
 }
 
 impl UpstreamError {
+    /// A failed exchange; [`Self::SendTimeout`] when the send timeout failed it.
+    pub fn exchange(source: hyper::Error) -> Self {
+        match super::send_timeout::find(&source) {
+            Some(after) => Self::SendTimeout { after },
+            None => Self::Exchange { source },
+        }
+    }
+
     /// The endpoint could not be reached at all (outlier ejection at once).
     pub fn is_connect(&self) -> bool {
         matches!(
@@ -52,7 +64,10 @@ impl UpstreamError {
 
     /// A timeout (`proxy-next-upstream timeout`), as opposed to an error.
     pub fn is_timeout(&self) -> bool {
-        matches!(self, Self::ConnectTimeout { .. } | Self::ReadTimeout { .. })
+        matches!(
+            self,
+            Self::ConnectTimeout { .. } | Self::ReadTimeout { .. } | Self::SendTimeout { .. }
+        )
     }
 
     /// Whether the request body was too large (the client's fault, not the backend's).

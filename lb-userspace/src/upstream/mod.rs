@@ -5,6 +5,7 @@ mod body;
 mod connect;
 mod error;
 mod pool;
+mod send_timeout;
 
 use std::{cell::Cell, net::SocketAddr, time::Duration};
 
@@ -14,6 +15,7 @@ use hyper::{Response, body::Incoming};
 pub use body::{BodyError, RequestBody, ResponseBody};
 pub use error::UpstreamError;
 pub use pool::Lease;
+use send_timeout::SendTimeout;
 
 use crate::{tls::upstream::UpstreamTls, translate::annotations::upstream::BackendProtocol};
 
@@ -105,6 +107,7 @@ impl Upstreams {
             if lease.sender.ready().await.is_err() {
                 continue;
             }
+            lease.send_timeout.set(t.send);
             match self.exchange_h1(lease, req, t).await {
                 Ok(sent) => return Ok(sent),
                 Err(Failed {
@@ -113,16 +116,18 @@ impl Upstreams {
                 Err(f) => return Err(f),
             }
         }
-        let sender = match connect::h1(&self.tls, addr, proto, t.connect).await {
-            Ok(s) => s,
-            Err(error) => {
-                return Err(Failed {
-                    error,
-                    request: Some(req),
-                });
-            }
-        };
-        self.exchange_h1(Lease::new(addr, proto, sender), req, t)
+        let send_timeout = SendTimeout::new(t.send);
+        let sender =
+            match connect::h1(&self.tls, addr, proto, t.connect, send_timeout.clone()).await {
+                Ok(s) => s,
+                Err(error) => {
+                    return Err(Failed {
+                        error,
+                        request: Some(req),
+                    });
+                }
+            };
+        self.exchange_h1(Lease::new(addr, proto, sender, send_timeout), req, t)
             .await
     }
 
@@ -141,9 +146,7 @@ impl Upstreams {
             Ok(Err(mut e)) => {
                 let request = e.take_message();
                 Err(Failed {
-                    error: UpstreamError::Exchange {
-                        source: e.into_error(),
-                    },
+                    error: UpstreamError::exchange(e.into_error()),
                     request,
                 })
             }
@@ -162,19 +165,25 @@ impl Upstreams {
         t: Timeouts,
     ) -> Result<Sent, Failed> {
         let mut sender = match pool::checkout_h2(addr, proto) {
-            Some(s) => s,
-            None => match connect::h2(&self.tls, addr, proto, t.connect).await {
-                Ok(s) => {
-                    pool::put_h2(addr, proto, s.clone());
-                    s
+            Some((s, send_timeout)) => {
+                send_timeout.set(t.send);
+                s
+            }
+            None => {
+                let send_timeout = SendTimeout::new(t.send);
+                match connect::h2(&self.tls, addr, proto, t.connect, send_timeout.clone()).await {
+                    Ok(s) => {
+                        pool::put_h2(addr, proto, s.clone(), send_timeout);
+                        s
+                    }
+                    Err(error) => {
+                        return Err(Failed {
+                            error,
+                            request: Some(req),
+                        });
+                    }
                 }
-                Err(error) => {
-                    return Err(Failed {
-                        error,
-                        request: Some(req),
-                    });
-                }
-            },
+            }
         };
         if let Err(source) = sender.ready().await {
             pool::drop_h2(addr, proto);
@@ -195,9 +204,7 @@ impl Upstreams {
                     pool::drop_h2(addr, proto);
                 }
                 Err(Failed {
-                    error: UpstreamError::Exchange {
-                        source: e.into_error(),
-                    },
+                    error: UpstreamError::exchange(e.into_error()),
                     request,
                 })
             }
@@ -216,7 +223,8 @@ impl Upstreams {
         req: Request<RequestBody>,
         t: Timeouts,
     ) -> Result<Response<Incoming>, Failed> {
-        let mut sender = match connect::h1(&self.tls, addr, proto, t.connect).await {
+        let send_timeout = SendTimeout::new(t.send);
+        let mut sender = match connect::h1(&self.tls, addr, proto, t.connect, send_timeout).await {
             Ok(s) => s,
             Err(error) => {
                 return Err(Failed {
@@ -228,7 +236,7 @@ impl Upstreams {
         match tokio::time::timeout(t.read, sender.send_request(req)).await {
             Ok(Ok(r)) => Ok(r),
             Ok(Err(source)) => Err(Failed {
-                error: UpstreamError::Exchange { source },
+                error: UpstreamError::exchange(source),
                 request: None,
             }),
             Err(_) => Err(Failed {
@@ -267,6 +275,7 @@ mod tests {
             addr,
             BackendProtocol::Http,
             Duration::from_secs(5),
+            send_timeout::SendTimeout::new(Duration::from_secs(5)),
         ))
         .await;
         assert!(sender.is_ok());
@@ -283,6 +292,7 @@ mod tests {
             closed,
             BackendProtocol::Http,
             Duration::from_secs(5),
+            send_timeout::SendTimeout::new(Duration::from_secs(5)),
         ))
         .await;
         assert!(r.is_err());

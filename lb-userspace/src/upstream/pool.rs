@@ -5,7 +5,7 @@ use std::{cell::RefCell, collections::HashMap, net::SocketAddr};
 
 use hyper::client::conn::{http1, http2};
 
-use super::RequestBody;
+use super::{RequestBody, send_timeout::SendTimeout};
 use crate::translate::annotations::upstream::BackendProtocol;
 
 /// Idle HTTP/1.1 connections kept per endpoint and thread.
@@ -15,8 +15,8 @@ type Key = (SocketAddr, BackendProtocol);
 
 #[derive(Default)]
 struct Slot {
-    idle: Vec<http1::SendRequest<RequestBody>>,
-    h2: Option<http2::SendRequest<RequestBody>>,
+    idle: Vec<(http1::SendRequest<RequestBody>, SendTimeout)>,
+    h2: Option<(http2::SendRequest<RequestBody>, SendTimeout)>,
 }
 
 thread_local! {
@@ -27,6 +27,8 @@ thread_local! {
 pub struct Lease {
     key: Key,
     pub(super) sender: http1::SendRequest<RequestBody>,
+    /// The connection's `proxy-send-timeout`, set by the request using it.
+    pub(super) send_timeout: SendTimeout,
 }
 
 impl Lease {
@@ -34,10 +36,12 @@ impl Lease {
         addr: SocketAddr,
         proto: BackendProtocol,
         sender: http1::SendRequest<RequestBody>,
+        send_timeout: SendTimeout,
     ) -> Self {
         Self {
             key: (addr, proto),
             sender,
+            send_timeout,
         }
     }
 
@@ -50,7 +54,7 @@ impl Lease {
             let mut p = p.borrow_mut();
             let slot = p.entry(self.key).or_default();
             if slot.idle.len() < MAX_IDLE_PER_ENDPOINT {
-                slot.idle.push(self.sender);
+                slot.idle.push((self.sender, self.send_timeout));
             }
         });
     }
@@ -61,9 +65,9 @@ pub(super) fn checkout_h1(addr: SocketAddr, proto: BackendProtocol) -> Option<Le
     POOL.with(|p| {
         let mut p = p.borrow_mut();
         let slot = p.get_mut(&(addr, proto))?;
-        while let Some(sender) = slot.idle.pop() {
+        while let Some((sender, send_timeout)) = slot.idle.pop() {
             if !sender.is_closed() {
-                return Some(Lease::new(addr, proto, sender));
+                return Some(Lease::new(addr, proto, sender, send_timeout));
             }
         }
         None
@@ -73,12 +77,12 @@ pub(super) fn checkout_h1(addr: SocketAddr, proto: BackendProtocol) -> Option<Le
 pub(super) fn checkout_h2(
     addr: SocketAddr,
     proto: BackendProtocol,
-) -> Option<http2::SendRequest<RequestBody>> {
+) -> Option<(http2::SendRequest<RequestBody>, SendTimeout)> {
     POOL.with(|p| {
         let mut p = p.borrow_mut();
         let slot = p.get_mut(&(addr, proto))?;
         match &slot.h2 {
-            Some(s) if !s.is_closed() => Some(s.clone()),
+            Some((s, t)) if !s.is_closed() => Some((s.clone(), t.clone())),
             Some(_) => {
                 slot.h2 = None;
                 None
@@ -88,8 +92,13 @@ pub(super) fn checkout_h2(
     })
 }
 
-pub(super) fn put_h2(addr: SocketAddr, proto: BackendProtocol, s: http2::SendRequest<RequestBody>) {
-    POOL.with(|p| p.borrow_mut().entry((addr, proto)).or_default().h2 = Some(s));
+pub(super) fn put_h2(
+    addr: SocketAddr,
+    proto: BackendProtocol,
+    s: http2::SendRequest<RequestBody>,
+    send_timeout: SendTimeout,
+) {
+    POOL.with(|p| p.borrow_mut().entry((addr, proto)).or_default().h2 = Some((s, send_timeout)));
 }
 
 pub(super) fn drop_h2(addr: SocketAddr, proto: BackendProtocol) {
