@@ -92,12 +92,13 @@ fn changes_apply_under_continuous_traffic_without_failures() {
         .expect("changed route serves");
     // Half-written file: once the daemon has processed it (a new publish), the last good
     // version still serves.
+    // (Written with a rename: a plain truncate-and-write could let the poller catch the
+    // empty file in between, which is a valid file with no objects.)
     let before = published(&lb);
-    std::fs::write(
-        dir.0.join("new.yaml"),
+    dir.write(
+        "new.yaml",
         "apiVersion: networking.k8s.io/v1\nkind: Ingress\nmetadata: {name: new",
-    )
-    .expect("write");
+    );
     wait_until(deadline, || (published(&lb) > before).then_some(()))
         .expect("broken file processed");
     assert_eq!(
