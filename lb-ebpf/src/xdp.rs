@@ -76,16 +76,18 @@ fn try_lb_xdp(ctx: &XdpContext) -> u32 {
         return xdp_action::XDP_DROP;
     }
 
+    // New connection: a TCP SYN without ACK (known from the flags, so a SYN flood over
+    // the limit is dropped before the flow lookup), or a UDP datagram of no known flow.
     let is_tcp = flow.proto == PROTO_TCP;
+    let syn = is_tcp && pkt.tcp_flags & (TCP_SYN | TCP_ACK) == TCP_SYN;
+    if syn && ratelimit::charge_conn(&src, cfg).is_err() {
+        stats::count(vip_id, Reason::DropRateConn, len);
+        return xdp_action::XDP_DROP;
+    }
     let now = if is_tcp { 0 } else { ratelimit::now_ns() };
     let choice = steer::lookup(flow, cfg, now);
-    // New connection: a TCP SYN without ACK, or a UDP datagram of no known flow.
-    let new_conn = if is_tcp {
-        pkt.tcp_flags & (TCP_SYN | TCP_ACK) == TCP_SYN
-    } else {
-        !choice.hit
-    };
-    if new_conn && ratelimit::charge_conn(&src, cfg).is_err() {
+    let new_conn = syn || (!is_tcp && !choice.hit);
+    if !is_tcp && new_conn && ratelimit::charge_conn(&src, cfg).is_err() {
         stats::count(vip_id, Reason::DropRateConn, len);
         return xdp_action::XDP_DROP;
     }

@@ -3,7 +3,10 @@
 //! run, with the same pinning: each proxy on CPU 0, wrk and the backend (an nginx answering
 //! `200 ok`) on CPU 1. The primary figure is requests per proxy CPU-second (utime+stime of
 //! every proxy thread from /proc over the run), with RPS and latency beside it; the backend
-//! is also measured directly. TLS: full handshakes (`Connection: close`, ECDSA P-256).
+//! is also measured directly. TLS: full handshakes (`Connection: close`, ECDSA P-256). HTTP/2
+//! over TLS with h2load (32 connections x 10 streams). Latency at fixed rates: `l7-load`
+//! (tests crate), an open-loop generator that measures from each request's scheduled start
+//! (latency-corrected, as oha -q), p50/p99/p99.9 at the same rates for both proxies.
 //! Medians of 3 runs with min and max; JSON in target/bench/l7.json.
 use std::{
     fmt::Write as _,
@@ -57,7 +60,12 @@ struct Scenario {
     connections: u32,
     url: String,
     close: bool,
+    /// h2load (HTTP/2 over TLS) instead of wrk.
+    h2: bool,
 }
+
+/// Fixed request rates of the latency comparison (both proxies sustain them on one core).
+const RATES: [u32; 2] = [5_000, 20_000];
 
 #[derive(Clone, Copy, PartialEq, Eq)]
 enum Target {
@@ -87,7 +95,7 @@ struct Sample {
 }
 
 pub fn run() -> Result<()> {
-    for tool in ["nginx", "wrk", "taskset", "openssl"] {
+    for tool in ["nginx", "wrk", "h2load", "taskset", "openssl"] {
         if cmd::find_program(tool).is_none() {
             bail!("{tool} is missing: run `cargo xtask setup --bench`");
         }
@@ -108,9 +116,14 @@ pub fn run() -> Result<()> {
             "lb-userspace",
             "--bin",
             "ebpf-lb",
+            "-p",
+            "tests",
+            "--bin",
+            "l7-load",
         ]))
     })?;
     let ebpf_lb = root.join("target/release/ebpf-lb");
+    let l7_load = root.join("target/release/l7-load");
 
     // One ECDSA P-256 certificate for both proxies.
     let (cert, key) = (work.join("cert.pem"), work.join("key.pem"));
@@ -189,6 +202,7 @@ pub fn run() -> Result<()> {
                 connections: c,
                 url: format!("http://127.0.0.1:{port}/"),
                 close: false,
+                h2: false,
             });
         }
     }
@@ -199,12 +213,21 @@ pub fn run() -> Result<()> {
             connections: 32,
             url: format!("https://127.0.0.1:{port}/"),
             close: true,
+            h2: false,
+        });
+        scenarios.push(Scenario {
+            name: "h2-tls-c32-m10",
+            target,
+            connections: 32,
+            url: format!("https://127.0.0.1:{port}/"),
+            close: false,
+            h2: true,
         });
     }
 
     // Warm up every path once (connections, pools, caches).
     for s in &scenarios {
-        wrk(s, 1)?;
+        load(s, 1)?;
     }
     let mut results: Vec<(usize, Vec<Sample>)> = scenarios
         .iter()
@@ -219,7 +242,7 @@ pub fn run() -> Result<()> {
                 Target::EbpfLb => &lb_pids,
             };
             let before = cpu_ticks(pids);
-            let mut sample = wrk(s, SECONDS)?;
+            let mut sample = load(s, SECONDS)?;
             let ticks = cpu_ticks(pids).saturating_sub(before);
             sample.cpu_seconds = ticks as f64 / 100.0;
             sample.per_cpu_second = if ticks > 0 {
@@ -240,10 +263,70 @@ pub fn run() -> Result<()> {
             results[i].1.push(sample);
         }
     }
-    report(&root, &scenarios, &results)
+    let latency = fixed_rate_latency(&l7_load)?;
+    report(&root, &scenarios, &results, &latency)
 }
 
-fn report(root: &Path, scenarios: &[Scenario], results: &[(usize, Vec<Sample>)]) -> Result<()> {
+/// p50/p99/p99.9 (ms) and errors of one fixed-rate run.
+#[derive(Clone, Copy, Default)]
+struct Latency {
+    p50: f64,
+    p99: f64,
+    p999: f64,
+    errors: f64,
+    achieved: f64,
+}
+
+/// Each rate in [`RATES`], each proxy, [`RUNS`] runs of `l7-load` on CPU 1.
+fn fixed_rate_latency(l7_load: &Path) -> Result<Vec<(u32, Target, Vec<Latency>)>> {
+    let mut out = Vec::new();
+    for rate in RATES {
+        for (target, port) in [(Target::Nginx, NGINX_HTTP), (Target::EbpfLb, LB_HTTP)] {
+            let mut runs = Vec::new();
+            for run in 0..RUNS {
+                let text = cmd::capture(
+                    Command::new("taskset")
+                        .args(["-c", "1"])
+                        .arg(l7_load)
+                        .args(["--addr", &format!("127.0.0.1:{port}")])
+                        .args(["--rate", &rate.to_string()])
+                        .args(["--seconds", &SECONDS.to_string(), "--connections", "32"]),
+                )?;
+                let f = |k: &str| json_number(&text, k).unwrap_or(f64::NAN);
+                if json_number(&text, "requests").is_none() {
+                    bail!("l7-load printed no result: {text}");
+                }
+                let l = Latency {
+                    p50: f("p50_ms"),
+                    p99: f("p99_ms"),
+                    p999: f("p999_ms"),
+                    errors: f("errors"),
+                    achieved: f("achieved_rps"),
+                };
+                eprintln!(
+                    "run {} fixed rate {rate:>6}/s {:<15} p50 {:.3} ms  p99 {:.3} ms  p99.9 {:.3} ms  errors {}  achieved {:.0}/s",
+                    run + 1,
+                    target.label(),
+                    l.p50,
+                    l.p99,
+                    l.p999,
+                    l.errors,
+                    l.achieved
+                );
+                runs.push(l);
+            }
+            out.push((rate, target, runs));
+        }
+    }
+    Ok(out)
+}
+
+fn report(
+    root: &Path,
+    scenarios: &[Scenario],
+    results: &[(usize, Vec<Sample>)],
+    latency: &[(u32, Target, Vec<Latency>)],
+) -> Result<()> {
     let stat = |v: &[Sample], f: fn(&Sample) -> f64| -> (f64, f64, f64) {
         let mut xs: Vec<f64> = v.iter().map(f).collect();
         xs.sort_by(f64::total_cmp);
@@ -303,6 +386,7 @@ fn report(root: &Path, scenarios: &[Scenario], results: &[(usize, Vec<Sample>)])
         "http1-keepalive-c32",
         "http1-keepalive-c128",
         "tls-full-handshake-c32",
+        "h2-tls-c32-m10",
     ] {
         let med = |t: Target, f: fn(&Sample) -> f64| -> Option<f64> {
             results
@@ -345,12 +429,87 @@ fn report(root: &Path, scenarios: &[Scenario], results: &[(usize, Vec<Sample>)])
         );
         first = false;
     }
-    json.push_str("\n  }\n}\n");
+    json.push_str("\n  },\n  \"fixed_rate_latency_ms\": [");
+    let _ = writeln!(
+        table,
+        "\nlatency at fixed rates (l7-load, open loop, 32 connections; medians of {RUNS} runs):\n\
+         {:>8} {:<15} {:>9} {:>9} {:>9} {:>7}",
+        "rate/s", "target", "p50 ms", "p99 ms", "p99.9 ms", "errors"
+    );
+    for (k, (rate, target, runs)) in latency.iter().enumerate() {
+        let med = |f: fn(&Latency) -> f64| -> f64 {
+            let mut xs: Vec<f64> = runs.iter().map(f).collect();
+            xs.sort_by(f64::total_cmp);
+            xs.get(xs.len() / 2).copied().unwrap_or(f64::NAN)
+        };
+        let (p50, p99, p999, errors) = (
+            med(|l| l.p50),
+            med(|l| l.p99),
+            med(|l| l.p999),
+            med(|l| l.errors),
+        );
+        let _ = writeln!(
+            table,
+            "{rate:>8} {:<15} {p50:>9.3} {p99:>9.3} {p999:>9.3} {errors:>7.0}",
+            target.label()
+        );
+        let _ = write!(
+            json,
+            "{}\n    {{\"rate\": {rate}, \"target\": \"{}\", \"p50\": {p50:.3}, \"p99\": {p99:.3}, \"p999\": {p999:.3}, \"errors\": {errors}}}",
+            if k == 0 { "" } else { "," },
+            target.label()
+        );
+    }
+    json.push_str("\n  ]\n}\n");
     println!("{table}");
     let out = root.join("target/bench/l7.json");
     fs::write(&out, json)?;
     println!("written: {}", out.display());
     Ok(())
+}
+
+/// The number after `"key":` in a flat JSON object (what `l7-load` prints).
+fn json_number(text: &str, key: &str) -> Option<f64> {
+    let at = text.find(&format!("\"{key}\":"))? + key.len() + 3;
+    let rest = &text[at..];
+    let end = rest.find([',', '}']).unwrap_or(rest.len());
+    rest[..end].trim().parse().ok()
+}
+
+/// One measurement of `s` for `seconds` with its load generator (on CPU 1).
+fn load(s: &Scenario, seconds: u32) -> Result<Sample> {
+    if s.h2 {
+        h2load(s, seconds)
+    } else {
+        wrk(s, seconds)
+    }
+}
+
+fn h2load(s: &Scenario, seconds: u32) -> Result<Sample> {
+    let mut c = Command::new("taskset");
+    c.args(["-c", "1", "h2load", "-t1", "-m10"])
+        .arg(format!("-c{}", s.connections))
+        .arg(format!("-D{seconds}"))
+        .arg(&s.url);
+    let out = cmd::capture(&mut c)?;
+    parse_h2load(&out).with_context(|| format!("parsing h2load output:\n{out}"))
+}
+
+/// `finished in 5.00s, 98765.43 req/s, ...` and `requests: N total, N started, N done, N
+/// succeeded, ...`. h2load prints no percentiles: p50/p99 stay 0.
+fn parse_h2load(out: &str) -> Option<Sample> {
+    let mut s = Sample::default();
+    for line in out.lines() {
+        let t = line.trim();
+        if let Some(rest) = t.strip_prefix("finished in") {
+            let rps = rest.split(',').nth(1)?.trim().strip_suffix("req/s")?;
+            s.rps = rps.trim().parse().ok()?;
+        } else if let Some(rest) = t.strip_prefix("requests:") {
+            let ok = rest.split(',').find(|p| p.trim().ends_with("succeeded"))?;
+            s.requests = ok.split_whitespace().next()?.parse().ok()?;
+        }
+    }
+    (s.requests > 0.0).then_some(s)
 }
 
 fn wrk(s: &Scenario, seconds: u32) -> Result<Sample> {

@@ -42,6 +42,8 @@ const BENCH_PACKAGES: &[Package] = &[
     &["wrk"],
     // nftables: `nft`, the peer of the XDP flood benchmark (a drop rule at prerouting -300).
     &["nftables"],
+    // nghttp2-client: h2load, the HTTP/2 load generator of `bench l7`.
+    &["nghttp2-client"],
 ];
 
 /// Where the kernel's BPF filesystem is mounted; programs and maps are pinned below it.
