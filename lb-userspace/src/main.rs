@@ -14,8 +14,7 @@ use lb_userspace::{
 
 fn main() -> ExitCode {
     let cli = Cli::parse();
-    let filter = tracing_subscriber::EnvFilter::try_from_default_env()
-        .unwrap_or_else(|_| tracing_subscriber::EnvFilter::new("info"));
+    let filter = log_filter(std::env::var("RUST_LOG").ok().as_deref());
     let fmt = tracing_subscriber::fmt()
         .with_env_filter(filter)
         .with_writer(std::io::stderr);
@@ -31,6 +30,22 @@ fn main() -> ExitCode {
         }
     }
 }
+
+/// `RUST_LOG` (default `info`), with rustls held to errors unless `RUST_LOG` names it:
+/// rustls warns once per handshake about what a client sent (an IP address as SNI, for
+/// one), so any client could otherwise make the proxy write a log line per connection.
+fn log_filter(rust_log: Option<&str>) -> tracing_subscriber::EnvFilter {
+    let mut filter = rust_log
+        .and_then(|v| tracing_subscriber::EnvFilter::try_new(v).ok())
+        .unwrap_or_else(|| tracing_subscriber::EnvFilter::new("info"));
+    if !rust_log.is_some_and(|v| v.contains("rustls"))
+        && let Ok(quiet) = "rustls=error".parse()
+    {
+        filter = filter.add_directive(quiet);
+    }
+    filter
+}
+
 
 fn dispatch(command: Command) -> anyhow::Result<ExitCode> {
     match command {
@@ -90,4 +105,22 @@ fn check(args: &ManifestArgs) -> anyhow::Result<ExitCode> {
     } else {
         ExitCode::SUCCESS
     })
+}
+
+#[cfg(test)]
+mod tests {
+    #[test]
+    fn rustls_is_held_to_errors_unless_named() {
+        assert!(super::log_filter(None).to_string().contains("rustls=error"));
+        assert!(
+            super::log_filter(Some("debug"))
+                .to_string()
+                .contains("rustls=error")
+        );
+        let named = super::log_filter(Some("info,rustls=debug")).to_string();
+        assert!(
+            named.contains("rustls=debug") && !named.contains("rustls=error"),
+            "{named}"
+        );
+    }
 }

@@ -648,11 +648,11 @@ fn proxy_conf(work: &Path, cert: &Path, key: &Path) -> String {
          fastcgi_temp_path {w}/p-fcgi;\n  uwsgi_temp_path {w}/p-uwsgi;\n  scgi_temp_path {w}/p-scgi;\n  \
          upstream be {{ server 127.0.0.1:{BACKEND}; keepalive 256; keepalive_requests 10000000; }}\n  \
          server {{\n    listen 127.0.0.1:{NGINX_HTTP} backlog=4096;\n    \
-         listen 127.0.0.1:{NGINX_HTTPS} ssl backlog=4096;\n    http2 on;\n    \
+         listen 127.0.0.1:{NGINX_HTTPS} ssl http2 backlog=4096;\n    \
          ssl_certificate {};\n    ssl_certificate_key {};\n    ssl_protocols TLSv1.2 TLSv1.3;\n    \
          location / {{\n      proxy_pass http://be;\n      proxy_http_version 1.1;\n      \
          proxy_set_header Connection \"\";\n      proxy_set_header Host $host;\n      \
-         proxy_set_header X-Request-ID $req_id;\n      proxy_set_header X-Real-IP $remote_addr;\n      \
+         proxy_set_header X-Request-ID $request_id;\n      proxy_set_header X-Real-IP $remote_addr;\n      \
          proxy_set_header X-Forwarded-For $proxy_add_x_forwarded_for;\n      \
          proxy_set_header X-Forwarded-Host $host;\n      proxy_set_header X-Forwarded-Port $server_port;\n      \
          proxy_set_header X-Forwarded-Proto $scheme;\n      proxy_buffering off;\n    }}\n  }}\n}}\n",
@@ -684,4 +684,40 @@ fn lb_manifests(cert: &Path, key: &Path) -> Result<String> {
         indent(&cert.to_path_buf())?,
         indent(&key.to_path_buf())?
     ))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn h2load_summary_parses() {
+        let out = "starting benchmark...\n\
+            finished in 5.00s, 41234.80 req/s, 1.50MB/s\n\
+            requests: 206174 total, 206494 started, 206174 done, 206174 succeeded, 0 failed, 0 errored, 0 timeout\n\
+            status codes: 206174 2xx, 0 3xx, 0 4xx, 0 5xx\n";
+        let s = parse_h2load(out).expect("parsed");
+        assert_eq!((s.rps, s.requests), (41234.80, 206174.0));
+        assert!(
+            parse_h2load("finished in 5.00s, 0 req/s\nrequests: 0 total, 0 succeeded\n").is_none()
+        );
+    }
+
+    #[test]
+    fn wrk_latency_distribution_parses() {
+        let out = "Running 5s test @ http://127.0.0.1:19003/\n  Latency Distribution\n     50%  412.00us\n     75%    1.02ms\n     90%    2.00ms\n     99%    3.50ms\n  250000 requests in 5.00s, 30.00MB read\nRequests/sec:  50000.00\n";
+        let s = parse_wrk(out).expect("parsed");
+        assert_eq!(
+            (s.rps, s.requests, s.p50_ms, s.p99_ms),
+            (50000.0, 250000.0, 0.412, 3.5)
+        );
+    }
+
+    #[test]
+    fn l7_load_result_fields() {
+        let out = r#"{"achieved_rps":4999.2,"errors":0,"max_ms":3.1,"p50_ms":0.21,"p999_ms":1.5,"p99_ms":0.9,"rate":5000,"requests":25000}"#;
+        assert_eq!(json_number(out, "p99_ms"), Some(0.9));
+        assert_eq!(json_number(out, "requests"), Some(25000.0));
+        assert_eq!(json_number(out, "missing"), None);
+    }
 }

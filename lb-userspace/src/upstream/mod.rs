@@ -30,6 +30,9 @@ tokio::task_local! {
 /// task-local rather than a return value, so the retry and upgrade paths in between need
 /// not carry it.
 pub async fn with_connect_time<F: Future>(fut: F) -> (F::Output, Option<Duration>) {
+    // Boxed: the task-local scope moves its future into place, and the forwarding future
+    // is large.
+    let fut = Box::pin(fut);
     CONNECT_TIME
         .scope(Cell::new(None), async move {
             let out = fut.await;

@@ -1,8 +1,9 @@
 //! `l7-load`: an open-loop HTTP/1.1 load generator for `cargo xtask bench l7`'s latency
 //! figures. Requests are scheduled at a fixed rate (`--rate` per second, spread over
-//! `--connections` keep-alive connections, round robin); each latency is measured from the
-//! request's *scheduled* start, not from when it was sent, so a proxy that stalls is charged
-//! for the requests that queued behind the stall (latency correction, as oha -q or wrk2 do).
+//! `--connections` keep-alive connections, round robin); a request sent late because its
+//! connection was still waiting for an earlier response is measured from its *scheduled*
+//! start, so a proxy that stalls is charged for the requests that queued behind the stall
+//! (latency correction, as oha -q or wrk2 do).
 //! Prints one JSON object: achieved rate, errors, p50/p99/p99.9/max in milliseconds.
 use std::{
     net::SocketAddr,
@@ -62,7 +63,17 @@ async fn connection(share: Share, start: tokio::time::Instant) -> Result<(Vec<u3
     let mut i = u64::from(index);
     while i < total {
         let due = start + Duration::from_nanos(i * 1_000_000_000 / rate);
-        tokio::time::sleep_until(due).await;
+        // On schedule: wait, and measure from when the request really goes out (tokio's
+        // timer wakes up to 1 ms late; that is the generator's delay, not the proxy's).
+        // Behind schedule (the previous response came late): measure from the due time,
+        // so the proxy is charged for the queueing it caused.
+        let now = tokio::time::Instant::now();
+        let due = if now < due {
+            tokio::time::sleep_until(due).await;
+            tokio::time::Instant::now()
+        } else {
+            due
+        };
         let req = http::Request::get("/")
             .header(http::header::HOST, "bench.test")
             .body(Empty::<Bytes>::new())?;
