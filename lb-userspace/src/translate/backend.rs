@@ -1,10 +1,9 @@
 //! Resolving an Ingress backend (Service + port) to endpoint addresses through the Service's
 //! EndpointSlices (`kubernetes.io/service-name` label, matching port name, ready endpoints).
 use std::{
-    cell::RefCell,
     collections::HashMap,
     net::{IpAddr, SocketAddr},
-    sync::Arc,
+    sync::{Arc, Mutex},
 };
 
 use k8s_openapi::api::{
@@ -28,7 +27,7 @@ pub struct Resolver<'a> {
     services: HashMap<(&'a str, &'a str), &'a Service>,
     slices: HashMap<(&'a str, &'a str), Vec<&'a EndpointSlice>>,
     /// One Backend per (namespace, service, port) so routes share balancing state.
-    cache: RefCell<HashMap<BackendKey, Arc<Backend>>>,
+    cache: Mutex<HashMap<BackendKey, Arc<Backend>>>,
     /// Balancing state that survives publishes.
     registry: &'a StateRegistry,
 }
@@ -61,7 +60,7 @@ impl<'a> Resolver<'a> {
         Self {
             services,
             slices,
-            cache: RefCell::new(HashMap::new()),
+            cache: Mutex::new(HashMap::new()),
             registry,
         }
     }
@@ -104,7 +103,7 @@ impl<'a> Resolver<'a> {
             port_label.clone(),
             service_upstream,
         );
-        if let Some(b) = self.cache.borrow().get(&key).cloned() {
+        if let Some(b) = self.cached(&key) {
             return Ok(b);
         }
 
@@ -164,8 +163,26 @@ impl<'a> Resolver<'a> {
             endpoints,
             self.registry,
         ));
-        self.cache.borrow_mut().insert(key, b.clone());
-        Ok(b)
+        Ok(self.cache_insert(key, b))
+    }
+
+    fn cached(&self, key: &BackendKey) -> Option<Arc<Backend>> {
+        self.cache
+            .lock()
+            .unwrap_or_else(std::sync::PoisonError::into_inner)
+            .get(key)
+            .cloned()
+    }
+
+    /// Caches `b` under `key`, or returns the Backend another thread cached first (so
+    /// every route of a Service port shares one).
+    fn cache_insert(&self, key: BackendKey, b: Arc<Backend>) -> Arc<Backend> {
+        self.cache
+            .lock()
+            .unwrap_or_else(std::sync::PoisonError::into_inner)
+            .entry(key)
+            .or_insert(b)
+            .clone()
     }
 
     /// `<name>.<namespace>.svc[.cluster.local][.]` -> that Service, when it is in the snapshot.

@@ -52,6 +52,21 @@ pub fn translate_with(
     classes: &ClassFilter,
     registry: &StateRegistry,
 ) -> Translation {
+    let threads = std::thread::available_parallelism().map_or(1, |n| n.get().min(4));
+    translate_on(snapshot, classes, registry, threads)
+}
+
+/// Below this many Ingresses, compiling them on one thread is quicker than starting more.
+const PARALLEL_FROM: usize = 256;
+
+/// [`translate_with`] compiling the Ingresses on up to `threads` threads (each Ingress is
+/// compiled on its own; the results are used in age order, so the table is the same).
+fn translate_on(
+    snapshot: &Snapshot,
+    classes: &ClassFilter,
+    registry: &StateRegistry,
+    threads: usize,
+) -> Translation {
     let mut out = Translation::default();
     out.routes.limit_status =
         settings::limit_status(snapshot, &classes.namespace, &mut out.diagnostics);
@@ -78,16 +93,9 @@ pub fn translate_with(
     let mut served: Vec<(&Ingress, IngressRef)> = Vec::new();
     let mut mains = Vec::new();
     let mut canaries: HashMap<RouteKey, Vec<Canary>> = HashMap::new();
-    for ingress in ours {
-        let iref = IngressRef {
-            namespace: ingress
-                .metadata
-                .namespace
-                .clone()
-                .unwrap_or_else(|| "default".into()),
-            name: ingress.metadata.name.clone().unwrap_or_default(),
-        };
-        match compile_ingress(ingress, &iref, &resolver, snapshot) {
+    let compiled = compile_all(&ours, &resolver, snapshot, threads);
+    for (ingress, (iref, result)) in ours.into_iter().zip(compiled) {
+        match result {
             Ok(compiled) if compiled.policy.canary.is_some() => {
                 out.diagnostics.extend(compiled.warnings);
                 let rule = compiled.policy.canary.clone();
@@ -141,6 +149,44 @@ pub fn translate_with(
     out.routes.tls = Arc::new(certs);
     out.diagnostics.extend(tls_diags);
     out
+}
+
+type CompileResult = (IngressRef, Result<Compiled, Vec<Diagnostic>>);
+
+/// Compiles each Ingress of `ours` (in order), on up to `threads` scoped threads when there
+/// are many.
+fn compile_all(
+    ours: &[&Ingress],
+    resolver: &backend::Resolver<'_>,
+    snapshot: &Snapshot,
+    threads: usize,
+) -> Vec<CompileResult> {
+    let one = |ingress: &&Ingress| -> CompileResult {
+        let iref = IngressRef {
+            namespace: ingress
+                .metadata
+                .namespace
+                .clone()
+                .unwrap_or_else(|| "default".into()),
+            name: ingress.metadata.name.clone().unwrap_or_default(),
+        };
+        let result = compile_ingress(ingress, &iref, resolver, snapshot);
+        (iref, result)
+    };
+    if threads < 2 || ours.len() < PARALLEL_FROM {
+        return ours.iter().map(one).collect();
+    }
+    let one = &one;
+    std::thread::scope(|s| {
+        let parts: Vec<_> = ours
+            .chunks(ours.len().div_ceil(threads))
+            .map(|chunk| s.spawn(move || chunk.iter().map(one).collect::<Vec<_>>()))
+            .collect();
+        parts
+            .into_iter()
+            .flat_map(|p| p.join().unwrap_or_else(|e| std::panic::resume_unwind(e)))
+            .collect()
+    })
 }
 
 /// (host, path as written, path type): how a canary finds its main route.

@@ -388,3 +388,63 @@ fn canary_attaches_to_the_main_route() {
     assert_eq!(t.diagnostics.len(), 1, "{:?}", t.diagnostics);
     assert!(t.diagnostics[0].message.contains("canary is idle"));
 }
+
+/// Many Ingresses are compiled on several threads: the result is the one a single thread
+/// gives (accepted, rejected, diagnostics, every route), and routes to the same Service port
+/// still share one Backend.
+#[test]
+fn compiling_on_threads_gives_the_same_table() {
+    let mut yaml = SERVICES.to_string();
+    let n = PARALLEL_FROM + 44;
+    for i in 0..n {
+        let (service, port, path) = match i % 10 {
+            // An unknown Service: rejected, with a diagnostic.
+            3 => ("missing", 80, "/p"),
+            // Two Ingresses share this host and path: the older one wins.
+            5 | 6 => ("mlflow", 5000, "/shared"),
+            _ => ("model", 80, "/p"),
+        };
+        let host = if i % 10 == 6 {
+            format!("h{}.example", i - 1)
+        } else {
+            format!("h{i}.example")
+        };
+        yaml += &ingress(
+            &format!("ing{i}"),
+            &format!("2026-01-01T00:{:02}:{:02}Z", i / 60, i % 60),
+            "ebpf-lb",
+            &format!(
+                "  - host: {host}\n    http: {{paths: [{{path: {path}, pathType: Prefix, backend: {{service: {{name: {service}, port: {{number: {port}}}}}}}}}]}}"
+            ),
+        );
+    }
+    let snap = snapshot(&yaml);
+    let classes = ClassFilter::default();
+    let serial = translate_on(&snap, &classes, &StateRegistry::default(), 1);
+    let parallel = translate_on(&snap, &classes, &StateRegistry::default(), 4);
+    assert_eq!(serial.accepted, parallel.accepted);
+    assert_eq!(serial.rejected, parallel.rejected);
+    assert_eq!(serial.diagnostics, parallel.diagnostics);
+    assert_eq!(serial.rejected.len(), n / 10 + usize::from(n % 10 > 3));
+    for i in 0..n {
+        for path in ["/p", "/shared"] {
+            let host = format!("h{i}.example");
+            assert_eq!(
+                lookup(&serial, &host, path),
+                lookup(&parallel, &host, path),
+                "{host}{path}"
+            );
+        }
+    }
+    let backend = |host: &str| {
+        parallel
+            .routes
+            .lookup(host, "/p")
+            .map(|r| r.backend.clone())
+            .expect("route")
+    };
+    assert!(Arc::ptr_eq(
+        &backend("h0.example"),
+        &backend(&format!("h{}.example", n - 1))
+    ));
+}
