@@ -95,6 +95,15 @@ impl FloodTopology {
             generator: Netns::create(&format!("{prefix}-gen"))?,
             receiver: Netns::create(&format!("{prefix}-rcv"))?,
         };
+        // No IPv6 on the pair: router solicitations and MLD reports the kernel sends when a
+        // link comes up would otherwise reach the receiver's counters beside the flood.
+        // (A kernel booted without IPv6 has no such sysctl, and nothing to silence.)
+        if std::path::Path::new("/proc/sys/net/ipv6").exists() {
+            for ns in [&t.generator, &t.receiver] {
+                ns.sysctl("net.ipv6.conf.all.disable_ipv6", "1")?;
+                ns.sysctl("net.ipv6.conf.default.disable_ipv6", "1")?;
+            }
+        }
         crate::netns::ip(&[
             "link",
             "add",
