@@ -109,19 +109,20 @@ pub async fn run(args: RunArgs) -> anyhow::Result<()> {
                 .with_context(|| format!("attaching XDP to --iface {iface}"))?;
             let keys = dataplane::vip_keys(&args.vips, &[args.http_listen.port()]);
             dp.set_vips(&keys).context("filling the VIPS map")?;
-            let config_maps = updates_rx.borrow().snapshot.config_maps.clone();
-            dataplane::steering::configure(
-                &mut dp,
-                &config_maps,
-                &args.manifests.namespace,
-                args.node_ip,
-                &args.peers,
-                args.http_listen.port(),
-            )
-            .context("kernel policy and steering")?;
             info!(vips = keys.len(), "VIPS map filled");
+            if let Some(node_ip) = args.node_ip {
+                dp.start_steering(dataplane::steering::Options {
+                    node_ip,
+                    peers: args.peers.clone(),
+                    port: args.http_listen.port(),
+                })
+                .context("starting steering")?;
+            }
+            // The kernel policy of ConfigMap `ebpf-lb`, once here (a failure is fatal), then
+            // on every update.
             let sync = dp.kernel_sync(&args.manifests.namespace);
-            sync.apply(&updates_rx.borrow());
+            sync.try_apply(&updates_rx.borrow())
+                .context("writing the kernel policy")?;
             let hook = sync.clone();
             publisher.set_update_hook(move |update| hook.apply(update));
             Some((dp, sync))

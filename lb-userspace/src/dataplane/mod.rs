@@ -222,19 +222,6 @@ impl Dataplane {
         self.with_ebpf(|e| set_vips(e, wanted))
     }
 
-    /// Applies the kernel policy of ConfigMap `ebpf-lb` in `namespace` (ACL tries and
-    /// limits in `CONFIG`). Returns the keys that could not be used (they stay off);
-    /// `Err` only when the maps cannot be written.
-    pub fn apply_config_maps(
-        &mut self,
-        config_maps: &[k8s_openapi::api::core::v1::ConfigMap],
-        namespace: &str,
-    ) -> Result<Vec<policy::PolicyError>, DataplaneError> {
-        let (p, errors) = policy::from_config_maps(config_maps, namespace);
-        self.with_ebpf(|e| kernel::write_policy(e, &p))?;
-        Ok(errors)
-    }
-
     /// Starts steering between this node and `opts.peers`: `NODES` and `MAGLEV` are
     /// published now and again whenever a peer's health changes (see [`steering`]).
     pub fn start_steering(&mut self, opts: steering::Options) -> Result<(), DataplaneError> {

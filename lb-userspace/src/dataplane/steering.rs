@@ -350,30 +350,6 @@ pub fn start(ebpf: Arc<Mutex<Ebpf>>, opts: Options) -> Result<Handle, DataplaneE
     })
 }
 
-/// What `ebpf-lb run` does once the programs are attached: the kernel policy from ConfigMap
-/// `ebpf-lb` in `namespace` (keys that cannot be used are logged and stay off) and, when
-/// `node_ip` is set, steering over `node_ip` + `peers` health-checked on `port`.
-pub fn configure(
-    dp: &mut super::Dataplane,
-    config_maps: &[k8s_openapi::api::core::v1::ConfigMap],
-    namespace: &str,
-    node_ip: Option<IpAddr>,
-    peers: &[IpAddr],
-    port: u16,
-) -> Result<(), DataplaneError> {
-    for e in dp.apply_config_maps(config_maps, namespace)? {
-        warn!("{e}");
-    }
-    if let Some(node_ip) = node_ip {
-        dp.start_steering(Options {
-            node_ip,
-            peers: peers.to_vec(),
-            port,
-        })?;
-    }
-    Ok(())
-}
-
 pub(crate) fn sysctl(path: &str) -> Option<u32> {
     std::fs::read_to_string(format!("/proc/sys/{path}"))
         .ok()?

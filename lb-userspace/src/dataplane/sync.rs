@@ -44,8 +44,16 @@ impl KernelSync {
     }
 
     /// Applies the kernel policy of the update's ConfigMap `ebpf-lb` (diffed into the maps),
-    /// and hands the update's node set (kube mode) to steering.
+    /// and hands the update's node set (kube mode) to steering. A failed map write is
+    /// logged and the previous policy stays (what every update after start-up does).
     pub fn apply(&self, update: &Update) {
+        if let Err(e) = self.try_apply(update) {
+            warn!(error = %e, "writing the kernel policy failed; the previous one stays");
+        }
+    }
+
+    /// [`KernelSync::apply`], returning a failed map write (at start-up it is fatal).
+    pub fn try_apply(&self, update: &Update) -> Result<(), super::DataplaneError> {
         if let (Some(peers), Some(nodes)) = (&self.peers, &update.nodes) {
             peers.set(nodes.clone());
         }
@@ -73,9 +81,7 @@ impl KernelSync {
             .ebpf
             .lock()
             .unwrap_or_else(std::sync::PoisonError::into_inner);
-        if let Err(e) = kernel::write_policy(&mut ebpf, &p) {
-            warn!(error = %e, "writing the kernel policy failed; the previous one stays");
-        }
+        kernel::write_policy(&mut ebpf, &p)
     }
 
     /// Puts `addr` into the XDP penalty box for `penalty-seconds` (0: penalties are off).
