@@ -47,8 +47,22 @@ pub struct Config {
 }
 const _: () = assert!(core::mem::size_of::<Config>() == 96);
 
+impl Config {
+    /// `node_v4` as a native-endian word of its network-order bytes (0: none).
+    #[inline(always)]
+    pub fn node_v4_word(&self) -> u32 {
+        u32::from_ne_bytes(self.node_v4)
+    }
+
+    /// `node_v6` as four words (all 0: none).
+    #[inline(always)]
+    pub fn node_v6_words(&self) -> [u32; 4] {
+        crate::flow::addr_words(&self.node_v6)
+    }
+}
+
 /// Key of `SOURCES` and `PENALTY`: a client address. IPv4 uses the first four bytes.
-#[repr(C)]
+#[repr(C, align(4))]
 #[derive(Clone, Copy, Debug, PartialEq, Eq, Hash, Default)]
 pub struct SourceKey {
     pub addr: [u8; 16],
@@ -58,6 +72,20 @@ pub struct SourceKey {
 const _: () = assert!(core::mem::size_of::<SourceKey>() == 20);
 
 impl SourceKey {
+    /// The key from an address as words (see [`crate::FlowKey::from_words`]).
+    #[inline(always)]
+    pub fn from_words(addr: [u32; 4], family: u8) -> Self {
+        let words: [u32; 5] = [
+            addr[0],
+            addr[1],
+            addr[2],
+            addr[3],
+            u32::from_ne_bytes([family, 0, 0, 0]),
+        ];
+        // SAFETY: same size (asserted above), plain integer fields in this order.
+        unsafe { core::mem::transmute::<[u32; 5], SourceKey>(words) }
+    }
+
     pub const fn v4(a: [u8; 4]) -> Self {
         let mut addr = [0u8; 16];
         addr[0] = a[0];

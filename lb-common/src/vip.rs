@@ -12,7 +12,7 @@ pub const PROTO_UDP: u8 = 17;
 ///
 /// `addr` holds the address in network byte order; an IPv4 address occupies the first four
 /// bytes and the rest are zero. `port` is in host byte order.
-#[repr(C)]
+#[repr(C, align(4))]
 #[derive(Clone, Copy, Debug, PartialEq, Eq, Hash, Default)]
 pub struct VipKey {
     pub addr: [u8; 16],
@@ -23,6 +23,21 @@ pub struct VipKey {
 const _: () = assert!(core::mem::size_of::<VipKey>() == 20);
 
 impl VipKey {
+    /// The key from its address as words (see [`crate::FlowKey::from_words`]).
+    #[inline(always)]
+    pub fn from_words(addr: [u32; 4], port: u16, proto: u8, family: u8) -> Self {
+        let p = port.to_ne_bytes();
+        let words: [u32; 5] = [
+            addr[0],
+            addr[1],
+            addr[2],
+            addr[3],
+            u32::from_ne_bytes([p[0], p[1], proto, family]),
+        ];
+        // SAFETY: same size (asserted above), plain integer fields in this order.
+        unsafe { core::mem::transmute::<[u32; 5], VipKey>(words) }
+    }
+
     pub const fn v4(addr: [u8; 4], port: u16, proto: u8) -> Self {
         let mut a = [0u8; 16];
         a[0] = addr[0];

@@ -1,7 +1,7 @@
 //! Source ACLs: deny and allow LPM tries per family. Deny wins; an empty allow list
 //! (`Config::allow_v4/6 == 0`) allows every source; an empty deny list is not looked up.
 use aya_ebpf::btf_maps::lpm_trie::Key;
-use lb_common::{Config, FAMILY_V4, FlowKey};
+use lb_common::{Config, FAMILY_V4, FlowKey, words_addr};
 
 use crate::maps::{ALLOW_V4, ALLOW_V6, DENY_V4, DENY_V6};
 
@@ -9,13 +9,13 @@ use crate::maps::{ALLOW_V4, ALLOW_V6, DENY_V4, DENY_V6};
 #[inline(always)]
 pub fn denied(flow: &FlowKey, cfg: &Config) -> bool {
     if flow.family == FAMILY_V4 {
-        let key = Key::new(32, [flow.src[0], flow.src[1], flow.src[2], flow.src[3]]);
+        let key = Key::new(32, flow.src_words()[0].to_ne_bytes());
         if cfg.deny_v4 != 0 && DENY_V4.get(&key).is_some() {
             return true;
         }
         cfg.allow_v4 != 0 && ALLOW_V4.get(&key).is_none()
     } else {
-        let key = Key::new(128, flow.src);
+        let key = Key::new(128, words_addr(flow.src_words()));
         if cfg.deny_v6 != 0 && DENY_V6.get(&key).is_some() {
             return true;
         }

@@ -11,16 +11,12 @@ pub fn add_words(mut sum: u32, b: &[u8]) -> u32 {
     sum
 }
 
-/// Folds a running sum into the one's-complement checksum field value.
+/// Folds a running sum into the one's-complement checksum field value. The sum may be of
+/// words read in native byte order, if the result is stored natively too (RFC 1071
+/// section 2(B): the one's-complement sum is byte-order independent).
 #[inline(always)]
 pub fn fold(mut sum: u32) -> u16 {
     sum = (sum & 0xffff) + (sum >> 16);
     sum = (sum & 0xffff) + (sum >> 16);
     !(sum as u16)
-}
-
-/// Checksum of a 20-byte IPv4 header whose checksum field (bytes 10..12) is zero.
-#[inline(always)]
-pub fn ipv4_header(h: &[u8; 20]) -> u16 {
-    fold(add_words(0, h))
 }

@@ -12,11 +12,7 @@ use crate::maps::{PENALTY, SOURCES};
 
 #[inline(always)]
 pub fn source_key(flow: &FlowKey) -> SourceKey {
-    SourceKey {
-        addr: flow.src,
-        family: flow.family,
-        _pad: [0; 3],
-    }
+    SourceKey::from_words(flow.src_words(), flow.family)
 }
 
 #[inline(always)]

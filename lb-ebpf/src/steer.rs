@@ -78,11 +78,11 @@ pub fn forget(flow: &FlowKey) {
 
 /// The node to encapsulate to, or `None` when the flow is served here.
 #[inline(always)]
-pub fn remote_node(node: u32) -> Option<NodeInfo> {
+pub fn remote_node(node: u32) -> Option<&'static NodeInfo> {
     if node == NO_NODE {
         return None;
     }
-    let info = *NODES.get(node)?;
+    let info = NODES.get(node)?;
     if info.flags & NODE_LOCAL != 0 {
         return None;
     }

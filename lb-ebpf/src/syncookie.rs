@@ -169,21 +169,16 @@ fn listener_ready(
     let (size, ip_len) = if f.family == FAMILY_V4 {
         // SAFETY: writing the ipv4 member of a zeroed union.
         let t = unsafe { &mut h.tuple.__bindgen_anon_1.ipv4 };
-        t.saddr = u32::from_ne_bytes([f.src[0], f.src[1], f.src[2], f.src[3]]);
-        t.daddr = u32::from_ne_bytes([f.dst[0], f.dst[1], f.dst[2], f.dst[3]]);
+        t.saddr = f.src_words()[0];
+        t.daddr = f.dst_words()[0];
         t.sport = f.sport.to_be();
         t.dport = f.dport.to_be();
         (12, IPV4_HLEN as u32)
     } else {
         // SAFETY: writing the ipv6 member of a zeroed union.
         let t = unsafe { &mut h.tuple.__bindgen_anon_1.ipv6 };
-        let mut i = 0;
-        while i < 4 {
-            let j = i * 4;
-            t.saddr[i] = u32::from_ne_bytes([f.src[j], f.src[j + 1], f.src[j + 2], f.src[j + 3]]);
-            t.daddr[i] = u32::from_ne_bytes([f.dst[j], f.dst[j + 1], f.dst[j + 2], f.dst[j + 3]]);
-            i += 1;
-        }
+        t.saddr = f.src_words();
+        t.daddr = f.dst_words();
         t.sport = f.sport.to_be();
         t.dport = f.dport.to_be();
         (36, IPV6_HLEN as u32)

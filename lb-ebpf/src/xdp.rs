@@ -15,7 +15,7 @@ use crate::{
 
 #[xdp]
 pub fn lb_xdp(ctx: XdpContext) -> u32 {
-    try_lb_xdp(&ctx)
+    run(&ctx)
 }
 
 /// A trivial program that passes everything: the benchmark baseline, and what test
@@ -25,8 +25,9 @@ pub fn lb_xdp_pass(_ctx: XdpContext) -> u32 {
     xdp_action::XDP_PASS
 }
 
+/// Everything `lb_xdp` does (also run by the benchmark program `lb_xdp_restore`).
 #[inline(always)]
-fn try_lb_xdp(ctx: &XdpContext) -> u32 {
+pub fn run(ctx: &XdpContext) -> u32 {
     let Some(pkt) = parse::parse(ctx) else {
         return xdp_action::XDP_PASS;
     };
@@ -164,7 +165,7 @@ fn syn_cookies(
 #[inline(always)]
 fn forward(ctx: &XdpContext, pkt: &Packet, cfg: &Config, vip_id: u32, node: u32, len: u64) -> u32 {
     if let Some(info) = steer::remote_node(node) {
-        match encap::encapsulate(ctx, pkt, &info, cfg) {
+        match encap::encapsulate(ctx, pkt, info, cfg) {
             Encap::Done => {
                 stats::count(vip_id, Reason::SteeredRemote, len);
                 return xdp_action::XDP_TX;
@@ -187,7 +188,7 @@ fn icmp_error(ctx: &XdpContext, pkt: &Packet, len: u64) -> u32 {
     let Some(vip) = VIPS.get_ptr(pkt.vip_key()) else {
         return xdp_action::XDP_PASS;
     };
-    // SAFETY: as in try_lb_xdp.
+    // SAFETY: as in run.
     let vip_id = unsafe { (*vip).id };
     let Some(cfg) = CONFIG.get(CONFIG_KEY) else {
         return xdp_action::XDP_PASS;

@@ -18,6 +18,8 @@ pub const XDP_DROP: u32 = 1;
 pub const XDP_PASS: u32 = 2;
 pub const XDP_TX: u32 = 3;
 pub const TC_ACT_OK: u32 = 0;
+/// `lb_xdp`, then the frame restored (benchmarks: repeat mode on the encapsulating path).
+pub const PROG_XDP_RESTORE: &str = "lb_xdp_restore";
 
 /// The loaded object.
 pub struct Loaded {
@@ -51,6 +53,18 @@ impl Loaded {
         tc.load()
             .unwrap_or_else(|e| panic!("verifying lb_tc_decap: {e}"));
         Self { ebpf }
+    }
+
+    /// Verifies and loads one more XDP program of the object (a benchmark program).
+    pub fn load_xdp(&mut self, name: &str) {
+        let prog: &mut Xdp = self
+            .ebpf
+            .program_mut(name)
+            .unwrap_or_else(|| panic!("{name} in the object"))
+            .try_into()
+            .unwrap_or_else(|e| panic!("{name} is XDP: {e}"));
+        prog.load()
+            .unwrap_or_else(|e| panic!("verifying {name}: {e}"));
     }
 
     pub fn set_vips(&mut self, vips: &[VipKey]) {
