@@ -4,6 +4,8 @@
 /// VIP:port:protocol -> [`crate::VipInfo`]; plus one address-only entry per VIP address
 /// (port 0, proto 0) so fragments and ICMP to a VIP address can be recognised.
 pub const VIPS: &str = "VIPS";
+/// Array of [`crate::VipSlot`]: `VIPS` placed by [`crate::vip_slot`] for the XDP fast path.
+pub const VIP_INDEX: &str = "VIP_INDEX";
 /// Per-CPU counters, indexed by `vip_id * Reason::COUNT + reason`.
 pub const STATS: &str = "STATS";
 /// [`crate::Config`] at index 0.
@@ -27,9 +29,9 @@ pub const ALLOW_V6: &str = "ALLOW_V6";
 pub const SYN_RATE: &str = "SYN_RATE";
 
 /// Every pinned map, in the order `ebpf-lb maps` lists them.
-pub const PINNED_MAPS: [&str; 13] = [
-    VIPS, STATS, CONFIG, FLOWS, MAGLEV, NODES, SOURCES, PENALTY, DENY_V4, DENY_V6, ALLOW_V4,
-    ALLOW_V6, SYN_RATE,
+pub const PINNED_MAPS: [&str; 14] = [
+    VIPS, VIP_INDEX, STATS, CONFIG, FLOWS, MAGLEV, NODES, SOURCES, PENALTY, DENY_V4, DENY_V6,
+    ALLOW_V4, ALLOW_V6, SYN_RATE,
 ];
 
 /// Most VIP:port:protocol entries one node serves (address-only entries included).

@@ -10,7 +10,7 @@
 //!
 //! Files by job, Katran style: `parse` (bounds-checked header walking and the policy for
 //! fragments, options, extension headers and ICMP), `maps` (every map with a one-line
-//! comment), `acl`, `ratelimit` (penalty box and token buckets), `steer` (flow table and
+//! comment), `vips` (which VIP a packet is for), `acl`, `ratelimit` (penalty box and token buckets), `steer` (flow table and
 //! Maglev), `syncookie` (SYN-ACKs carrying SYN cookies above the SYN-rate threshold, and
 //! the check of the ACKs that return them), `encap` + `csum` (outer headers), `decap`,
 //! `stats` (counter updates), `xdp` (the order of it all).
@@ -39,6 +39,8 @@ mod stats;
 mod steer;
 #[cfg(target_arch = "bpf")]
 mod syncookie;
+#[cfg(target_arch = "bpf")]
+mod vips;
 #[cfg(target_arch = "bpf")]
 mod xdp;
 

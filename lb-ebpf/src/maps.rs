@@ -7,12 +7,16 @@ use aya_ebpf::{
 use lb_common::{
     ACL_ENTRIES, AclValue, Config, Counter, FLOWS_ENTRIES, FlowKey, FlowValue, MAGLEV_ENTRIES,
     MAX_NODES, MAX_VIPS, NodeInfo, PENALTY_ENTRIES, SOURCES_ENTRIES, STATS_ENTRIES, SourceKey,
-    SourceState, SynWindow, VipInfo, VipKey,
+    SourceState, SynWindow, VIP_INDEX_SLOTS, VipInfo, VipKey, VipSlot,
 };
 
 /// VIP:port:protocol this node load-balances (and address-only keys) -> its id and flags.
 #[btf_map]
 pub static VIPS: HashMap<VipKey, VipInfo, { MAX_VIPS as usize }> = HashMap::new();
+
+/// `VIPS` direct-mapped by `lb_common::vip_slot`: what each packet reads first (see `vips`).
+#[btf_map]
+pub static VIP_INDEX: Array<VipSlot, { VIP_INDEX_SLOTS as usize }> = Array::new();
 
 /// Per-CPU packet/byte counters per VIP and reason (`vip_id * Reason::COUNT + reason`).
 #[btf_map]

@@ -7,10 +7,11 @@ use lb_common::{CONFIG_KEY, Config, NO_NODE, PROTO_TCP, Reason, VIP_FLAG_ADDR_ON
 use crate::{
     acl,
     encap::{self, Encap},
-    maps::{CONFIG, VIPS},
+    maps::CONFIG,
     parse::{self, Kind, Packet, TCP_ACK, TCP_FIN, TCP_RST, TCP_SYN},
     ratelimit, stats, steer,
     syncookie::{self, Reply},
+    vips,
 };
 
 #[xdp]
@@ -36,12 +37,9 @@ pub fn run(ctx: &XdpContext) -> u32 {
         Kind::L4 => {}
         Kind::Malformed => {
             // Dropped only when sent to a VIP address; everything else is the stack's.
-            let key = pkt.vip_key().address_only();
-            return match VIPS.get_ptr(key) {
+            return match vips::lookup(&pkt.vip_key().address_only()) {
                 Some(vip) => {
-                    // SAFETY: VIPS values are replaced whole by userspace; copied out now.
-                    let vip_id = unsafe { (*vip).id };
-                    stats::count(vip_id, Reason::DropMalformed, len);
+                    stats::count(vip.id, Reason::DropMalformed, len);
                     xdp_action::XDP_DROP
                 }
                 None => xdp_action::XDP_PASS,
@@ -50,11 +48,10 @@ pub fn run(ctx: &XdpContext) -> u32 {
         Kind::IcmpError => return icmp_error(ctx, &pkt, len),
         Kind::Other => return xdp_action::XDP_PASS,
     }
-    let Some(vip) = VIPS.get_ptr(pkt.vip_key()) else {
+    let Some(vip) = vips::lookup(&pkt.vip_key()) else {
         return xdp_action::XDP_PASS;
     };
-    // SAFETY: VIPS values are only replaced whole by userspace; we copy them out at once.
-    let (vip_id, vip_flags) = unsafe { ((*vip).id, (*vip).flags) };
+    let (vip_id, vip_flags) = (vip.id, vip.flags);
     if vip_flags & VIP_FLAG_ADDR_ONLY != 0 {
         // An address-only key can only match port 0 / protocol 0: not real traffic.
         return xdp_action::XDP_PASS;
@@ -185,11 +182,10 @@ fn forward(ctx: &XdpContext, pkt: &Packet, cfg: &Config, vip_id: u32, node: u32,
 /// Not subject to ACLs or limits (routers send these), and never creates a flow.
 #[inline(always)]
 fn icmp_error(ctx: &XdpContext, pkt: &Packet, len: u64) -> u32 {
-    let Some(vip) = VIPS.get_ptr(pkt.vip_key()) else {
+    let Some(vip) = vips::lookup(&pkt.vip_key()) else {
         return xdp_action::XDP_PASS;
     };
-    // SAFETY: as in run.
-    let vip_id = unsafe { (*vip).id };
+    let vip_id = vip.id;
     let Some(cfg) = CONFIG.get(CONFIG_KEY) else {
         return xdp_action::XDP_PASS;
     };

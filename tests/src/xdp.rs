@@ -30,11 +30,16 @@ impl Loaded {
     /// Loads the object with small LRU maps and verifies `lb_xdp`, `lb_xdp_pass` and
     /// `lb_tc_decap`. Panics with the verifier log on failure (test helper).
     pub fn load() -> Self {
+        Self::load_object(dataplane::object::bytes())
+    }
+
+    /// As [`Loaded::load`], from another build of the object (benchmarking variants).
+    pub fn load_object(object: &[u8]) -> Self {
         let mut ebpf = EbpfLoader::new()
             .map_max_entries(FLOWS, 4096)
             .map_max_entries(SOURCES, 4096)
             .map_max_entries(PENALTY, 1024)
-            .load(dataplane::object::bytes())
+            .load(object)
             .unwrap_or_else(|e| panic!("loading the lb-ebpf object: {e}"));
         for name in [PROG_XDP, PROG_XDP_PASS] {
             let prog: &mut Xdp = ebpf

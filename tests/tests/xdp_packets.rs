@@ -10,7 +10,7 @@ use std::{collections::BTreeMap, net::IpAddr};
 use aya::programs::ProgramError;
 use lb_common::{
     Counter, FAMILY_V4, FlowKey, MAX_VIPS, NO_NODE, NODE_HAS_V4, NODE_HAS_V6, NODE_LOCAL, NodeInfo,
-    PROG_XDP, PROTO_TCP, PROTO_UDP, Reason, VipKey,
+    PROG_XDP, PROTO_TCP, PROTO_UDP, Reason, VipKey, vip_slot,
 };
 use lb_userspace::dataplane::policy::{Cidr, KernelPolicy};
 use tests::{
@@ -1505,4 +1505,65 @@ fn syn_cookie_checks(ns: &tests::netns::Netns) {
         assert_eq!(action, XDP_PASS, "SYN to a port without a listener");
         assert_eq!(deltas(&before, &dp.stats()), plain(2, &syn.bytes));
     }
+}
+
+/// Two VIPs whose keys want the same `VIP_INDEX` slot: the first holds it, the second is
+/// found through the slot's `spill` mark in `VIPS`; a colliding key that is no VIP passes
+/// uncounted. Also: a VIP removed from the set stops being one.
+#[test]
+fn vip_index_collisions_spill_to_vips() {
+    if skip_unless_root() {
+        return;
+    }
+    let first = VIP_TCP;
+    let slot = vip_slot(&first);
+    let mut colliding = (1..=u16::MAX)
+        .map(|port| VipKey::v4([198, 18, 0, 210], port, PROTO_TCP))
+        .filter(|k| *k != first && vip_slot(k) == slot);
+    let second = colliding.next().expect("a port whose key shares the slot");
+    let stranger = colliding.next().expect("another one");
+    let mut dp = Loaded::load();
+    dp.set_vips(&[first, second]);
+    for (key, id) in [(first, 0u32), (second, 1)] {
+        let frame =
+            PacketBuilder::tcp("198.18.0.1:40000", &format!("198.18.0.210:{}", key.port)).build();
+        let before = dp.stats();
+        let (action, _, _) = dp.run_xdp(PROG_XDP, &frame.bytes, 1).expect("test run");
+        assert_eq!(action, XDP_PASS);
+        let got = deltas(&before, &dp.stats());
+        let l = frame.len() as u64;
+        let want = Deltas::from([
+            ((id, Reason::PassLocal.name()), (1, l)),
+            ((id, Reason::FlowMiss.name()), (1, l)),
+        ]);
+        assert_eq!(got, want, "port {}", key.port);
+    }
+    let frame = PacketBuilder::tcp(
+        "198.18.0.1:40000",
+        &format!("198.18.0.210:{}", stranger.port),
+    )
+    .build();
+    let before = dp.stats();
+    let (action, _, _) = dp.run_xdp(PROG_XDP, &frame.bytes, 1).expect("test run");
+    assert_eq!(action, XDP_PASS);
+    assert_eq!(deltas(&before, &dp.stats()), Deltas::new());
+    // The first VIP goes away: the second moves into the slot, the first is no VIP.
+    dp.set_vips(&[second]);
+    let frame = PacketBuilder::tcp("198.18.0.1:40000", "198.18.0.210:80").build();
+    let before = dp.stats();
+    let (action, _, _) = dp.run_xdp(PROG_XDP, &frame.bytes, 1).expect("test run");
+    assert_eq!(action, XDP_PASS);
+    assert_eq!(deltas(&before, &dp.stats()), Deltas::new());
+    let frame =
+        PacketBuilder::tcp("198.18.0.1:40001", &format!("198.18.0.210:{}", second.port)).build();
+    let before = dp.stats();
+    dp.run_xdp(PROG_XDP, &frame.bytes, 1).expect("test run");
+    let l = frame.len() as u64;
+    assert_eq!(
+        deltas(&before, &dp.stats()),
+        Deltas::from([
+            ((0, Reason::PassLocal.name()), (1, l)),
+            ((0, Reason::FlowMiss.name()), (1, l)),
+        ])
+    );
 }

@@ -20,7 +20,7 @@ use std::sync::{Arc, Mutex};
 
 use aya::{
     Ebpf, EbpfLoader,
-    maps::HashMap as BpfHashMap,
+    maps::{Array as BpfArray, HashMap as BpfHashMap},
     programs::{
         ProgramError, SchedClassifier, TcAttachType, Xdp, XdpMode,
         links::{FdLink, LinkError, PinnedLink},
@@ -29,8 +29,8 @@ use aya::{
     },
 };
 use lb_common::{
-    LINK_TC, LINK_XDP, MAX_VIPS, PINNED_MAPS, PROG_TC_DECAP, PROG_XDP, VIP_FLAG_ADDR_ONLY, VIPS,
-    VipInfo, VipKey,
+    LINK_TC, LINK_XDP, MAX_VIPS, PINNED_MAPS, PROG_TC_DECAP, PROG_XDP, VIP_FLAG_ADDR_ONLY,
+    VIP_INDEX, VIP_INDEX_SLOTS, VIPS, VipInfo, VipKey, VipSlot,
 };
 use tracing::{info, warn};
 
@@ -325,6 +325,33 @@ pub fn set_vips(ebpf: &mut Ebpf, wanted: &[VipKey]) -> Result<(), DataplaneError
             vips.insert(key, info, 0)
                 .map_err(|source| DataplaneError::Map { map: VIPS, source })?;
         }
+    }
+    set_vip_index(ebpf, &all)
+}
+
+/// Writes `VIP_INDEX` for `all` (already in `VIPS`): only the slots that change, and the
+/// ones that start to spill first, so a packet never misses a VIP that `VIPS` holds.
+fn set_vip_index(ebpf: &mut Ebpf, all: &[(VipKey, VipInfo)]) -> Result<(), DataplaneError> {
+    let err = |source| DataplaneError::Map {
+        map: VIP_INDEX,
+        source,
+    };
+    let map = ebpf
+        .map_mut(VIP_INDEX)
+        .ok_or(DataplaneError::Missing(VIP_INDEX))?;
+    let mut index: BpfArray<_, VipSlot> = BpfArray::try_from(map).map_err(err)?;
+    let mut wanted = vec![VipSlot::default(); VIP_INDEX_SLOTS as usize];
+    lb_common::place_vips(&mut wanted, all.iter().map(|(k, i)| (k, i)));
+    let mut changed: Vec<(u32, VipSlot)> = Vec::new();
+    for (i, want) in wanted.iter().enumerate() {
+        let i = i as u32;
+        if index.get(&i, 0).map_err(err)? != *want {
+            changed.push((i, *want));
+        }
+    }
+    changed.sort_by_key(|(_, slot)| slot.spill == 0);
+    for (i, slot) in changed {
+        index.set(i, slot, 0).map_err(err)?;
     }
     Ok(())
 }

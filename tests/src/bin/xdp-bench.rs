@@ -5,7 +5,7 @@
 //! Needs root. Each path is measured `--runs` times (rounds interleave all paths, so drift
 //! on a shared machine hits them alike); the report gives median, min and max, and the
 //! ratio of the median to the baseline's median.
-use std::{net::IpAddr, path::PathBuf, time::Duration};
+use std::{net::IpAddr, path::PathBuf, sync::OnceLock, time::Duration};
 
 use clap::Parser;
 use lb_common::{
@@ -33,6 +33,10 @@ struct Args {
     /// profiling one path with `perf record`.
     #[arg(long)]
     only: Option<String>,
+    /// Load this eBPF object instead of the one built into the binary (to compare builds
+    /// of lb-ebpf without relinking the benchmark).
+    #[arg(long)]
+    object: Option<PathBuf>,
 }
 
 const VIP_TCP: VipKey = VipKey::v4([198, 18, 0, 210], 80, PROTO_TCP);
@@ -87,7 +91,10 @@ fn path(
     action: u32,
     setup: impl FnOnce(&mut Loaded),
 ) -> Path {
-    let mut dp = Loaded::load();
+    let mut dp = match OBJECT.get() {
+        Some(object) => Loaded::load_object(object),
+        None => Loaded::load(),
+    };
     dp.set_vips(&[VIP_TCP, VIP_UDP]);
     setup(&mut dp);
     Path {
@@ -99,6 +106,9 @@ fn path(
         action,
     }
 }
+
+/// `--object`, read once.
+static OBJECT: OnceLock<Vec<u8>> = OnceLock::new();
 
 fn paths() -> Vec<Path> {
     let syn = PacketBuilder::tcp("198.18.0.1:40000", "198.18.0.210:80")
@@ -264,6 +274,10 @@ fn main() -> Result<(), String> {
     }
     if args.runs < 3 {
         return Err("--runs must be at least 3".into());
+    }
+    if let Some(path) = &args.object {
+        let bytes = std::fs::read(path).map_err(|e| format!("{}: {e}", path.display()))?;
+        let _ = OBJECT.set(bytes);
     }
     let mut paths = paths();
     if let Some(only) = &args.only {
