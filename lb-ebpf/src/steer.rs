@@ -27,7 +27,9 @@ pub fn lookup(flow: &FlowKey, cfg: &Config, now: u64) -> Choice {
                 hit: true,
             };
         }
-        if now.wrapping_sub(v.last_ns) <= cfg.udp_flow_timeout_ns {
+        // Idle for the timeout or longer: chosen again. Saturating: `last_ns` may come from
+        // the precise clock (userspace), `now` from the coarse one a tick behind.
+        if now.saturating_sub(v.last_ns) < cfg.udp_flow_timeout_ns {
             v.last_ns = now;
             return Choice {
                 node: v.node,

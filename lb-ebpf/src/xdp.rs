@@ -82,7 +82,7 @@ pub fn run(ctx: &XdpContext) -> u32 {
         stats::count(vip_id, Reason::DropRateConn, len);
         return xdp_action::XDP_DROP;
     }
-    let now = if is_tcp { 0 } else { ratelimit::now_ns() };
+    let now = if is_tcp { 0 } else { ratelimit::coarse_ns() };
     let choice = steer::lookup(flow, cfg, now);
     let new_conn = syn || (!is_tcp && !choice.hit);
     if !is_tcp && new_conn && ratelimit::charge_conn(&src, cfg).is_err() {
@@ -189,6 +189,6 @@ fn icmp_error(ctx: &XdpContext, pkt: &Packet, len: u64) -> u32 {
     let Some(cfg) = CONFIG.get(CONFIG_KEY) else {
         return xdp_action::XDP_PASS;
     };
-    let choice = steer::lookup(&pkt.flow, cfg, ratelimit::now_ns());
+    let choice = steer::lookup(&pkt.flow, cfg, ratelimit::coarse_ns());
     forward(ctx, pkt, cfg, vip_id, choice.node, len)
 }

@@ -1567,3 +1567,34 @@ fn vip_index_collisions_spill_to_vips() {
         ])
     );
 }
+
+/// A limit whose refusals last less than the coarse clock can lag (1000 packets/s, burst
+/// 1: the next packet is due 1 ms later) is decided with the precise clock: of 100 runs
+/// within microseconds one passes, and 2 ms later the source passes again (the coarse
+/// clock, a tick of up to 4-10 ms behind, would often still refuse it).
+#[test]
+fn lb_xdp_short_refusals_use_the_precise_clock() {
+    if skip_unless_root() {
+        return;
+    }
+    let mut dp = Loaded::load();
+    dp.set_vips(&[VIP_TCP]);
+    let mut p = KernelPolicy::default();
+    (p.pps, p.pps_burst) = (1000, 1);
+    dp.set_policy(&p);
+    let frame = PacketBuilder::tcp("198.18.0.1:40000", "198.18.0.210:80")
+        .tcp_flags(tcp_flags::ACK)
+        .build();
+    let l = frame.len() as u64;
+    let before = dp.stats();
+    dp.run_xdp(PROG_XDP, &frame.bytes, 100).expect("test run");
+    let got = deltas(&before, &dp.stats());
+    assert_eq!(got.get(&(TCP_ID, Reason::PassLocal.name())), Some(&(1, l)));
+    assert_eq!(
+        got.get(&(TCP_ID, Reason::DropRatePps.name())),
+        Some(&(99, 99 * l))
+    );
+    std::thread::sleep(std::time::Duration::from_millis(2));
+    let (action, _, _) = dp.run_xdp(PROG_XDP, &frame.bytes, 1).expect("test run");
+    assert_eq!(action, XDP_PASS);
+}
