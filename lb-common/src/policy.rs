@@ -72,6 +72,12 @@ pub struct SourceKey {
 const _: () = assert!(core::mem::size_of::<SourceKey>() == 20);
 
 impl SourceKey {
+    /// `addr` as four native-endian words (the key is aligned to 4).
+    #[inline(always)]
+    pub fn addr_words(&self) -> [u32; 4] {
+        crate::flow::addr_words(&self.addr)
+    }
+
     /// The key from an address as words (see [`crate::FlowKey::from_words`]).
     #[inline(always)]
     pub fn from_words(addr: [u32; 4], family: u8) -> Self {

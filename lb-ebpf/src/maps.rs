@@ -70,3 +70,10 @@ pub static SYN_RATE: PerCpuArray<SynWindow, { MAX_VIPS as usize }> = PerCpuArray
 /// Per-CPU working memory of `syncookie` (too big for the BPF stack); not pinned.
 #[btf_map]
 pub static SCRATCH: PerCpuArray<crate::syncookie::Scratch, 1> = PerCpuArray::new();
+
+/// Per-CPU cache of sources this CPU refused and until when (see `ratelimit`); not pinned.
+#[btf_map]
+pub static REFUSED: PerCpuArray<
+    crate::ratelimit::Refusal,
+    { crate::ratelimit::REFUSED_SLOTS as usize },
+> = PerCpuArray::new();

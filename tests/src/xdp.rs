@@ -186,6 +186,26 @@ impl Loaded {
         Ok((r.return_value, out))
     }
 
+    /// Entries of the per-CPU refusal cache `REFUSED` in use on any CPU: (address bytes,
+    /// conn_until, pps_until, penalty_until). The layout is lb-ebpf's `Refusal`.
+    pub fn refused_sources(&self) -> Vec<([u8; 16], u64, u64, u64)> {
+        let map: PerCpuArray<&MapData, [u8; 48]> =
+            PerCpuArray::try_from(self.ebpf.map("REFUSED").expect("REFUSED map"))
+                .expect("REFUSED type");
+        let mut out = Vec::new();
+        for i in 0..map.len() {
+            for r in map.get(&i, 0).expect("REFUSED slot").iter() {
+                let word = |at: usize| u64::from_ne_bytes(r[at..at + 8].try_into().expect("8"));
+                let (conn, pps, penalty) = (word(24), word(32), word(40));
+                if conn != 0 || pps != 0 || penalty != 0 {
+                    let addr: [u8; 16] = r[..16].try_into().expect("16 bytes");
+                    out.push((addr, conn, pps, penalty));
+                }
+            }
+        }
+        out
+    }
+
     /// Every `STATS` entry, summed over CPUs.
     pub fn stats(&self) -> Vec<Counter> {
         let stats: PerCpuArray<&MapData, Counter> =
