@@ -1547,7 +1547,8 @@ fn vip_index_collisions_spill_to_vips() {
     let (action, _, _) = dp.run_xdp(PROG_XDP, &frame.bytes, 1).expect("test run");
     assert_eq!(action, XDP_PASS);
     assert_eq!(deltas(&before, &dp.stats()), Deltas::new());
-    // The first VIP goes away: the second moves into the slot, the first is no VIP.
+    // The first VIP goes away: the second moves into the slot (keeping its id 1), the
+    // first is no VIP.
     dp.set_vips(&[second]);
     let frame = PacketBuilder::tcp("198.18.0.1:40000", "198.18.0.210:80").build();
     let before = dp.stats();
@@ -1562,9 +1563,18 @@ fn vip_index_collisions_spill_to_vips() {
     assert_eq!(
         deltas(&before, &dp.stats()),
         Deltas::from([
-            ((0, Reason::PassLocal.name()), (1, l)),
-            ((0, Reason::FlowMiss.name()), (1, l)),
+            ((1, Reason::PassLocal.name()), (1, l)),
+            ((1, Reason::FlowMiss.name()), (1, l)),
         ])
+    );
+    // A newcomer takes the free id 0, whose row counted the first VIP: it starts at zero.
+    assert_ne!(dp.stats()[Reason::PassLocal.index(0) as usize].packets, 0);
+    dp.set_vips(&[second, VipKey::v4([198, 18, 0, 211], 80, PROTO_TCP)]);
+    assert!(
+        Reason::ALL
+            .iter()
+            .all(|r| dp.stats()[r.index(0) as usize] == Counter::default()),
+        "the reused row was zeroed"
     );
 }
 

@@ -20,7 +20,7 @@ use std::sync::{Arc, Mutex};
 
 use aya::{
     Ebpf, EbpfLoader,
-    maps::{Array as BpfArray, HashMap as BpfHashMap},
+    maps::{Array as BpfArray, HashMap as BpfHashMap, PerCpuArray, PerCpuValues},
     programs::{
         ProgramError, SchedClassifier, TcAttachType, Xdp, XdpMode,
         links::{FdLink, LinkError, PinnedLink},
@@ -29,8 +29,9 @@ use aya::{
     },
 };
 use lb_common::{
-    LINK_TC, LINK_XDP, MAX_VIPS, PINNED_MAPS, PROG_TC_DECAP, PROG_XDP, VIP_FLAG_ADDR_ONLY,
-    VIP_INDEX, VIP_INDEX_SLOTS, VIPS, VipInfo, VipKey, VipSlot,
+    Counter, LINK_TC, LINK_XDP, MAX_VIPS, PINNED_MAPS, PROG_TC_DECAP, PROG_XDP, Reason, STATS,
+    SYN_RATE, SynWindow, VIP_FLAG_ADDR_ONLY, VIP_INDEX, VIP_INDEX_SLOTS, VIPS, VipInfo, VipKey,
+    VipSlot,
 };
 use tracing::{info, warn};
 
@@ -61,6 +62,13 @@ pub enum DataplaneError {
         map: &'static str,
         #[source]
         source: aya::maps::MapError,
+    },
+    /// Per-CPU values could not be built (the CPU count could not be read).
+    #[error("map {map}: per-CPU values: {source}")]
+    PerCpu {
+        map: &'static str,
+        #[source]
+        source: std::io::Error,
     },
     #[error("object has no {0}")]
     Missing(&'static str),
@@ -304,12 +312,10 @@ pub fn set_vips(ebpf: &mut Ebpf, wanted: &[VipKey]) -> Result<(), DataplaneError
     if all.len() > MAX_VIPS as usize {
         return Err(DataplaneError::TooManyVips(all.len()));
     }
-    for (id, (_, info)) in all.iter_mut().enumerate() {
-        info.id = id as u32;
-    }
     let map = ebpf.map_mut(VIPS).ok_or(DataplaneError::Missing(VIPS))?;
     let mut vips: BpfHashMap<_, VipKey, VipInfo> =
         BpfHashMap::try_from(map).map_err(|source| DataplaneError::Map { map: VIPS, source })?;
+    let fresh = assign_ids(&mut all, |key| vips.get(key, 0).ok().map(|i| i.id));
     let keep: HashSet<VipKey> = all.iter().map(|(k, _)| *k).collect();
     let stale: Vec<VipKey> = vips
         .keys()
@@ -320,6 +326,12 @@ pub fn set_vips(ebpf: &mut Ebpf, wanted: &[VipKey]) -> Result<(), DataplaneError
         vips.remove(&key)
             .map_err(|source| DataplaneError::Map { map: VIPS, source })?;
     }
+    // A VIP id new to its key starts with zeroed counters (the row may have served a VIP
+    // that is gone) before any packet can be counted under it.
+    zero_vip_rows(ebpf, &fresh)?;
+    let map = ebpf.map_mut(VIPS).ok_or(DataplaneError::Missing(VIPS))?;
+    let mut vips: BpfHashMap<_, VipKey, VipInfo> =
+        BpfHashMap::try_from(map).map_err(|source| DataplaneError::Map { map: VIPS, source })?;
     for (key, info) in &all {
         if vips.get(key, 0).ok() != Some(*info) {
             vips.insert(key, info, 0)
@@ -327,6 +339,72 @@ pub fn set_vips(ebpf: &mut Ebpf, wanted: &[VipKey]) -> Result<(), DataplaneError
         }
     }
     set_vip_index(ebpf, &all)
+}
+
+/// Gives every key of `all` an id: the one it has now (`current`) if that is still free,
+/// else the lowest free one, so a VIP keeps its `STATS` row while others come and go.
+/// Returns the ids handed to keys that did not have them.
+fn assign_ids(all: &mut [(VipKey, VipInfo)], current: impl Fn(&VipKey) -> Option<u32>) -> Vec<u32> {
+    let mut taken = vec![false; MAX_VIPS as usize];
+    let mut pending = Vec::new();
+    for (i, (key, info)) in all.iter_mut().enumerate() {
+        match current(key).filter(|&id| id < MAX_VIPS && !taken[id as usize]) {
+            Some(id) => {
+                taken[id as usize] = true;
+                info.id = id;
+            }
+            None => pending.push(i),
+        }
+    }
+    let mut free = (0..MAX_VIPS).filter(|&id| !taken[id as usize]);
+    let mut fresh = Vec::new();
+    for i in pending {
+        // all.len() <= MAX_VIPS (checked by the caller), so an id is always free.
+        if let Some(id) = free.next() {
+            all[i].1.id = id;
+            fresh.push(id);
+        }
+    }
+    fresh
+}
+
+/// Zeroes the `STATS` rows and `SYN_RATE` entries of `ids` on every CPU.
+fn zero_vip_rows(ebpf: &mut Ebpf, ids: &[u32]) -> Result<(), DataplaneError> {
+    if ids.is_empty() {
+        return Ok(());
+    }
+    let per_cpu = |map| move |source| DataplaneError::PerCpu { map, source };
+    let cpus = aya::util::nr_cpus().map_err(|(_, e)| per_cpu(STATS)(e))?;
+    let map = ebpf.map_mut(STATS).ok_or(DataplaneError::Missing(STATS))?;
+    let mut stats: PerCpuArray<_, Counter> =
+        PerCpuArray::try_from(map).map_err(|source| DataplaneError::Map { map: STATS, source })?;
+    for &id in ids {
+        for reason in Reason::ALL {
+            let values =
+                PerCpuValues::try_from(vec![Counter::default(); cpus]).map_err(per_cpu(STATS))?;
+            stats
+                .set(reason.index(id), values, 0)
+                .map_err(|source| DataplaneError::Map { map: STATS, source })?;
+        }
+    }
+    let map = ebpf
+        .map_mut(SYN_RATE)
+        .ok_or(DataplaneError::Missing(SYN_RATE))?;
+    let mut syn: PerCpuArray<_, SynWindow> =
+        PerCpuArray::try_from(map).map_err(|source| DataplaneError::Map {
+            map: SYN_RATE,
+            source,
+        })?;
+    for &id in ids {
+        let values =
+            PerCpuValues::try_from(vec![SynWindow::default(); cpus]).map_err(per_cpu(SYN_RATE))?;
+        syn.set(id, values, 0)
+            .map_err(|source| DataplaneError::Map {
+                map: SYN_RATE,
+                source,
+            })?;
+    }
+    Ok(())
 }
 
 /// Writes `VIP_INDEX` for `all` (already in `VIPS`): only the slots that change, and the
@@ -379,4 +457,53 @@ fn if_index(iface: &str) -> Result<u32, DataplaneError> {
         return Err(DataplaneError::UnknownInterface(iface.to_owned()));
     }
     Ok(index)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn key(port: u16) -> VipKey {
+        VipKey::v4([198, 18, 0, 210], port, lb_common::PROTO_TCP)
+    }
+
+    fn with_ids(ports: &[u16], current: &[(u16, u32)]) -> (Vec<(u16, u32)>, Vec<u32>) {
+        let mut all: Vec<(VipKey, VipInfo)> = ports
+            .iter()
+            .map(|&p| (key(p), VipInfo { id: 0, flags: 0 }))
+            .collect();
+        let fresh = assign_ids(&mut all, |k| {
+            current
+                .iter()
+                .find(|(p, _)| key(*p) == *k)
+                .map(|(_, id)| *id)
+        });
+        (all.iter().map(|(k, i)| (k.port, i.id)).collect(), fresh)
+    }
+
+    #[test]
+    fn vip_ids_are_stable_and_reuse_the_lowest_free() {
+        // A fresh map: ids in order, all fresh.
+        assert_eq!(
+            with_ids(&[80, 443], &[]),
+            (vec![(80, 0), (443, 1)], vec![0, 1])
+        );
+        // A VIP added in front keeps the others' ids; it takes the lowest free id.
+        assert_eq!(
+            with_ids(&[8080, 80, 443], &[(80, 0), (443, 1)]),
+            (vec![(8080, 2), (80, 0), (443, 1)], vec![2])
+        );
+        // 80 went away: its id 0 is free again and goes to the newcomer.
+        assert_eq!(
+            with_ids(&[9090, 443], &[(80, 0), (443, 1)]),
+            (vec![(9090, 0), (443, 1)], vec![0])
+        );
+        // Two keys claiming one id (a damaged map): the first keeps it.
+        assert_eq!(
+            with_ids(&[80, 443], &[(80, 3), (443, 3)]),
+            (vec![(80, 3), (443, 0)], vec![0])
+        );
+        // Out-of-range ids are replaced.
+        assert_eq!(with_ids(&[80], &[(80, MAX_VIPS)]), (vec![(80, 0)], vec![0]));
+    }
 }
