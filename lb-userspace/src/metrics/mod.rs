@@ -6,6 +6,7 @@
 //! nginx never had. Label cardinality is bounded: `path` is the Ingress path, not the
 //! request path.
 pub mod observe;
+mod series;
 pub mod upstream;
 pub mod xdp;
 

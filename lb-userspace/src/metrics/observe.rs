@@ -7,7 +7,10 @@ use std::{
     net::SocketAddr,
     path::PathBuf,
     pin::Pin,
-    sync::Arc,
+    sync::{
+        Arc,
+        atomic::{AtomicU64, Ordering},
+    },
     task::{Context, Poll},
     time::{Duration, Instant, SystemTime},
 };
@@ -18,7 +21,10 @@ use http_body_util::BodyExt as _;
 use hyper::body::{Frame, SizeHint};
 use tokio::sync::mpsc;
 
-use super::{Metrics, RequestLabels, UpstreamLabels};
+use super::{
+    Metrics,
+    series::{self, SeriesKey},
+};
 use crate::proxy::Body;
 
 /// What is known about a request by the time its response ends.
@@ -73,6 +79,13 @@ pub const ACCESS_LOG_QUEUE: usize = 8192;
 pub struct Observer {
     pub metrics: Arc<Metrics>,
     access_log: Option<mpsc::Sender<String>>,
+    /// Tells this observer's cached series from another's on the same thread.
+    id: u64,
+}
+
+fn next_observer_id() -> u64 {
+    static NEXT: AtomicU64 = AtomicU64::new(0);
+    NEXT.fetch_add(1, Ordering::Relaxed)
 }
 
 impl Observer {
@@ -87,6 +100,7 @@ impl Observer {
                     Arc::new(Self {
                         metrics,
                         access_log: None,
+                        id: next_observer_id(),
                     }),
                     None,
                 ));
@@ -104,6 +118,7 @@ impl Observer {
             Arc::new(Self {
                 metrics,
                 access_log: Some(tx),
+                id: next_observer_id(),
             }),
             Some(write_lines(rx, writer)),
         ))
@@ -131,54 +146,37 @@ impl Observer {
     fn record(&self, rec: RequestRecord, started: Instant, status: u16, bytes_out: u64) {
         self.metrics.active_requests.dec();
         let duration = started.elapsed();
-        let route = rec.route.clone().unwrap_or_default();
-        let labels = RequestLabels {
-            status: status.to_string(),
-            method: rec.method.clone(),
-            path: route.path.clone(),
-            namespace: route.namespace.clone(),
-            ingress: route.ingress.clone(),
-            service: route.service.clone(),
-            canary: if route.canary {
-                route.service.clone()
-            } else {
-                String::new()
-            },
-            host: rec.host.clone(),
+        let no_route = RouteInfo::default();
+        let route = rec.route.as_ref().unwrap_or(&no_route);
+        let key = SeriesKey {
+            observer: self.id,
+            status,
+            method: &rec.method,
+            path: &route.path,
+            namespace: &route.namespace,
+            ingress: &route.ingress,
+            service: &route.service,
+            canary: route.canary,
+            host: &rec.host,
         };
         let m = &self.metrics;
-        m.requests.get_or_create(&labels).0.inc();
-        m.request_duration
-            .get_or_create(&labels)
-            .observe(duration.as_secs_f64());
-        m.request_size
-            .get_or_create(&labels)
-            .observe(rec.bytes_in as f64);
-        m.response_size
-            .get_or_create(&labels)
-            .observe(bytes_out as f64);
+        series::with(&key, m, rec.upstream_duration.is_some(), |s| {
+            s.requests.0.inc();
+            s.duration.observe(duration.as_secs_f64());
+            s.request_size.observe(rec.bytes_in as f64);
+            s.response_size.observe(bytes_out as f64);
+            if let (Some(up), Some(h)) = (rec.upstream_duration, &s.upstream) {
+                h.observe(up.as_secs_f64());
+            }
+        });
         if let Some(connect) = rec.upstream_connect {
+            // New upstream connections only: not worth a cached series.
             m.connect_duration
-                .get_or_create(&labels)
+                .get_or_create(&key.labels())
                 .observe(connect.as_secs_f64());
         }
-        if let Some(up) = rec.upstream_duration {
-            let up_labels = UpstreamLabels {
-                method: labels.method.clone(),
-                path: labels.path.clone(),
-                namespace: labels.namespace.clone(),
-                ingress: labels.ingress.clone(),
-                service: labels.service.clone(),
-                canary: labels.canary.clone(),
-                host: labels.host.clone(),
-                status: labels.status.clone(),
-            };
-            m.response_duration
-                .get_or_create(&up_labels)
-                .observe(up.as_secs_f64());
-        }
         if let Some(tx) = &self.access_log {
-            let line = access_line(&rec, &route, status, bytes_out, duration);
+            let line = access_line(&rec, route, status, bytes_out, duration);
             if tx.try_send(line).is_err() {
                 m.access_log_dropped.inc();
             }

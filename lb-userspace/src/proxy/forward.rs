@@ -74,7 +74,9 @@ pub async fn forward(
     if is_upgrade(&req) {
         let idx = affinity_hit.or_else(|| backend.choose(strategy, &[]));
         return match idx {
-            Some(i) => upgrade(upstreams, backend, i, policy, conn, req, timeouts).await,
+            // Boxed, as the other rare branches: the forwarding future is moved into place
+            // for every request, and its size is that of its largest branch.
+            Some(i) => Box::pin(upgrade(upstreams, backend, i, policy, conn, req, timeouts)).await,
             None => Forwarded::local(StatusCode::SERVICE_UNAVAILABLE, "no endpoint\n"),
         };
     }

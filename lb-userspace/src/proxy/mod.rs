@@ -190,7 +190,8 @@ impl Proxy {
                     req.uri().path_and_query().map_or("/", |pq| pq.as_str())
                 ),
             };
-            match self.auth.check(auth, original).await {
+            // Boxed: a rare branch kept out of the request future's size.
+            match Box::pin(self.auth.check(auth, original)).await {
                 Ok(extra) => {
                     for (name, value) in extra {
                         req.headers_mut().insert(name, value);

@@ -91,7 +91,9 @@ impl Upstreams {
         t: Timeouts,
     ) -> Result<Sent, Failed> {
         if proto.is_h2() {
-            self.send_h2(addr, proto, req, t).await
+            // Boxed (as new connections below): only the pooled HTTP/1.1 exchange stays
+            // inline in the request's future, which is moved into place for every request.
+            Box::pin(self.send_h2(addr, proto, req, t)).await
         } else {
             self.send_h1(addr, proto, req, t).await
         }
@@ -120,16 +122,23 @@ impl Upstreams {
             }
         }
         let send_timeout = SendTimeout::new(t.send);
-        let sender =
-            match connect::h1(&self.tls, addr, proto, t.connect, send_timeout.clone()).await {
-                Ok(s) => s,
-                Err(error) => {
-                    return Err(Failed {
-                        error,
-                        request: Some(req),
-                    });
-                }
-            };
+        let sender = match Box::pin(connect::h1(
+            &self.tls,
+            addr,
+            proto,
+            t.connect,
+            send_timeout.clone(),
+        ))
+        .await
+        {
+            Ok(s) => s,
+            Err(error) => {
+                return Err(Failed {
+                    error,
+                    request: Some(req),
+                });
+            }
+        };
         self.exchange_h1(Lease::new(addr, proto, sender, send_timeout), req, t)
             .await
     }
