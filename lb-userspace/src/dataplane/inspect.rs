@@ -16,14 +16,10 @@ use lb_common::{
     PROTO_UDP, Reason, SOURCES, STATS, SourceKey, SourceState, VIPS, VipInfo, VipKey,
 };
 
-use super::DataplaneError;
+use super::{DataplaneError, map_err};
 
 fn open(bpffs: &Path, name: &'static str) -> Result<MapData, DataplaneError> {
-    MapData::from_pin(bpffs.join(name)).map_err(|source| DataplaneError::Map { map: name, source })
-}
-
-fn map_err(map: &'static str) -> impl Fn(aya::maps::MapError) -> DataplaneError {
-    move |source| DataplaneError::Map { map, source }
+    MapData::from_pin(bpffs.join(name)).map_err(map_err(name))
 }
 
 /// One VIP with its counters summed over CPUs.
@@ -37,22 +33,19 @@ pub struct VipCounters {
 
 /// Reads `VIPS` and `STATS` pinned under `bpffs`.
 pub fn read_vip_counters(bpffs: &Path) -> Result<Vec<VipCounters>, DataplaneError> {
-    let open = |name: &'static str| {
-        MapData::from_pin(bpffs.join(name))
-            .map_err(|source| DataplaneError::Map { map: name, source })
-    };
-    let vips: BpfHashMap<_, VipKey, VipInfo> = BpfHashMap::try_from(Map::HashMap(open(VIPS)?))
-        .map_err(|source| DataplaneError::Map { map: VIPS, source })?;
-    let stats: PerCpuArray<_, Counter> = PerCpuArray::try_from(Map::PerCpuArray(open(STATS)?))
-        .map_err(|source| DataplaneError::Map { map: STATS, source })?;
+    let open = |name: &'static str| MapData::from_pin(bpffs.join(name)).map_err(map_err(name));
+    let vips: BpfHashMap<_, VipKey, VipInfo> =
+        BpfHashMap::try_from(Map::HashMap(open(VIPS)?)).map_err(map_err(VIPS))?;
+    let stats: PerCpuArray<_, Counter> =
+        PerCpuArray::try_from(Map::PerCpuArray(open(STATS)?)).map_err(map_err(STATS))?;
     let mut out = Vec::new();
     for entry in vips.iter() {
-        let (key, info) = entry.map_err(|source| DataplaneError::Map { map: VIPS, source })?;
+        let (key, info) = entry.map_err(map_err(VIPS))?;
         let mut counters = Vec::new();
         for reason in Reason::ALL {
             let per_cpu = stats
                 .get(&reason.index(info.id), 0)
-                .map_err(|source| DataplaneError::Map { map: STATS, source })?;
+                .map_err(map_err(STATS))?;
             let sum = per_cpu.iter().fold(Counter::default(), |acc, c| Counter {
                 packets: acc.packets + c.packets,
                 bytes: acc.bytes + c.bytes,

@@ -15,13 +15,9 @@ use lb_common::{
 };
 
 use super::{
-    DataplaneError,
+    DataplaneError, map_err,
     policy::{Cidr, KernelPolicy},
 };
-
-fn map_err(map: &'static str) -> impl Fn(aya::maps::MapError) -> DataplaneError {
-    move |source| DataplaneError::Map { map, source }
-}
 
 /// The `CONFIG` entry as it is in the kernel now.
 pub fn read_config(ebpf: &Ebpf) -> Result<Config, DataplaneError> {

@@ -10,7 +10,7 @@ pub mod steering;
 pub mod sync;
 
 use std::{
-    collections::HashSet,
+    collections::{HashMap, HashSet},
     ffi::CString,
     net::IpAddr,
     path::{Path, PathBuf},
@@ -80,6 +80,11 @@ pub enum DataplaneError {
     /// `--node-ip` / `--peer` do not describe a usable node set.
     #[error("node set: {0}")]
     Nodes(String),
+}
+
+/// `map_err` for any aya map operation on the map `map`.
+pub(crate) fn map_err(map: &'static str) -> impl Fn(aya::maps::MapError) -> DataplaneError + Copy {
+    move |source| DataplaneError::Map { map, source }
 }
 
 /// `--xdp-mode`.
@@ -312,30 +317,27 @@ pub fn set_vips(ebpf: &mut Ebpf, wanted: &[VipKey]) -> Result<(), DataplaneError
     if all.len() > MAX_VIPS as usize {
         return Err(DataplaneError::TooManyVips(all.len()));
     }
-    let map = ebpf.map_mut(VIPS).ok_or(DataplaneError::Missing(VIPS))?;
-    let mut vips: BpfHashMap<_, VipKey, VipInfo> =
-        BpfHashMap::try_from(map).map_err(|source| DataplaneError::Map { map: VIPS, source })?;
-    let fresh = assign_ids(&mut all, |key| vips.get(key, 0).ok().map(|i| i.id));
-    let keep: HashSet<VipKey> = all.iter().map(|(k, _)| *k).collect();
-    let stale: Vec<VipKey> = vips
-        .keys()
-        .filter_map(Result::ok)
-        .filter(|k| !keep.contains(k))
-        .collect();
-    for key in stale {
-        vips.remove(&key)
-            .map_err(|source| DataplaneError::Map { map: VIPS, source })?;
-    }
+    // What VIPS holds now: ids to keep, entries to remove or leave alone.
+    let current: HashMap<VipKey, VipInfo> = {
+        let map = ebpf.map(VIPS).ok_or(DataplaneError::Missing(VIPS))?;
+        let vips: BpfHashMap<_, VipKey, VipInfo> =
+            BpfHashMap::try_from(map).map_err(map_err(VIPS))?;
+        vips.iter().filter_map(Result::ok).collect()
+    };
+    let fresh = assign_ids(&mut all, |key| current.get(key).map(|i| i.id));
     // A VIP id new to its key starts with zeroed counters (the row may have served a VIP
     // that is gone) before any packet can be counted under it.
     zero_vip_rows(ebpf, &fresh)?;
     let map = ebpf.map_mut(VIPS).ok_or(DataplaneError::Missing(VIPS))?;
     let mut vips: BpfHashMap<_, VipKey, VipInfo> =
-        BpfHashMap::try_from(map).map_err(|source| DataplaneError::Map { map: VIPS, source })?;
+        BpfHashMap::try_from(map).map_err(map_err(VIPS))?;
+    let keep: HashSet<VipKey> = all.iter().map(|(k, _)| *k).collect();
+    for key in current.keys().filter(|k| !keep.contains(k)) {
+        vips.remove(key).map_err(map_err(VIPS))?;
+    }
     for (key, info) in &all {
-        if vips.get(key, 0).ok() != Some(*info) {
-            vips.insert(key, info, 0)
-                .map_err(|source| DataplaneError::Map { map: VIPS, source })?;
+        if current.get(key) != Some(info) {
+            vips.insert(key, info, 0).map_err(map_err(VIPS))?;
         }
     }
     set_vip_index(ebpf, &all)
@@ -376,33 +378,25 @@ fn zero_vip_rows(ebpf: &mut Ebpf, ids: &[u32]) -> Result<(), DataplaneError> {
     let per_cpu = |map| move |source| DataplaneError::PerCpu { map, source };
     let cpus = aya::util::nr_cpus().map_err(|(_, e)| per_cpu(STATS)(e))?;
     let map = ebpf.map_mut(STATS).ok_or(DataplaneError::Missing(STATS))?;
-    let mut stats: PerCpuArray<_, Counter> =
-        PerCpuArray::try_from(map).map_err(|source| DataplaneError::Map { map: STATS, source })?;
+    let mut stats: PerCpuArray<_, Counter> = PerCpuArray::try_from(map).map_err(map_err(STATS))?;
     for &id in ids {
         for reason in Reason::ALL {
             let values =
                 PerCpuValues::try_from(vec![Counter::default(); cpus]).map_err(per_cpu(STATS))?;
             stats
                 .set(reason.index(id), values, 0)
-                .map_err(|source| DataplaneError::Map { map: STATS, source })?;
+                .map_err(map_err(STATS))?;
         }
     }
     let map = ebpf
         .map_mut(SYN_RATE)
         .ok_or(DataplaneError::Missing(SYN_RATE))?;
     let mut syn: PerCpuArray<_, SynWindow> =
-        PerCpuArray::try_from(map).map_err(|source| DataplaneError::Map {
-            map: SYN_RATE,
-            source,
-        })?;
+        PerCpuArray::try_from(map).map_err(map_err(SYN_RATE))?;
     for &id in ids {
         let values =
             PerCpuValues::try_from(vec![SynWindow::default(); cpus]).map_err(per_cpu(SYN_RATE))?;
-        syn.set(id, values, 0)
-            .map_err(|source| DataplaneError::Map {
-                map: SYN_RATE,
-                source,
-            })?;
+        syn.set(id, values, 0).map_err(map_err(SYN_RATE))?;
     }
     Ok(())
 }
@@ -410,10 +404,7 @@ fn zero_vip_rows(ebpf: &mut Ebpf, ids: &[u32]) -> Result<(), DataplaneError> {
 /// Writes `VIP_INDEX` for `all` (already in `VIPS`): only the slots that change, and the
 /// ones that start to spill first, so a packet never misses a VIP that `VIPS` holds.
 fn set_vip_index(ebpf: &mut Ebpf, all: &[(VipKey, VipInfo)]) -> Result<(), DataplaneError> {
-    let err = |source| DataplaneError::Map {
-        map: VIP_INDEX,
-        source,
-    };
+    let err = map_err(VIP_INDEX);
     let map = ebpf
         .map_mut(VIP_INDEX)
         .ok_or(DataplaneError::Missing(VIP_INDEX))?;

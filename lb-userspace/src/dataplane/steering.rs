@@ -37,7 +37,7 @@ use lb_common::{
 };
 use tracing::{info, warn};
 
-use super::{DataplaneError, kernel, maglev};
+use super::{DataplaneError, kernel, maglev, map_err};
 
 /// `--node-ip`, `--peer` and the proxy port peers are checked on.
 #[derive(Clone, Debug)]
@@ -172,14 +172,13 @@ pub fn publish(
     nodes: &[Option<NodeRecord>],
     last: Option<&[u32]>,
 ) -> Result<Option<Vec<u32>>, DataplaneError> {
-    let err = |map: &'static str| move |source| DataplaneError::Map { map, source };
     {
         let m = ebpf.map_mut(NODES).ok_or(DataplaneError::Missing(NODES))?;
-        let mut arr: Array<_, NodeInfo> = Array::try_from(m).map_err(err(NODES))?;
+        let mut arr: Array<_, NodeInfo> = Array::try_from(m).map_err(map_err(NODES))?;
         for (i, n) in nodes.iter().enumerate() {
             let info = n.as_ref().map(NodeRecord::info).unwrap_or_default();
             if arr.get(&(i as u32), 0).ok() != Some(info) {
-                arr.set(i as u32, info, 0).map_err(err(NODES))?;
+                arr.set(i as u32, info, 0).map_err(map_err(NODES))?;
             }
         }
     }
@@ -202,10 +201,11 @@ pub fn publish(
         let m = ebpf
             .map_mut(MAGLEV)
             .ok_or(DataplaneError::Missing(MAGLEV))?;
-        let mut arr: Array<_, u32> = Array::try_from(m).map_err(err(MAGLEV))?;
+        let mut arr: Array<_, u32> = Array::try_from(m).map_err(map_err(MAGLEV))?;
         let base = inactive * MAGLEV_SIZE;
         for (slot, node) in new.iter().enumerate() {
-            arr.set(base + slot as u32, node, 0).map_err(err(MAGLEV))?;
+            arr.set(base + slot as u32, node, 0)
+                .map_err(map_err(MAGLEV))?;
         }
     }
     cfg.maglev_active = inactive;
