@@ -39,7 +39,10 @@ pub struct Config {
     /// 1 once `PENALTY` may hold an entry (set by the daemon when it penalizes a source or
     /// finds entries at start); 0 skips the lookup.
     pub penalty_active: u32,
-    pub _pad: u32,
+    /// Bumped by the daemon whenever the node a flow may be steered to can change without
+    /// the flow's own packets saying so (a new Maglev table, flows written from userspace):
+    /// every CPU's `FLOW_CACHE` entries from an older epoch are ignored.
+    pub flow_epoch: u32,
     /// This node's IPv4 address: outer source of IPIP, outer destination `lb_tc_decap` strips.
     pub node_v4: [u8; 4],
     /// This node's IPv6 address, for IP6IP6 (all zero: none).

@@ -11,7 +11,7 @@
 //! Files by job, Katran style: `parse` (bounds-checked header walking and the policy for
 //! fragments, options, extension headers and ICMP), `maps` (every map with a one-line
 //! comment), `vips` (which VIP a packet is for), `acl`, `ratelimit` (penalty box and token buckets), `steer` (flow table and
-//! Maglev), `syncookie` (SYN-ACKs carrying SYN cookies above the SYN-rate threshold, and
+//! Maglev), `flow_cache` (per-CPU copy of established TCP flows in front of `FLOWS`), `syncookie` (SYN-ACKs carrying SYN cookies above the SYN-rate threshold, and
 //! the check of the ACKs that return them), `encap` + `csum` (outer headers), `decap`,
 //! `stats` (counter updates), `xdp` (the order of it all).
 #![cfg_attr(target_arch = "bpf", no_std)]
@@ -27,6 +27,8 @@ mod csum;
 mod decap;
 #[cfg(target_arch = "bpf")]
 mod encap;
+#[cfg(target_arch = "bpf")]
+mod flow_cache;
 #[cfg(target_arch = "bpf")]
 mod maps;
 #[cfg(target_arch = "bpf")]

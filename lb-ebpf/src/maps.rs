@@ -77,3 +77,10 @@ pub static REFUSED: PerCpuArray<
     crate::ratelimit::Refusal,
     { crate::ratelimit::REFUSED_SLOTS as usize },
 > = PerCpuArray::new();
+
+/// Per-CPU copy of established TCP flows' `FLOWS` entries (see `flow_cache`); not pinned.
+#[btf_map]
+pub static FLOW_CACHE: PerCpuArray<
+    crate::flow_cache::CachedFlow,
+    { crate::flow_cache::FLOW_CACHE_SLOTS as usize },
+> = PerCpuArray::new();

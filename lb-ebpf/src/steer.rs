@@ -4,7 +4,10 @@ use lb_common::{
     Config, FlowKey, FlowValue, MAGLEV_SIZE, NO_NODE, NODE_LOCAL, NodeInfo, PROTO_TCP,
 };
 
-use crate::maps::{FLOWS, MAGLEV, NODES};
+use crate::{
+    flow_cache,
+    maps::{FLOWS, MAGLEV, NODES},
+};
 
 /// Result of [`lookup`].
 pub struct Choice {
@@ -14,14 +17,23 @@ pub struct Choice {
     pub hit: bool,
 }
 
-/// Looks the flow up in `FLOWS`; on a miss asks Maglev (without inserting: the caller
-/// inserts once the new flow passed the connection limit).
+/// Looks the flow up in this CPU's `FLOW_CACHE` (TCP, not a SYN), then in `FLOWS`; on a
+/// miss asks Maglev (without inserting: the caller inserts once the new flow passed the
+/// connection limit).
 #[inline(always)]
-pub fn lookup(flow: &FlowKey, cfg: &Config, now: u64) -> Choice {
+pub fn lookup(flow: &FlowKey, cfg: &Config, now: u64, syn: bool) -> Choice {
+    let tcp = flow.proto == PROTO_TCP;
+    if tcp
+        && !syn
+        && let Some(node) = flow_cache::get(flow, cfg)
+    {
+        return Choice { node, hit: true };
+    }
     if let Some(v) = FLOWS.get_ptr_mut(flow) {
         // SAFETY: a live element of FLOWS; fields are plain integers.
         let v = unsafe { &mut *v };
-        if flow.proto == PROTO_TCP {
+        if tcp {
+            flow_cache::put(flow, v.node, cfg);
             return Choice {
                 node: v.node,
                 hit: true,
@@ -60,8 +72,12 @@ pub fn maglev(flow: &FlowKey, cfg: &Config) -> u32 {
     }
 }
 
+/// Inserts the flow in `FLOWS` (and, for TCP, this CPU's `FLOW_CACHE`).
 #[inline(always)]
-pub fn remember(flow: &FlowKey, node: u32, now: u64) {
+pub fn remember(flow: &FlowKey, node: u32, now: u64, cfg: &Config) {
+    if flow.proto == PROTO_TCP {
+        flow_cache::put(flow, node, cfg);
+    }
     let _ = FLOWS.insert(
         flow,
         FlowValue {
@@ -73,8 +89,10 @@ pub fn remember(flow: &FlowKey, node: u32, now: u64) {
     );
 }
 
+/// Removes the flow from `FLOWS` and this CPU's `FLOW_CACHE`.
 #[inline(always)]
 pub fn forget(flow: &FlowKey) {
+    flow_cache::forget(flow);
     let _ = FLOWS.remove(flow);
 }
 

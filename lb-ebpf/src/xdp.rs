@@ -83,7 +83,7 @@ pub fn run(ctx: &XdpContext) -> u32 {
         return xdp_action::XDP_DROP;
     }
     let now = if is_tcp { 0 } else { ratelimit::coarse_ns() };
-    let choice = steer::lookup(flow, cfg, now);
+    let choice = steer::lookup(flow, cfg, now, syn);
     let new_conn = syn || (!is_tcp && !choice.hit);
     if !is_tcp && new_conn && ratelimit::charge_conn(&src, cfg).is_err() {
         stats::count(vip_id, Reason::DropRateConn, len);
@@ -110,7 +110,7 @@ pub fn run(ctx: &XdpContext) -> u32 {
             steer::forget(flow);
         }
     } else if !choice.hit && (new_conn || !is_tcp) {
-        steer::remember(flow, choice.node, now);
+        steer::remember(flow, choice.node, now, cfg);
     }
     forward(ctx, &pkt, cfg, vip_id, choice.node, len)
 }
@@ -153,7 +153,7 @@ fn syn_cookies(
     }
     stats::count(vip_id, Reason::FlowMiss, len);
     stats::count(vip_id, Reason::SyncookieAccepted, len);
-    steer::remember(&pkt.flow, NO_NODE, 0);
+    steer::remember(&pkt.flow, NO_NODE, 0, cfg);
     stats::count(vip_id, Reason::PassLocal, len);
     Some(xdp_action::XDP_PASS)
 }
@@ -189,6 +189,6 @@ fn icmp_error(ctx: &XdpContext, pkt: &Packet, len: u64) -> u32 {
     let Some(cfg) = CONFIG.get(CONFIG_KEY) else {
         return xdp_action::XDP_PASS;
     };
-    let choice = steer::lookup(&pkt.flow, cfg, ratelimit::coarse_ns());
+    let choice = steer::lookup(&pkt.flow, cfg, ratelimit::coarse_ns(), false);
     forward(ctx, pkt, cfg, vip_id, choice.node, len)
 }

@@ -131,7 +131,16 @@ impl Loaded {
         m.get(key, 0).ok()
     }
 
+    /// Writes a `FLOWS` entry and bumps `Config::flow_epoch`, as anything that writes flows
+    /// from userspace must, so per-CPU `FLOW_CACHE` entries are checked again.
     pub fn insert_flow(&mut self, key: &FlowKey, node: u32) {
+        self.insert_flow_quietly(key, node);
+        self.edit_config(|c| c.flow_epoch = c.flow_epoch.wrapping_add(1));
+    }
+
+    /// Writes a `FLOWS` entry without bumping the epoch: what `FLOW_CACHE` answers for
+    /// the flow then shows whether the cache or `FLOWS` decided.
+    pub fn insert_flow_quietly(&mut self, key: &FlowKey, node: u32) {
         let mut m: HashMap<_, FlowKey, FlowValue> =
             HashMap::try_from(self.ebpf.map_mut(FLOWS).expect("FLOWS")).expect("type");
         let value = FlowValue {
@@ -140,6 +149,33 @@ impl Loaded {
             last_ns: kernel::monotonic_ns(),
         };
         m.insert(key, value, 0).expect("insert flow");
+    }
+
+    /// Removes a `FLOWS` entry without bumping the epoch (as another CPU seeing the flow's
+    /// FIN, or the LRU evicting it, would).
+    pub fn remove_flow_quietly(&mut self, key: &FlowKey) {
+        let mut m: HashMap<_, FlowKey, FlowValue> =
+            HashMap::try_from(self.ebpf.map_mut(FLOWS).expect("FLOWS")).expect("type");
+        m.remove(key).expect("remove flow");
+    }
+
+    /// Flows held by the per-CPU `FLOW_CACHE` on any CPU: (key bytes, node, epoch). The
+    /// layout is lb-ebpf's `CachedFlow` (ten key words, node, epoch, checked_ns).
+    pub fn cached_flows(&self) -> Vec<([u8; 40], u32, u32)> {
+        let map: PerCpuArray<&MapData, [u8; 56]> =
+            PerCpuArray::try_from(self.ebpf.map("FLOW_CACHE").expect("FLOW_CACHE map"))
+                .expect("FLOW_CACHE type");
+        let mut out = Vec::new();
+        for i in 0..map.len() {
+            for c in map.get(&i, 0).expect("FLOW_CACHE slot").iter() {
+                let key: [u8; 40] = c[..40].try_into().expect("40 bytes");
+                if key != [0; 40] {
+                    let word = |at: usize| u32::from_ne_bytes(c[at..at + 4].try_into().expect("4"));
+                    out.push((key, word(40), word(44)));
+                }
+            }
+        }
+        out
     }
 
     fn xdp_prog(&self, name: &str) -> &Xdp {

@@ -1681,3 +1681,90 @@ fn lb_xdp_refusal_cache_keeps_limits_exact() {
         "REFUSED holds 198.18.0.9: {cached:?}"
     );
 }
+
+/// The per-CPU flow cache (`FLOW_CACHE`) in front of `FLOWS`: established TCP flows are
+/// answered from it, SYNs and a new epoch go back to `FLOWS`, an entry `FLOWS` lost is
+/// dropped within a second, a FIN clears it, and UDP flows are never cached.
+#[test]
+fn lb_xdp_flow_cache_answers_only_what_flows_said() {
+    if skip_unless_root() {
+        return;
+    }
+    // Per-CPU state: every run on one CPU.
+    pin_to_cpu0();
+    let mut dp = Loaded::load();
+    dp.set_vips(&[VIP_TCP, VIP_UDP, VIP_V6]);
+    steering(0)(&mut dp); // Maglev: this node (XDP_PASS); the peer is node 1 (XDP_TX).
+    let tcp = |flags: u8| {
+        PacketBuilder::tcp("198.18.0.1:40000", "198.18.0.210:80")
+            .tcp_flags(flags)
+            .build()
+            .bytes
+    };
+    let (ack, syn) = (tcp(tcp_flags::ACK), tcp(tcp_flags::SYN));
+    let fin = tcp(tcp_flags::FIN | tcp_flags::ACK);
+    let key = flow_key("198.18.0.1:40000", "198.18.0.210:80", PROTO_TCP);
+    let run = |dp: &Loaded, frame: &[u8]| dp.run_xdp(PROG_XDP, frame, 1).expect("test run").0;
+    let cached = |dp: &Loaded| -> Vec<(u32, u32)> {
+        let bytes = flow_bytes(&key);
+        dp.cached_flows()
+            .into_iter()
+            .filter(|(k, _, _)| *k == bytes)
+            .map(|(_, node, epoch)| (node, epoch))
+            .collect()
+    };
+
+    // A FLOWS hit fills the cache; the next packet is answered from it even after FLOWS
+    // changed behind its back (no epoch bump), which shows the cache decided.
+    dp.insert_flow(&key, 1);
+    assert_eq!(run(&dp, &ack), XDP_TX);
+    let epoch = dp.config().flow_epoch;
+    assert_eq!(cached(&dp), vec![(1, epoch)]);
+    dp.insert_flow_quietly(&key, 0);
+    assert_eq!(run(&dp, &ack), XDP_TX, "answered from FLOW_CACHE");
+
+    // A SYN never reads the cache: FLOWS decides, and the cache follows.
+    assert_eq!(run(&dp, &syn), XDP_PASS);
+    assert_eq!(cached(&dp), vec![(0, epoch)]);
+    assert_eq!(run(&dp, &ack), XDP_PASS);
+
+    // A new epoch (a new Maglev table, flows written by the daemon) sends it to FLOWS.
+    dp.insert_flow_quietly(&key, 1);
+    assert_eq!(run(&dp, &ack), XDP_PASS, "still cached");
+    dp.edit_config(|c| c.flow_epoch = c.flow_epoch.wrapping_add(1));
+    assert_eq!(run(&dp, &ack), XDP_TX);
+
+    // FLOWS lost the entry (another CPU saw the FIN, or the LRU evicted it): the cache is
+    // trusted for at most a second more, then Maglev decides (this node), uncached.
+    dp.remove_flow_quietly(&key);
+    std::thread::sleep(std::time::Duration::from_millis(1100));
+    assert_eq!(run(&dp, &ack), XDP_PASS);
+    assert_eq!(dp.flow(&key), None, "a non-SYN miss is not remembered");
+
+    // A FIN seen here removes the flow from FLOWS and from this CPU's cache.
+    dp.insert_flow(&key, 1);
+    assert_eq!(run(&dp, &ack), XDP_TX);
+    assert_eq!(cached(&dp).len(), 1);
+    assert_eq!(run(&dp, &fin), XDP_TX);
+    assert_eq!(dp.flow(&key), None);
+    assert!(cached(&dp).is_empty(), "FIN clears the cached flow");
+
+    // UDP flows keep their idle timeout in FLOWS: remembered there, never cached.
+    let udp_key = flow_key("198.18.0.1:40000", "198.18.0.210:53", PROTO_UDP);
+    assert_eq!(run(&dp, &udp("198.18.0.1:40000")), XDP_PASS);
+    assert!(dp.flow(&udp_key).is_some());
+    let udp_bytes = flow_bytes(&udp_key);
+    assert!(dp.cached_flows().iter().all(|(k, _, _)| *k != udp_bytes));
+}
+
+/// A `FlowKey`'s 40 bytes as the kernel stores them.
+fn flow_bytes(key: &FlowKey) -> [u8; 40] {
+    let mut b = [0u8; 40];
+    b[..16].copy_from_slice(&key.src);
+    b[16..32].copy_from_slice(&key.dst);
+    b[32..34].copy_from_slice(&key.sport.to_ne_bytes());
+    b[34..36].copy_from_slice(&key.dport.to_ne_bytes());
+    b[36] = key.proto;
+    b[37] = key.family;
+    b
+}

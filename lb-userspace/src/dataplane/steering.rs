@@ -209,6 +209,8 @@ pub fn publish(
         }
     }
     cfg.maglev_active = inactive;
+    // Flows cached per CPU are checked against FLOWS again under the new table.
+    cfg.flow_epoch = cfg.flow_epoch.wrapping_add(1);
     cfg.steering = 1;
     kernel::write_config(ebpf, &cfg)?;
     crate::metrics::count_maglev_rebuild();
