@@ -1,24 +1,50 @@
 //! Source ACLs: deny and allow LPM tries per family. Deny wins; an empty allow list
 //! (`Config::allow_v4/6 == 0`) allows every source; an empty deny list is not looked up.
+//! A denied source is remembered in this CPU's `REFUSED` slot for `ACL_REFUSAL_NS`, so a
+//! flood from it is dropped without a trie walk per packet.
 use aya_ebpf::btf_maps::lpm_trie::Key;
-use lb_common::{Config, FAMILY_V4, FlowKey, words_addr};
+use lb_common::{Config, FAMILY_V4, SourceKey};
 
-use crate::maps::{ALLOW_V4, ALLOW_V6, DENY_V4, DENY_V6};
+use crate::{
+    clock::coarse_ns,
+    maps::{ALLOW_V4, ALLOW_V6, DENY_V4, DENY_V6},
+    refused::{ACL_REFUSAL_NS, refusal_slot},
+};
 
-/// True when the flow's source may not reach the VIP.
+/// True when the source may not reach the VIP.
 #[inline(always)]
-pub fn denied(flow: &FlowKey, cfg: &Config) -> bool {
-    if flow.family == FAMILY_V4 {
-        let key = Key::new(32, flow.src_words()[0].to_ne_bytes());
-        if cfg.deny_v4 != 0 && DENY_V4.get(&key).is_some() {
-            return true;
-        }
-        cfg.allow_v4 != 0 && ALLOW_V4.get(&key).is_none()
+pub fn denied(src: &SourceKey, cfg: &Config) -> bool {
+    let v4 = src.family == FAMILY_V4;
+    let lists = if v4 {
+        cfg.deny_v4 | cfg.allow_v4
     } else {
-        let key = Key::new(128, words_addr(flow.src_words()));
-        if cfg.deny_v6 != 0 && DENY_V6.get(&key).is_some() {
-            return true;
-        }
-        cfg.allow_v6 != 0 && ALLOW_V6.get(&key).is_none()
+        cfg.deny_v6 | cfg.allow_v6
+    };
+    if lists == 0 {
+        return false;
     }
+    let coarse = coarse_ns();
+    let (slot, same) = refusal_slot(src);
+    if let Some(r) = &slot
+        && same
+        && coarse < r.acl_until
+    {
+        return true;
+    }
+    let denied = if v4 {
+        let key = Key::new(32, src.addr_words()[0].to_ne_bytes());
+        (cfg.deny_v4 != 0 && DENY_V4.get(&key).is_some())
+            || (cfg.allow_v4 != 0 && ALLOW_V4.get(&key).is_none())
+    } else {
+        let key = Key::new(128, lb_common::words_addr(src.addr_words()));
+        (cfg.deny_v6 != 0 && DENY_V6.get(&key).is_some())
+            || (cfg.allow_v6 != 0 && ALLOW_V6.get(&key).is_none())
+    };
+    if denied && let Some(r) = slot {
+        if !same {
+            r.take(src);
+        }
+        r.acl_until = coarse + ACL_REFUSAL_NS;
+    }
+    denied
 }

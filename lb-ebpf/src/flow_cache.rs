@@ -18,7 +18,7 @@
 //! not cached: their idle timeout lives in the `FLOWS` value.
 use lb_common::{Config, FlowKey};
 
-use crate::{maps::FLOW_CACHE, ratelimit::coarse_ns};
+use crate::{clock::coarse_ns, maps::FLOW_CACHE};
 
 /// Slots of `FLOW_CACHE` per CPU (a power of two).
 pub const FLOW_CACHE_SLOTS: u32 = 4096;

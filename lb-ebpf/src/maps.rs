@@ -71,11 +71,15 @@ pub static SYN_RATE: PerCpuArray<SynWindow, { MAX_VIPS as usize }> = PerCpuArray
 #[btf_map]
 pub static SCRATCH: PerCpuArray<crate::syncookie::Scratch, 1> = PerCpuArray::new();
 
-/// Per-CPU cache of sources this CPU refused and until when (see `ratelimit`); not pinned.
+/// Per-CPU tick time cached by jiffies (see `clock`); not pinned.
+#[btf_map]
+pub static CLOCK: PerCpuArray<crate::clock::TickCache, 1> = PerCpuArray::new();
+
+/// Per-CPU cache of sources this CPU refused and until when (see `refused`); not pinned.
 #[btf_map]
 pub static REFUSED: PerCpuArray<
-    crate::ratelimit::Refusal,
-    { crate::ratelimit::REFUSED_SLOTS as usize },
+    crate::refused::Refusal,
+    { crate::refused::REFUSED_SLOTS as usize },
 > = PerCpuArray::new();
 
 /// Per-CPU copy of established TCP flows' `FLOWS` entries (see `flow_cache`); not pinned.

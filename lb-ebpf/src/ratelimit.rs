@@ -6,39 +6,22 @@
 //! by the number of CPUs per refill interval, which is fine for flood protection and much
 //! cheaper than a spin lock per packet.
 //!
-//! Clocks: reading CLOCK_MONOTONIC precisely costs about 18 ns per packet in this VM, the
-//! tick-resolution copy (`bpf_ktime_get_coarse_ns`, the same clock a few ms behind) a few.
-//! Expiries and windows measured in seconds (penalty box, UDP idle timeout, SYN-cookie
-//! windows) use the coarse one. The buckets need the precise one, except to refuse a
-//! packet that is over its limit by more than the coarse clock can lag: a flooding source
-//! is dropped without reading the precise clock.
-use aya_ebpf::helpers::{bpf_ktime_get_coarse_ns, bpf_ktime_get_ns};
+//! Clocks (see `clock`): expiries and windows measured in seconds (penalty box, UDP idle
+//! timeout, SYN-cookie windows) use the cheap tick-resolution one. The buckets need the
+//! precise one, except to refuse a packet that is over its limit by more than the coarse
+//! clock can lag: a flooding source is dropped without reading the precise clock.
 use lb_common::{Config, FlowKey, SourceKey, SourceState};
 
-use crate::maps::{PENALTY, REFUSED, SOURCES};
+use crate::{
+    clock::{COARSE_LAG_NS, coarse_ns, now_ns},
+    maps::{PENALTY, SOURCES},
+    refused::refusal_slot,
+};
 
 #[inline(always)]
 pub fn source_key(flow: &FlowKey) -> SourceKey {
     SourceKey::from_words(flow.src_words(), flow.family)
 }
-
-/// CLOCK_MONOTONIC in ns, precisely (userspace writes times in this clock too).
-#[inline(always)]
-fn now_ns() -> u64 {
-    // SAFETY: no preconditions.
-    unsafe { bpf_ktime_get_ns() }
-}
-
-/// CLOCK_MONOTONIC at tick resolution: at most [`COARSE_LAG_NS`] behind [`now_ns`].
-#[inline(always)]
-pub fn coarse_ns() -> u64 {
-    // SAFETY: no preconditions.
-    unsafe { bpf_ktime_get_coarse_ns() }
-}
-
-/// How far the coarse clock may lag the precise one: a tick is 1-10 ms (HZ 1000-100);
-/// twice the longest, for margin.
-const COARSE_LAG_NS: u64 = 20_000_000;
 
 /// True when the source is in the penalty box and its sentence has not expired. A
 /// penalized source is remembered in this CPU's `REFUSED` slot until its expiry (entries
@@ -102,60 +85,11 @@ fn state(src: &SourceKey) -> Option<&'static mut SourceState> {
     Some(unsafe { &mut *p })
 }
 
-/// Sources this CPU refused, and until when (coarse clock) they stay refused: a flooding
-/// source is dropped after a per-CPU array read and a compare, without hashing its key in
-/// `SOURCES` (whose entries every CPU also writes). Direct-mapped by address; a source
-/// evicted by another one that hashes to its slot just goes back to `SOURCES`. Refusals
-/// never end early: `tat` only moves forward, so the real end is never before `until`.
-#[repr(C)]
-pub struct Refusal {
-    addr: [u32; 4],
-    family: u32,
-    _pad: u32,
-    /// New connections refused while the coarse clock is below this.
-    conn_until: u64,
-    /// Every packet refused while the coarse clock is below this.
-    pps_until: u64,
-    /// In the penalty box while the coarse clock is below this.
-    penalty_until: u64,
-}
-
-impl Refusal {
-    /// Gives the slot to `src`, with nothing refused yet.
-    #[inline(always)]
-    fn take(&mut self, src: &SourceKey) {
-        (self.addr, self.family) = (src.addr_words(), src.family as u32);
-        (self.conn_until, self.pps_until, self.penalty_until) = (0, 0, 0);
-    }
-}
-
-/// Slots of `REFUSED` per CPU (a power of two).
-pub const REFUSED_SLOTS: u32 = 1024;
-
 /// Which bucket a charge is for.
 #[derive(Clone, Copy, PartialEq, Eq)]
 enum Bucket {
     Conn,
     Packets,
-}
-
-/// This CPU's `REFUSED` slot for `src`, and whether it holds `src`.
-#[inline(always)]
-fn refusal_slot(src: &SourceKey) -> (Option<&'static mut Refusal>, bool) {
-    let a = src.addr_words();
-    let h = (a[0] ^ a[1] ^ a[2] ^ a[3]).wrapping_mul(0x9e37_79b1);
-    let Some(p) = REFUSED.get_ptr_mut(h >> 22 & (REFUSED_SLOTS - 1)) else {
-        return (None, false);
-    };
-    // SAFETY: this CPU's element of a per-CPU array; nothing else runs on this CPU now.
-    let r = unsafe { &mut *p };
-    // Word by word: no memcmp in BPF.
-    let same = r.addr[0] == a[0]
-        && r.addr[1] == a[1]
-        && r.addr[2] == a[2]
-        && r.addr[3] == a[3]
-        && r.family == src.family as u32;
-    (Some(r), same)
 }
 
 /// Charges one packet (or connection) to a bucket of the source. `Err(())`: over the limit.

@@ -33,10 +33,9 @@ use aya_ebpf::{
 use lb_common::{Config, FAMILY_V4, SynWindow};
 
 use crate::{
-    csum,
+    clock, csum,
     maps::{SCRATCH, SYN_RATE},
     parse::{IPV4_HLEN, IPV6_HLEN, Packet},
-    ratelimit,
 };
 
 const WINDOW_NS: u64 = 1_000_000_000;
@@ -69,7 +68,7 @@ pub fn engaged(vip_id: u32, cfg: &Config) -> Option<&'static mut SynWindow> {
     let p = SYN_RATE.get_ptr_mut(vip_id)?;
     // SAFETY: this CPU's slot of a preallocated per-CPU array element.
     let w = unsafe { &mut *p };
-    let now = ratelimit::coarse_ns();
+    let now = clock::coarse_ns();
     let elapsed = now.wrapping_sub(w.start_ns);
     if elapsed >= WINDOW_NS {
         let was_over = elapsed < 2 * WINDOW_NS && w.count > cfg.syn_cookie_threshold;
@@ -159,7 +158,7 @@ fn listener_ready(
     tcp_len: u32,
     w: &mut SynWindow,
 ) -> bool {
-    let now = ratelimit::coarse_ns();
+    let now = clock::coarse_ns();
     if w.listener_ns != 0 && now.wrapping_sub(w.listener_ns) < LISTENER_REFRESH_NS {
         return true;
     }

@@ -5,7 +5,7 @@ use aya_ebpf::{bindings::xdp_action, macros::xdp, programs::XdpContext};
 use lb_common::{CONFIG_KEY, Config, NO_NODE, PROTO_TCP, Reason, VIP_FLAG_ADDR_ONLY};
 
 use crate::{
-    acl,
+    acl, clock,
     encap::{self, Encap},
     maps::CONFIG,
     parse::{self, Kind, Packet, TCP_ACK, TCP_FIN, TCP_RST, TCP_SYN},
@@ -60,11 +60,11 @@ pub fn run(ctx: &XdpContext) -> u32 {
         return xdp_action::XDP_PASS;
     };
     let flow = &pkt.flow;
-    if acl::denied(flow, cfg) {
+    let src = ratelimit::source_key(flow);
+    if acl::denied(&src, cfg) {
         stats::count(vip_id, Reason::DropAcl, len);
         return xdp_action::XDP_DROP;
     }
-    let src = ratelimit::source_key(flow);
     if cfg.penalty_active != 0 && ratelimit::penalized(&src) {
         stats::count(vip_id, Reason::DropPenalty, len);
         return xdp_action::XDP_DROP;
@@ -82,7 +82,7 @@ pub fn run(ctx: &XdpContext) -> u32 {
         stats::count(vip_id, Reason::DropRateConn, len);
         return xdp_action::XDP_DROP;
     }
-    let now = if is_tcp { 0 } else { ratelimit::coarse_ns() };
+    let now = if is_tcp { 0 } else { clock::coarse_ns() };
     let choice = steer::lookup(flow, cfg, now, syn);
     let new_conn = syn || (!is_tcp && !choice.hit);
     if !is_tcp && new_conn && ratelimit::charge_conn(&src, cfg).is_err() {
@@ -189,6 +189,6 @@ fn icmp_error(ctx: &XdpContext, pkt: &Packet, len: u64) -> u32 {
     let Some(cfg) = CONFIG.get(CONFIG_KEY) else {
         return xdp_action::XDP_PASS;
     };
-    let choice = steer::lookup(&pkt.flow, cfg, ratelimit::coarse_ns(), false);
+    let choice = steer::lookup(&pkt.flow, cfg, clock::coarse_ns(), false);
     forward(ctx, pkt, cfg, vip_id, choice.node, len)
 }

@@ -222,20 +222,25 @@ impl Loaded {
         Ok((r.return_value, out))
     }
 
-    /// Entries of the per-CPU refusal cache `REFUSED` in use on any CPU: (address bytes,
-    /// conn_until, pps_until, penalty_until). The layout is lb-ebpf's `Refusal`.
-    pub fn refused_sources(&self) -> Vec<([u8; 16], u64, u64, u64)> {
-        let map: PerCpuArray<&MapData, [u8; 48]> =
+    /// Entries of the per-CPU refusal cache `REFUSED` in use on any CPU. The layout is
+    /// lb-ebpf's `Refusal`.
+    pub fn refused_sources(&self) -> Vec<Refused> {
+        let map: PerCpuArray<&MapData, [u8; 56]> =
             PerCpuArray::try_from(self.ebpf.map("REFUSED").expect("REFUSED map"))
                 .expect("REFUSED type");
         let mut out = Vec::new();
         for i in 0..map.len() {
             for r in map.get(&i, 0).expect("REFUSED slot").iter() {
                 let word = |at: usize| u64::from_ne_bytes(r[at..at + 8].try_into().expect("8"));
-                let (conn, pps, penalty) = (word(24), word(32), word(40));
-                if conn != 0 || pps != 0 || penalty != 0 {
-                    let addr: [u8; 16] = r[..16].try_into().expect("16 bytes");
-                    out.push((addr, conn, pps, penalty));
+                let e = Refused {
+                    addr: r[..16].try_into().expect("16 bytes"),
+                    conn_until: word(24),
+                    pps_until: word(32),
+                    penalty_until: word(40),
+                    acl_until: word(48),
+                };
+                if e.conn_until | e.pps_until | e.penalty_until | e.acl_until != 0 {
+                    out.push(e);
                 }
             }
         }
@@ -266,6 +271,17 @@ impl Loaded {
             .map(|(_, c)| c.packets)
             .sum()
     }
+}
+
+/// One entry of `REFUSED`: a source and until when (coarse clock, ns) each kind of
+/// refusal holds.
+#[derive(Clone, Copy, Debug)]
+pub struct Refused {
+    pub addr: [u8; 16],
+    pub conn_until: u64,
+    pub pps_until: u64,
+    pub penalty_until: u64,
+    pub acl_until: u64,
 }
 
 /// The `CONFIG` keys a test sees when nothing is configured: all zero, i.e. no limits,

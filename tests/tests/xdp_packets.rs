@@ -1641,7 +1641,7 @@ fn lb_xdp_refusal_cache_keeps_limits_exact() {
     assert!(
         cached
             .iter()
-            .any(|(addr, conn_until, _, _)| addr[..4] == [198, 18, 0, 1] && *conn_until > 0),
+            .any(|r| r.addr[..4] == [198, 18, 0, 1] && r.conn_until > 0),
         "REFUSED holds 198.18.0.1: {cached:?}"
     );
     for frame in [&ack_a, &syn_b] {
@@ -1677,7 +1677,7 @@ fn lb_xdp_refusal_cache_keeps_limits_exact() {
     assert!(
         cached
             .iter()
-            .any(|(addr, _, _, penalty)| addr[..4] == [198, 18, 0, 9] && *penalty > 0),
+            .any(|r| r.addr[..4] == [198, 18, 0, 9] && r.penalty_until > 0),
         "REFUSED holds 198.18.0.9: {cached:?}"
     );
 }
@@ -1767,4 +1767,58 @@ fn flow_bytes(key: &FlowKey) -> [u8; 40] {
     b[36] = key.proto;
     b[37] = key.family;
     b
+}
+
+/// A source the ACLs denied is refused from the per-CPU `REFUSED` cache for at most
+/// `ACL_REFUSAL_NS` (100 ms): taken off the deny list, it passes again after that, while
+/// the sources still denied stay dropped.
+#[test]
+fn lb_xdp_acl_refusals_end_after_the_deny_list_changes() {
+    if skip_unless_root() {
+        return;
+    }
+    pin_to_cpu0();
+    let mut dp = Loaded::load();
+    dp.set_vips(&[VIP_TCP]);
+    let mut p = KernelPolicy {
+        deny: cidrs(&["198.18.0.1/32", "198.18.0.5/32"]),
+        ..KernelPolicy::default()
+    };
+    dp.set_policy(&p);
+    let from = |src: &str| {
+        PacketBuilder::tcp(src, "198.18.0.210:80")
+            .tcp_flags(tcp_flags::ACK)
+            .build()
+            .bytes
+    };
+    let (a, b) = (from("198.18.0.1:40000"), from("198.18.0.5:40000"));
+    let before = dp.stats();
+    dp.run_xdp(PROG_XDP, &a, 10).expect("test run");
+    let got = deltas(&before, &dp.stats());
+    let l = a.len() as u64;
+    assert_eq!(
+        got,
+        Deltas::from([((TCP_ID, Reason::DropAcl.name()), (10, 10 * l))])
+    );
+    assert!(
+        dp.refused_sources()
+            .iter()
+            .any(|r| r.addr[..4] == [198, 18, 0, 1] && r.acl_until > 0),
+        "REFUSED holds 198.18.0.1: {:?}",
+        dp.refused_sources()
+    );
+    p.deny = cidrs(&["198.18.0.5/32"]);
+    dp.set_policy(&p);
+    std::thread::sleep(std::time::Duration::from_millis(150));
+    assert_eq!(dp.run_xdp(PROG_XDP, &a, 1).expect("test run").0, XDP_PASS);
+    assert_eq!(dp.run_xdp(PROG_XDP, &b, 1).expect("test run").0, XDP_DROP);
+    // An allow list: a source outside it is refused the same way; the source it now lets
+    // in (denied a moment ago, so still in the cache) passes once the refusal ran out.
+    p.deny.clear();
+    p.allow = cidrs(&["198.18.0.5/32"]);
+    dp.set_policy(&p);
+    assert_eq!(dp.run_xdp(PROG_XDP, &a, 1).expect("test run").0, XDP_DROP);
+    std::thread::sleep(std::time::Duration::from_millis(150));
+    assert_eq!(dp.run_xdp(PROG_XDP, &b, 1).expect("test run").0, XDP_PASS);
+    assert_eq!(dp.run_xdp(PROG_XDP, &a, 1).expect("test run").0, XDP_DROP);
 }

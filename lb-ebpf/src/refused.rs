@@ -1,0 +1,68 @@
+//! `REFUSED`: sources this CPU refused, and until when (coarse clock) they stay refused,
+//! so a flooding source is dropped after a per-CPU array read and a compare instead of a
+//! lookup in the ACL tries, `PENALTY` or `SOURCES` (whose entries every CPU also writes).
+//! Direct-mapped by address; a source evicted by another one that hashes to its slot just
+//! goes back to the maps.
+//!
+//! What each end means:
+//! - `conn_until`, `pps_until` (`ratelimit`): never later than the bucket's own end (`tat`
+//!   only moves forward), so the cache refuses nothing the bucket would admit.
+//! - `penalty_until` (`ratelimit`): the `PENALTY` expiry itself.
+//! - `acl_until` (`acl`): [`ACL_REFUSAL_NS`] after the tries denied the source, so a source
+//!   taken off `denylist-source-range` (or added to the allow list) is refused for at most
+//!   that long after the daemon wrote the tries.
+use lb_common::SourceKey;
+
+use crate::maps::REFUSED;
+
+/// Slots of `REFUSED` per CPU (a power of two).
+pub const REFUSED_SLOTS: u32 = 1024;
+
+/// How long a source the ACLs denied is refused from the cache before the tries are asked
+/// again (coarse clock, ns).
+pub const ACL_REFUSAL_NS: u64 = 100_000_000;
+
+/// One slot (see the module comment for the ends).
+#[repr(C)]
+pub struct Refusal {
+    addr: [u32; 4],
+    family: u32,
+    _pad: u32,
+    /// New connections refused while the coarse clock is below this.
+    pub conn_until: u64,
+    /// Every packet refused while the coarse clock is below this.
+    pub pps_until: u64,
+    /// In the penalty box while the coarse clock is below this.
+    pub penalty_until: u64,
+    /// Denied by the ACLs while the coarse clock is below this.
+    pub acl_until: u64,
+}
+
+impl Refusal {
+    /// Gives the slot to `src`, with nothing refused yet.
+    #[inline(always)]
+    pub fn take(&mut self, src: &SourceKey) {
+        (self.addr, self.family) = (src.addr_words(), src.family as u32);
+        (self.conn_until, self.pps_until) = (0, 0);
+        (self.penalty_until, self.acl_until) = (0, 0);
+    }
+}
+
+/// This CPU's `REFUSED` slot for `src`, and whether it holds `src`.
+#[inline(always)]
+pub fn refusal_slot(src: &SourceKey) -> (Option<&'static mut Refusal>, bool) {
+    let a = src.addr_words();
+    let h = (a[0] ^ a[1] ^ a[2] ^ a[3]).wrapping_mul(0x9e37_79b1);
+    let Some(p) = REFUSED.get_ptr_mut(h >> 22 & (REFUSED_SLOTS - 1)) else {
+        return (None, false);
+    };
+    // SAFETY: this CPU's element of a per-CPU array; nothing else runs on this CPU now.
+    let r = unsafe { &mut *p };
+    // Word by word: no memcmp in BPF.
+    let same = r.addr[0] == a[0]
+        && r.addr[1] == a[1]
+        && r.addr[2] == a[2]
+        && r.addr[3] == a[3]
+        && r.family == src.family as u32;
+    (Some(r), same)
+}
