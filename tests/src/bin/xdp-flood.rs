@@ -62,6 +62,21 @@ struct Args {
     /// Where to write the JSON report.
     #[arg(long)]
     out: PathBuf,
+    /// Load this eBPF object instead of the one built into the binary (to compare builds
+    /// of lb-ebpf without relinking the benchmark).
+    #[arg(long)]
+    object: Option<PathBuf>,
+}
+
+/// `--object`, read once.
+static OBJECT: std::sync::OnceLock<Vec<u8>> = std::sync::OnceLock::new();
+
+/// A freshly loaded object: `--object`, or the one built into the binary.
+fn load() -> Loaded {
+    match OBJECT.get() {
+        Some(object) => Loaded::load_object(object),
+        None => Loaded::load(),
+    }
 }
 
 const VIP_TCP: VipKey = VipKey::v4([198, 18, 0, 210], 80, PROTO_TCP);
@@ -92,7 +107,7 @@ fn case(
     counter: Counter,
     policy: Option<KernelPolicy>,
 ) -> Result<Case, String> {
-    let mut dp = Loaded::load();
+    let mut dp = load();
     loaded_xdp(&mut dp.ebpf, prog)?;
     if let Some(policy) = policy {
         dp.set_vips(&[VIP_TCP]);
@@ -247,6 +262,10 @@ fn main() -> Result<(), String> {
     if !tests::netns::is_root() {
         return Err("xdp-flood needs root (namespaces, XDP, BPF_PROG_TEST_RUN)".into());
     }
+    if let Some(path) = &args.object {
+        let bytes = std::fs::read(path).map_err(|e| format!("{}: {e}", path.display()))?;
+        let _ = OBJECT.set(bytes);
+    }
     if args.runs < 3 {
         return Err("--runs must be at least 3".into());
     }
@@ -265,7 +284,7 @@ fn main() -> Result<(), String> {
     }
     let load_before = loadavg();
     let topo = FloodTopology::create(&format!("xfl{}", std::process::id()))?;
-    let mut gen_dp = Loaded::load();
+    let mut gen_dp = load();
     loaded_xdp(&mut gen_dp.ebpf, PROG_XDP_TX)?;
     let mut cases = cases()?;
     let spec = FloodSpec {
