@@ -3,7 +3,9 @@
 //! run, with the same pinning: each proxy on CPU 0, wrk and the backend (an nginx answering
 //! `200 ok`) on CPU 1. The primary figure is requests per proxy CPU-second (utime+stime of
 //! every proxy thread from /proc over the run), with RPS and latency beside it; the backend
-//! is also measured directly. TLS: full handshakes (`Connection: close`, ECDSA P-256). HTTP/2
+//! is also measured directly. TLS: full handshakes (`openssl s_time -new`, one client process per
+//! connection: wrk resumes the TLS session of a closed connection, so `Connection: close` through
+//! wrk measures resumed handshakes, kept as their own scenario), ECDSA P-256. HTTP/2
 //! over TLS with h2load (32 connections x 10 streams). Latency at fixed rates: `l7-load`
 //! (tests crate), an open-loop generator that measures from each request's scheduled start
 //! (latency-corrected, as oha -q), p50/p99/p99.9 at the same rates for both proxies.
@@ -62,6 +64,8 @@ struct Scenario {
     close: bool,
     /// h2load (HTTP/2 over TLS) instead of wrk.
     h2: bool,
+    /// `openssl s_time -new` (a full TLS handshake per connection) instead of wrk.
+    full_handshake: bool,
 }
 
 /// Fixed request rates of the latency comparison (both proxies sustain them on one core).
@@ -203,6 +207,7 @@ pub fn run() -> Result<()> {
                 url: format!("http://127.0.0.1:{port}/"),
                 close: false,
                 h2: false,
+                full_handshake: false,
             });
         }
     }
@@ -211,9 +216,19 @@ pub fn run() -> Result<()> {
             name: "tls-full-handshake-c32",
             target,
             connections: 32,
+            url: format!("127.0.0.1:{port}"),
+            close: true,
+            h2: false,
+            full_handshake: true,
+        });
+        scenarios.push(Scenario {
+            name: "tls-resumed-handshake-c32",
+            target,
+            connections: 32,
             url: format!("https://127.0.0.1:{port}/"),
             close: true,
             h2: false,
+            full_handshake: false,
         });
         scenarios.push(Scenario {
             name: "h2-tls-c32-m10",
@@ -222,6 +237,7 @@ pub fn run() -> Result<()> {
             url: format!("https://127.0.0.1:{port}/"),
             close: false,
             h2: true,
+            full_handshake: false,
         });
     }
 
@@ -386,6 +402,7 @@ fn report(
         "http1-keepalive-c32",
         "http1-keepalive-c128",
         "tls-full-handshake-c32",
+        "tls-resumed-handshake-c32",
         "h2-tls-c32-m10",
     ] {
         let med = |t: Target, f: fn(&Sample) -> f64| -> Option<f64> {
@@ -480,9 +497,50 @@ fn json_number(text: &str, key: &str) -> Option<f64> {
 fn load(s: &Scenario, seconds: u32) -> Result<Sample> {
     if s.h2 {
         h2load(s, seconds)
+    } else if s.full_handshake {
+        s_time(s, seconds)
     } else {
         wrk(s, seconds)
     }
+}
+
+/// `s.connections` concurrent `openssl s_time -new` clients (each one connection at a time,
+/// a new session for each: a full handshake, then `GET /`), on CPU 1. s_time reports counts
+/// only: p50/p99 stay 0.
+fn s_time(s: &Scenario, seconds: u32) -> Result<Sample> {
+    let started = Instant::now();
+    let clients = (0..s.connections)
+        .map(|_| {
+            Command::new("taskset")
+                .args(["-c", "1", "openssl", "s_time", "-new", "-www", "/"])
+                .args(["-connect", &s.url])
+                .args(["-time", &seconds.to_string()])
+                .stdin(Stdio::null())
+                .stdout(Stdio::piped())
+                .stderr(Stdio::null())
+                .spawn()
+                .context("starting openssl s_time")
+        })
+        .collect::<Result<Vec<_>>>()?;
+    let mut sample = Sample::default();
+    for client in clients {
+        let out = client
+            .wait_with_output()
+            .context("waiting for openssl s_time")?;
+        let text = String::from_utf8_lossy(&out.stdout);
+        sample.requests += parse_s_time(&text)
+            .with_context(|| format!("parsing openssl s_time output:\n{text}"))?;
+    }
+    sample.rps = sample.requests / started.elapsed().as_secs_f64();
+    Ok(sample)
+}
+
+/// `N connections in T real seconds, B bytes read per connection`: N.
+fn parse_s_time(out: &str) -> Option<f64> {
+    out.lines()
+        .find(|l| l.contains("connections in") && l.contains("real seconds"))
+        .and_then(|l| l.split_whitespace().next())
+        .and_then(|n| n.parse().ok())
 }
 
 fn h2load(s: &Scenario, seconds: u32) -> Result<Sample> {
@@ -711,6 +769,15 @@ mod tests {
             (s.rps, s.requests, s.p50_ms, s.p99_ms),
             (50000.0, 250000.0, 0.412, 3.5)
         );
+    }
+
+    #[test]
+    fn s_time_connection_count_parses() {
+        let out = "Collecting connection statistics for 1 seconds\n****\n\n\
+            560 connections in 0.72s; 777.78 connections/user sec, bytes read 173040\n\
+            560 connections in 2 real seconds, 309 bytes read per connection\n";
+        assert_eq!(parse_s_time(out), Some(560.0));
+        assert_eq!(parse_s_time("ERROR\n"), None);
     }
 
     #[test]
