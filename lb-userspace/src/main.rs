@@ -12,6 +12,12 @@ use lb_userspace::{
     translate::{ClassFilter, translate},
 };
 
+/// mimalloc instead of glibc's malloc: the proxy allocates per request (hyper, header maps,
+/// rustls buffers). A/B on the bench VM: HTTP/1.1 keep-alive requests per CPU-second x1.03 to
+/// x1.24 (medians of three runs), TLS handshakes unchanged (README "Benchmarks").
+#[global_allocator]
+static GLOBAL: mimalloc::MiMalloc = mimalloc::MiMalloc;
+
 fn main() -> ExitCode {
     let cli = Cli::parse();
     let filter = log_filter(std::env::var("RUST_LOG").ok().as_deref());

@@ -32,6 +32,9 @@ const PACKAGES: &[Package] = &[
     &["kubernetes-client", "kubectl"],
     // python3-venv: the project-local venv (target/venv) holding kubernetes-validate.
     &["python3-venv"],
+    // gcc: the C compiler the cc crate builds ring's and mimalloc's C sources with, and the
+    // linker rustc calls.
+    &["gcc"],
 ];
 
 /// What `setup --bench` adds for `cargo xtask bench`.
