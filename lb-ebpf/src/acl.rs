@@ -8,7 +8,7 @@ use lb_common::{Config, FAMILY_V4, SourceKey};
 use crate::{
     clock::coarse_ns,
     maps::{ALLOW_V4, ALLOW_V6, DENY_V4, DENY_V6},
-    refused::{ACL_REFUSAL_NS, refusal_slot},
+    refused::{ACL_REFUSAL_NS, Kind, Slot},
 };
 
 /// True when the source may not reach the VIP.
@@ -24,11 +24,8 @@ pub fn denied(src: &SourceKey, cfg: &Config) -> bool {
         return false;
     }
     let coarse = coarse_ns();
-    let (slot, same) = refusal_slot(src);
-    if let Some(r) = &slot
-        && same
-        && coarse < r.acl_until
-    {
+    let mut slot = Slot::of(src);
+    if slot.refuses(Kind::Acl, coarse) {
         return true;
     }
     let denied = if v4 {
@@ -40,11 +37,8 @@ pub fn denied(src: &SourceKey, cfg: &Config) -> bool {
         (cfg.deny_v6 != 0 && DENY_V6.get(&key).is_some())
             || (cfg.allow_v6 != 0 && ALLOW_V6.get(&key).is_none())
     };
-    if denied && let Some(r) = slot {
-        if !same {
-            r.take(src);
-        }
-        r.acl_until = coarse + ACL_REFUSAL_NS;
+    if denied {
+        slot.record(src, Kind::Acl, coarse + ACL_REFUSAL_NS);
     }
     denied
 }

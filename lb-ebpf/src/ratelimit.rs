@@ -15,7 +15,7 @@ use lb_common::{Config, FlowKey, SourceKey, SourceState};
 use crate::{
     clock::{COARSE_LAG_NS, coarse_ns, now_ns},
     maps::{PENALTY, SOURCES},
-    refused::refusal_slot,
+    refused::{Kind, Slot},
 };
 
 #[inline(always)]
@@ -29,11 +29,8 @@ pub fn source_key(flow: &FlowKey) -> SourceKey {
 #[inline(always)]
 pub fn penalized(src: &SourceKey) -> bool {
     let coarse = coarse_ns();
-    let (slot, same) = refusal_slot(src);
-    if let Some(r) = &slot
-        && same
-        && coarse < r.penalty_until
-    {
+    let mut slot = Slot::of(src);
+    if slot.refuses(Kind::Penalty, coarse) {
         return true;
     }
     // SAFETY: a u64 in a live map element; a torn read is impossible for aligned u64.
@@ -43,12 +40,7 @@ pub fn penalized(src: &SourceKey) -> bool {
     if expiry <= coarse {
         return false;
     }
-    if let Some(r) = slot {
-        if !same {
-            r.take(src);
-        }
-        r.penalty_until = expiry;
-    }
+    slot.record(src, Kind::Penalty, expiry);
     true
 }
 
@@ -85,34 +77,21 @@ fn state(src: &SourceKey) -> Option<&'static mut SourceState> {
     Some(unsafe { &mut *p })
 }
 
-/// Which bucket a charge is for.
-#[derive(Clone, Copy, PartialEq, Eq)]
-enum Bucket {
-    Conn,
-    Packets,
-}
-
 /// Charges one packet (or connection) to a bucket of the source. `Err(())`: over the limit.
 #[inline(always)]
-fn charge(src: &SourceKey, interval: u64, burst: u64, bucket: Bucket) -> Result<(), ()> {
+/// `bucket`: `Kind::Conn` or `Kind::Packets`.
+fn charge(src: &SourceKey, interval: u64, burst: u64, bucket: Kind) -> Result<(), ()> {
     if interval == 0 {
         return Ok(());
     }
     let coarse = coarse_ns();
-    let (slot, same) = refusal_slot(src);
-    if let Some(r) = &slot {
-        let until = if bucket == Bucket::Conn {
-            r.conn_until
-        } else {
-            r.pps_until
-        };
-        if same && coarse < until {
-            return Err(());
-        }
+    let mut slot = Slot::of(src);
+    if slot.refuses(bucket, coarse) {
+        return Err(());
     }
     // A full LRU that cannot take the entry fails open: better than dropping everyone.
     let Some(s) = state(src) else { return Ok(()) };
-    let tat = if bucket == Bucket::Conn {
+    let tat = if bucket == Kind::Conn {
         &mut s.conn_tat
     } else {
         &mut s.pps_tat
@@ -120,17 +99,8 @@ fn charge(src: &SourceKey, interval: u64, burst: u64, bucket: Bucket) -> Result<
     let Err(until) = gcra(tat, interval, burst, coarse) else {
         return Ok(());
     };
-    if let Some(r) = slot
-        && coarse < until
-    {
-        if !same {
-            r.take(src);
-        }
-        if bucket == Bucket::Conn {
-            r.conn_until = until;
-        } else {
-            r.pps_until = until;
-        }
+    if coarse < until {
+        slot.record(src, bucket, until);
     }
     Err(())
 }
@@ -138,11 +108,11 @@ fn charge(src: &SourceKey, interval: u64, burst: u64, bucket: Bucket) -> Result<
 /// Charges one packet to the source's packets/s bucket. `Err(())`: over the limit.
 #[inline(always)]
 pub fn charge_packet(src: &SourceKey, cfg: &Config) -> Result<(), ()> {
-    charge(src, cfg.pps_interval_ns, cfg.pps_burst_ns, Bucket::Packets)
+    charge(src, cfg.pps_interval_ns, cfg.pps_burst_ns, Kind::Packets)
 }
 
 /// Charges one new connection to the source's connections/s bucket.
 #[inline(always)]
 pub fn charge_conn(src: &SourceKey, cfg: &Config) -> Result<(), ()> {
-    charge(src, cfg.conn_interval_ns, cfg.conn_burst_ns, Bucket::Conn)
+    charge(src, cfg.conn_interval_ns, cfg.conn_burst_ns, Kind::Conn)
 }

@@ -48,21 +48,75 @@ impl Refusal {
     }
 }
 
-/// This CPU's `REFUSED` slot for `src`, and whether it holds `src`.
-#[inline(always)]
-pub fn refusal_slot(src: &SourceKey) -> (Option<&'static mut Refusal>, bool) {
-    let a = src.addr_words();
-    let h = (a[0] ^ a[1] ^ a[2] ^ a[3]).wrapping_mul(0x9e37_79b1);
-    let Some(p) = REFUSED.get_ptr_mut(h >> 22 & (REFUSED_SLOTS - 1)) else {
-        return (None, false);
-    };
-    // SAFETY: this CPU's element of a per-CPU array; nothing else runs on this CPU now.
-    let r = unsafe { &mut *p };
-    // Word by word: no memcmp in BPF.
-    let same = r.addr[0] == a[0]
-        && r.addr[1] == a[1]
-        && r.addr[2] == a[2]
-        && r.addr[3] == a[3]
-        && r.family == src.family as u32;
-    (Some(r), same)
+/// Which refusal of a slot.
+#[derive(Clone, Copy, PartialEq, Eq)]
+pub enum Kind {
+    Conn,
+    Packets,
+    Penalty,
+    Acl,
+}
+
+impl Refusal {
+    #[inline(always)]
+    fn end(&mut self, kind: Kind) -> &mut u64 {
+        match kind {
+            Kind::Conn => &mut self.conn_until,
+            Kind::Packets => &mut self.pps_until,
+            Kind::Penalty => &mut self.penalty_until,
+            Kind::Acl => &mut self.acl_until,
+        }
+    }
+}
+
+/// This CPU's `REFUSED` slot for one source: whether it refuses the source now, and where
+/// a new refusal of it is recorded.
+pub struct Slot {
+    r: Option<&'static mut Refusal>,
+    /// The slot holds this source (not another one that hashes to it).
+    same: bool,
+}
+
+impl Slot {
+    #[inline(always)]
+    pub fn of(src: &SourceKey) -> Slot {
+        let a = src.addr_words();
+        let h = (a[0] ^ a[1] ^ a[2] ^ a[3]).wrapping_mul(0x9e37_79b1);
+        let Some(p) = REFUSED.get_ptr_mut(h >> 22 & (REFUSED_SLOTS - 1)) else {
+            return Slot {
+                r: None,
+                same: false,
+            };
+        };
+        // SAFETY: this CPU's element of a per-CPU array; nothing else runs on this CPU now.
+        let r = unsafe { &mut *p };
+        // Word by word: no memcmp in BPF.
+        let same = r.addr[0] == a[0]
+            && r.addr[1] == a[1]
+            && r.addr[2] == a[2]
+            && r.addr[3] == a[3]
+            && r.family == src.family as u32;
+        Slot { r: Some(r), same }
+    }
+
+    /// True while the slot holds the source and its `kind` refusal lasts past `coarse`.
+    #[inline(always)]
+    pub fn refuses(&mut self, kind: Kind, coarse: u64) -> bool {
+        match &mut self.r {
+            Some(r) => self.same && coarse < *r.end(kind),
+            None => false,
+        }
+    }
+
+    /// Records that the source's `kind` refusal lasts while the coarse clock is below
+    /// `until`, taking the slot over if another source held it.
+    #[inline(always)]
+    pub fn record(self, src: &SourceKey, kind: Kind, until: u64) {
+        if let Some(r) = self.r {
+            if !self.same {
+                r.take(src);
+            }
+            *r.end(kind) = until;
+        }
+    }
 }

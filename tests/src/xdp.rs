@@ -42,13 +42,7 @@ impl Loaded {
             .load(object)
             .unwrap_or_else(|e| panic!("loading the lb-ebpf object: {e}"));
         for name in [PROG_XDP, PROG_XDP_PASS] {
-            let prog: &mut Xdp = ebpf
-                .program_mut(name)
-                .unwrap_or_else(|| panic!("{name} in the object"))
-                .try_into()
-                .unwrap_or_else(|e| panic!("{name} is XDP: {e}"));
-            prog.load()
-                .unwrap_or_else(|e| panic!("verifying {name}: {e}"));
+            load_xdp_program(&mut ebpf, name);
         }
         let tc: &mut SchedClassifier = ebpf
             .program_mut(PROG_TC_DECAP)
@@ -62,14 +56,7 @@ impl Loaded {
 
     /// Verifies and loads one more XDP program of the object (a benchmark program).
     pub fn load_xdp(&mut self, name: &str) {
-        let prog: &mut Xdp = self
-            .ebpf
-            .program_mut(name)
-            .unwrap_or_else(|| panic!("{name} in the object"))
-            .try_into()
-            .unwrap_or_else(|e| panic!("{name} is XDP: {e}"));
-        prog.load()
-            .unwrap_or_else(|e| panic!("verifying {name}: {e}"));
+        load_xdp_program(&mut self.ebpf, name);
     }
 
     pub fn set_vips(&mut self, vips: &[VipKey]) {
@@ -271,6 +258,17 @@ impl Loaded {
             .map(|(_, c)| c.packets)
             .sum()
     }
+}
+
+/// Verifies and loads XDP program `name` of `ebpf`.
+fn load_xdp_program(ebpf: &mut Ebpf, name: &str) {
+    let prog: &mut Xdp = ebpf
+        .program_mut(name)
+        .unwrap_or_else(|| panic!("{name} in the object"))
+        .try_into()
+        .unwrap_or_else(|e| panic!("{name} is XDP: {e}"));
+    prog.load()
+        .unwrap_or_else(|e| panic!("verifying {name}: {e}"));
 }
 
 /// One entry of `REFUSED`: a source and until when (coarse clock, ns) each kind of
