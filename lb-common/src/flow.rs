@@ -80,6 +80,20 @@ pub fn addr_words(a: &[u8; 16]) -> [u32; 4] {
     ]
 }
 
+/// `a == b`, word by word. Comparing the arrays whole can compile to a call to `memcmp`,
+/// which BPF programs cannot make; this loop is unrolled for the small `N` keys have.
+#[inline(always)]
+pub fn words_eq<const N: usize>(a: &[u32; N], b: &[u32; N]) -> bool {
+    let mut i = 0;
+    while i < N {
+        if a[i] != b[i] {
+            return false;
+        }
+        i += 1;
+    }
+    true
+}
+
 /// Four words back to the bytes they were read from.
 #[inline(always)]
 pub fn words_addr(w: [u32; 4]) -> [u8; 16] {
@@ -171,6 +185,17 @@ mod pod {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn words_eq_compares_every_word() {
+        let a = [1u32, 2, 3, 4, 5];
+        assert!(words_eq(&a, &a));
+        for i in 0..a.len() {
+            let mut b = a;
+            b[i] ^= 1;
+            assert!(!words_eq(&a, &b), "word {i}");
+        }
+    }
 
     #[test]
     fn hash_spreads_ports_and_is_stable() {

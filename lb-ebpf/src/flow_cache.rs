@@ -16,7 +16,7 @@
 //! SYNs never read it (a new connection on a reused 5-tuple is decided by `FLOWS` and
 //! Maglev); a FIN/RST clears this CPU's entry together with the `FLOWS` entry. UDP flows are
 //! not cached: their idle timeout lives in the `FLOWS` value.
-use lb_common::{Config, FlowKey};
+use lb_common::{Config, FlowKey, words_eq};
 
 use crate::{clock::coarse_ns, maps::FLOW_CACHE};
 
@@ -51,17 +51,7 @@ fn slot(w: &[u32; 10]) -> Option<(&'static mut CachedFlow, bool)> {
     let p = FLOW_CACHE.get_ptr_mut(h >> 20 & (FLOW_CACHE_SLOTS - 1))?;
     // SAFETY: this CPU's element of a per-CPU array; nothing else runs on this CPU now.
     let c = unsafe { &mut *p };
-    // Word by word: no memcmp in BPF.
-    let same = c.key[0] == w[0]
-        && c.key[1] == w[1]
-        && c.key[2] == w[2]
-        && c.key[3] == w[3]
-        && c.key[4] == w[4]
-        && c.key[5] == w[5]
-        && c.key[6] == w[6]
-        && c.key[7] == w[7]
-        && c.key[8] == w[8]
-        && c.key[9] == w[9];
+    let same = words_eq(&c.key, w);
     Some((c, same))
 }
 
@@ -92,7 +82,7 @@ pub fn put(flow: &FlowKey, node: u32, cfg: &Config) {
     }
 }
 
-/// Forgets `flow` on this CPU (its FIN/RST was seen, or `FLOWS` no longer has it).
+/// Forgets `flow` on this CPU (its FIN/RST was seen).
 #[inline(always)]
 pub fn forget(flow: &FlowKey) {
     if let Some((c, true)) = slot(words(flow)) {

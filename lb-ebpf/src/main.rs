@@ -10,10 +10,12 @@
 //!
 //! Files by job, Katran style: `parse` (bounds-checked header walking and the policy for
 //! fragments, options, extension headers and ICMP), `maps` (every map with a one-line
-//! comment), `vips` (which VIP a packet is for), `acl`, `ratelimit` (penalty box and token buckets), `refused` (per-CPU cache of refused sources), `steer` (flow table and
-//! Maglev), `flow_cache` (per-CPU copy of established TCP flows in front of `FLOWS`), `syncookie` (SYN-ACKs carrying SYN cookies above the SYN-rate threshold, and
-//! the check of the ACKs that return them), `encap` + `csum` (outer headers), `decap`,
-//! `stats` (counter updates), `clock` (cheap tick time), `xdp` (the order of it all).
+//! comment), `vips` (which VIP a packet is for), `acl`, `ratelimit` (penalty box and token
+//! buckets), `refused` (per-CPU cache of refused sources), `steer` (flow table and Maglev),
+//! `flow_cache` (per-CPU copy of established TCP flows in front of `FLOWS`), `syncookie`
+//! (SYN-ACKs carrying SYN cookies above the SYN-rate threshold, and the check of the ACKs
+//! that return them), `encap` + `csum` (outer headers), `decap`, `stats` (counter updates),
+//! `clock` (cheap tick time), `xdp` (the order of it all).
 #![cfg_attr(target_arch = "bpf", no_std)]
 #![cfg_attr(target_arch = "bpf", no_main)]
 

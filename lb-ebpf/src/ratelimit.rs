@@ -77,9 +77,9 @@ fn state(src: &SourceKey) -> Option<&'static mut SourceState> {
     Some(unsafe { &mut *p })
 }
 
-/// Charges one packet (or connection) to a bucket of the source. `Err(())`: over the limit.
+/// Charges one packet (or connection) to a bucket of the source (`bucket`: `Kind::Conn` or
+/// `Kind::Packets`). `Err(())`: over the limit.
 #[inline(always)]
-/// `bucket`: `Kind::Conn` or `Kind::Packets`.
 fn charge(src: &SourceKey, interval: u64, burst: u64, bucket: Kind) -> Result<(), ()> {
     if interval == 0 {
         return Ok(());

@@ -11,7 +11,7 @@
 //! - `acl_until` (`acl`): [`ACL_REFUSAL_NS`] after the tries denied the source, so a source
 //!   taken off `denylist-source-range` (or added to the allow list) is refused for at most
 //!   that long after the daemon wrote the tries.
-use lb_common::SourceKey;
+use lb_common::{SourceKey, words_eq};
 
 use crate::maps::REFUSED;
 
@@ -90,12 +90,7 @@ impl Slot {
         };
         // SAFETY: this CPU's element of a per-CPU array; nothing else runs on this CPU now.
         let r = unsafe { &mut *p };
-        // Word by word: no memcmp in BPF.
-        let same = r.addr[0] == a[0]
-            && r.addr[1] == a[1]
-            && r.addr[2] == a[2]
-            && r.addr[3] == a[3]
-            && r.family == src.family as u32;
+        let same = words_eq(&r.addr, &a) && r.family == src.family as u32;
         Slot { r: Some(r), same }
     }
 

@@ -1,7 +1,7 @@
 //! Which VIP a packet is for: `VIP_INDEX` first (an array slot the verifier inlines and a
 //! compare of five words), `VIPS` only for a key whose slot holds another VIP and is marked
 //! `spill`. A hash lookup in `VIPS` costs about 40 ns per packet here; the slot, a few.
-use lb_common::{VipInfo, VipKey, vip_slot};
+use lb_common::{VipInfo, VipKey, vip_slot, words_eq};
 
 use crate::maps::{VIP_INDEX, VIPS};
 
@@ -9,15 +9,7 @@ use crate::maps::{VIP_INDEX, VIPS};
 #[inline(always)]
 pub fn lookup(key: &VipKey) -> Option<VipInfo> {
     let slot = VIP_INDEX.get(vip_slot(key))?;
-    let (a, b) = (slot.key.words(), key.words());
-    // Word by word: no memcmp in BPF.
-    if slot.used != 0
-        && a[0] == b[0]
-        && a[1] == b[1]
-        && a[2] == b[2]
-        && a[3] == b[3]
-        && a[4] == b[4]
-    {
+    if slot.used != 0 && words_eq(&slot.key.words(), &key.words()) {
         return Some(slot.info);
     }
     if slot.spill == 0 {
