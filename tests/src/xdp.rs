@@ -128,38 +128,48 @@ impl Loaded {
     /// Writes a `FLOWS` entry without bumping the epoch: what `FLOW_CACHE` answers for
     /// the flow then shows whether the cache or `FLOWS` decided.
     pub fn insert_flow_quietly(&mut self, key: &FlowKey, node: u32) {
-        let mut m: HashMap<_, FlowKey, FlowValue> =
-            HashMap::try_from(self.ebpf.map_mut(FLOWS).expect("FLOWS")).expect("type");
         let value = FlowValue {
             node,
             _pad: 0,
             last_ns: kernel::monotonic_ns(),
         };
-        m.insert(key, value, 0).expect("insert flow");
+        self.flows_mut().insert(key, value, 0).expect("insert flow");
     }
 
     /// Removes a `FLOWS` entry without bumping the epoch (as another CPU seeing the flow's
     /// FIN, or the LRU evicting it, would).
     pub fn remove_flow_quietly(&mut self, key: &FlowKey) {
-        let mut m: HashMap<_, FlowKey, FlowValue> =
-            HashMap::try_from(self.ebpf.map_mut(FLOWS).expect("FLOWS")).expect("type");
-        m.remove(key).expect("remove flow");
+        self.flows_mut().remove(key).expect("remove flow");
+    }
+
+    fn flows_mut(&mut self) -> HashMap<&mut MapData, FlowKey, FlowValue> {
+        HashMap::try_from(self.ebpf.map_mut(FLOWS).expect("FLOWS")).expect("FLOWS type")
+    }
+
+    /// Every slot of the unpinned per-CPU array `name` on every CPU, as raw bytes (its
+    /// value type lives in lb-ebpf).
+    fn per_cpu_slots<const N: usize>(&self, name: &str) -> Vec<[u8; N]> {
+        let map: PerCpuArray<&MapData, [u8; N]> =
+            PerCpuArray::try_from(self.ebpf.map(name).unwrap_or_else(|| panic!("{name} map")))
+                .unwrap_or_else(|e| panic!("{name} type: {e}"));
+        (0..map.len())
+            .flat_map(|i| {
+                map.get(&i, 0)
+                    .unwrap_or_else(|e| panic!("{name}[{i}]: {e}"))
+                    .to_vec()
+            })
+            .collect()
     }
 
     /// Flows held by the per-CPU `FLOW_CACHE` on any CPU: (key bytes, node, epoch). The
     /// layout is lb-ebpf's `CachedFlow` (ten key words, node, epoch, checked_ns).
     pub fn cached_flows(&self) -> Vec<([u8; 40], u32, u32)> {
-        let map: PerCpuArray<&MapData, [u8; 56]> =
-            PerCpuArray::try_from(self.ebpf.map("FLOW_CACHE").expect("FLOW_CACHE map"))
-                .expect("FLOW_CACHE type");
         let mut out = Vec::new();
-        for i in 0..map.len() {
-            for c in map.get(&i, 0).expect("FLOW_CACHE slot").iter() {
-                let key: [u8; 40] = c[..40].try_into().expect("40 bytes");
-                if key != [0; 40] {
-                    let word = |at: usize| u32::from_ne_bytes(c[at..at + 4].try_into().expect("4"));
-                    out.push((key, word(40), word(44)));
-                }
+        for c in self.per_cpu_slots::<56>("FLOW_CACHE") {
+            let key: [u8; 40] = c[..40].try_into().expect("40 bytes");
+            if key != [0; 40] {
+                let word = |at: usize| u32::from_ne_bytes(c[at..at + 4].try_into().expect("4"));
+                out.push((key, word(40), word(44)));
             }
         }
         out
@@ -212,23 +222,18 @@ impl Loaded {
     /// Entries of the per-CPU refusal cache `REFUSED` in use on any CPU. The layout is
     /// lb-ebpf's `Refusal`.
     pub fn refused_sources(&self) -> Vec<Refused> {
-        let map: PerCpuArray<&MapData, [u8; 56]> =
-            PerCpuArray::try_from(self.ebpf.map("REFUSED").expect("REFUSED map"))
-                .expect("REFUSED type");
         let mut out = Vec::new();
-        for i in 0..map.len() {
-            for r in map.get(&i, 0).expect("REFUSED slot").iter() {
-                let word = |at: usize| u64::from_ne_bytes(r[at..at + 8].try_into().expect("8"));
-                let e = Refused {
-                    addr: r[..16].try_into().expect("16 bytes"),
-                    conn_until: word(24),
-                    pps_until: word(32),
-                    penalty_until: word(40),
-                    acl_until: word(48),
-                };
-                if e.conn_until | e.pps_until | e.penalty_until | e.acl_until != 0 {
-                    out.push(e);
-                }
+        for r in self.per_cpu_slots::<56>("REFUSED") {
+            let word = |at: usize| u64::from_ne_bytes(r[at..at + 8].try_into().expect("8"));
+            let e = Refused {
+                addr: r[..16].try_into().expect("16 bytes"),
+                conn_until: word(24),
+                pps_until: word(32),
+                penalty_until: word(40),
+                acl_until: word(48),
+            };
+            if e.conn_until | e.pps_until | e.penalty_until | e.acl_until != 0 {
+                out.push(e);
             }
         }
         out
