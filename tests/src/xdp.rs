@@ -29,12 +29,16 @@ pub struct Loaded {
 impl Loaded {
     /// Loads the object with small LRU maps and verifies `lb_xdp`, `lb_xdp_pass` and
     /// `lb_tc_decap`. Panics with the verifier log on failure (test helper).
+    /// The object is the one built into the binary, or the file [`use_object_file`] read.
     pub fn load() -> Self {
-        Self::load_object(dataplane::object::bytes())
+        match OBJECT_FILE.get() {
+            Some(object) => Self::load_object(object),
+            None => Self::load_object(dataplane::object::bytes()),
+        }
     }
 
-    /// As [`Loaded::load`], from another build of the object (benchmarking variants).
-    pub fn load_object(object: &[u8]) -> Self {
+    /// Loads `object` with small LRU maps and verifies the programs (see [`Loaded::load`]).
+    fn load_object(object: &[u8]) -> Self {
         let mut ebpf = EbpfLoader::new()
             .map_max_entries(FLOWS, 4096)
             .map_max_entries(SOURCES, 4096)
@@ -263,6 +267,17 @@ impl Loaded {
             .map(|(_, c)| c.packets)
             .sum()
     }
+}
+
+/// An object file that replaces the built-in object for every [`Loaded::load`] after it.
+static OBJECT_FILE: std::sync::OnceLock<Vec<u8>> = std::sync::OnceLock::new();
+
+/// Reads `path` for [`Loaded::load`]: the benchmarks' `--object`, to compare builds of
+/// lb-ebpf without relinking. Only the first call counts.
+pub fn use_object_file(path: &std::path::Path) -> Result<(), String> {
+    let bytes = std::fs::read(path).map_err(|e| format!("{}: {e}", path.display()))?;
+    let _ = OBJECT_FILE.set(bytes);
+    Ok(())
 }
 
 /// Verifies and loads XDP program `name` of `ebpf`.

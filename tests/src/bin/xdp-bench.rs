@@ -5,7 +5,7 @@
 //! Needs root. Each path is measured `--runs` times (rounds interleave all paths, so drift
 //! on a shared machine hits them alike); the report gives median, min and max, and the
 //! ratio of the median to the baseline's median.
-use std::{net::IpAddr, path::PathBuf, sync::OnceLock, time::Duration};
+use std::{net::IpAddr, path::PathBuf, time::Duration};
 
 use clap::Parser;
 use lb_common::{
@@ -91,10 +91,7 @@ fn path(
     action: u32,
     setup: impl FnOnce(&mut Loaded),
 ) -> Path {
-    let mut dp = match OBJECT.get() {
-        Some(object) => Loaded::load_object(object),
-        None => Loaded::load(),
-    };
+    let mut dp = Loaded::load();
     dp.set_vips(&[VIP_TCP, VIP_UDP]);
     setup(&mut dp);
     Path {
@@ -106,9 +103,6 @@ fn path(
         action,
     }
 }
-
-/// `--object`, read once.
-static OBJECT: OnceLock<Vec<u8>> = OnceLock::new();
 
 fn paths() -> Vec<Path> {
     let syn = PacketBuilder::tcp("198.18.0.1:40000", "198.18.0.210:80")
@@ -276,8 +270,7 @@ fn main() -> Result<(), String> {
         return Err("--runs must be at least 3".into());
     }
     if let Some(path) = &args.object {
-        let bytes = std::fs::read(path).map_err(|e| format!("{}: {e}", path.display()))?;
-        let _ = OBJECT.set(bytes);
+        tests::xdp::use_object_file(path)?;
     }
     let mut paths = paths();
     if let Some(only) = &args.only {

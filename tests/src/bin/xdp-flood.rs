@@ -68,17 +68,6 @@ struct Args {
     object: Option<PathBuf>,
 }
 
-/// `--object`, read once.
-static OBJECT: std::sync::OnceLock<Vec<u8>> = std::sync::OnceLock::new();
-
-/// A freshly loaded object: `--object`, or the one built into the binary.
-fn load() -> Loaded {
-    match OBJECT.get() {
-        Some(object) => Loaded::load_object(object),
-        None => Loaded::load(),
-    }
-}
-
 const VIP_TCP: VipKey = VipKey::v4([198, 18, 0, 210], 80, PROTO_TCP);
 
 /// What counts the frames a case dropped.
@@ -107,7 +96,7 @@ fn case(
     counter: Counter,
     policy: Option<KernelPolicy>,
 ) -> Result<Case, String> {
-    let mut dp = load();
+    let mut dp = Loaded::load();
     loaded_xdp(&mut dp.ebpf, prog)?;
     if let Some(policy) = policy {
         dp.set_vips(&[VIP_TCP]);
@@ -263,8 +252,7 @@ fn main() -> Result<(), String> {
         return Err("xdp-flood needs root (namespaces, XDP, BPF_PROG_TEST_RUN)".into());
     }
     if let Some(path) = &args.object {
-        let bytes = std::fs::read(path).map_err(|e| format!("{}: {e}", path.display()))?;
-        let _ = OBJECT.set(bytes);
+        tests::xdp::use_object_file(path)?;
     }
     if args.runs < 3 {
         return Err("--runs must be at least 3".into());
@@ -284,7 +272,7 @@ fn main() -> Result<(), String> {
     }
     let load_before = loadavg();
     let topo = FloodTopology::create(&format!("xfl{}", std::process::id()))?;
-    let mut gen_dp = load();
+    let mut gen_dp = Loaded::load();
     loaded_xdp(&mut gen_dp.ebpf, PROG_XDP_TX)?;
     let mut cases = cases()?;
     let spec = FloodSpec {
