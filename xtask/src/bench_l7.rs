@@ -698,6 +698,15 @@ fn backend_conf(work: &Path) -> String {
     )
 }
 
+/// The suite order ebpf-lb's HTTPS listener prefers (`tls::config`), given to nginx too so
+/// both negotiate the same suite with `openssl s_time`, wrk and h2load (whose OpenSSL
+/// would otherwise pick AES-256-GCM-SHA384).
+const TLS13_SUITES: &str =
+    "TLS_AES_128_GCM_SHA256:TLS_CHACHA20_POLY1305_SHA256:TLS_AES_256_GCM_SHA384";
+const TLS12_SUITES: &str = "ECDHE-ECDSA-AES128-GCM-SHA256:ECDHE-RSA-AES128-GCM-SHA256:\
+ECDHE-ECDSA-CHACHA20-POLY1305:ECDHE-RSA-CHACHA20-POLY1305:\
+ECDHE-ECDSA-AES256-GCM-SHA384:ECDHE-RSA-AES256-GCM-SHA384";
+
 fn proxy_conf(work: &Path, cert: &Path, key: &Path) -> String {
     let w = work.display();
     format!(
@@ -708,6 +717,8 @@ fn proxy_conf(work: &Path, cert: &Path, key: &Path) -> String {
          server {{\n    listen 127.0.0.1:{NGINX_HTTP} backlog=4096;\n    \
          listen 127.0.0.1:{NGINX_HTTPS} ssl http2 backlog=4096;\n    \
          ssl_certificate {};\n    ssl_certificate_key {};\n    ssl_protocols TLSv1.2 TLSv1.3;\n    \
+         ssl_prefer_server_ciphers on;\n    ssl_ciphers {TLS12_SUITES};\n    \
+         ssl_conf_command Ciphersuites {TLS13_SUITES};\n    \
          location / {{\n      proxy_pass http://be;\n      proxy_http_version 1.1;\n      \
          proxy_set_header Connection \"\";\n      proxy_set_header Host $host;\n      \
          proxy_set_header X-Request-ID $request_id;\n      proxy_set_header X-Real-IP $remote_addr;\n      \
