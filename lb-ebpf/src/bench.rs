@@ -5,6 +5,9 @@
 //!   live-frames mode with the sending veth as `ingress_ifindex`, each XDP_TX transmits the
 //!   test frame out of that veth (the kernel turns it into a redirect to the same device).
 //! - `lb_xdp_drop`: a bare XDP_DROP, the ceiling every drop path is compared with.
+//! - `lb_xdp_parse_drop`: `lb_xdp`'s header parser, then XDP_DROP for TCP/UDP: the floor
+//!   of any drop decision taken on the headers (what reading the frame costs), between
+//!   the bare drop and `lb_xdp`'s drop paths.
 //! - `lb_xdp_restore`: `lb_xdp`, then the frame put back as it came in. BPF_PROG_TEST_RUN's
 //!   repeat mode runs a program again and again on the same frame without restoring it, so
 //!   only this way can the encapsulating path be timed over many runs: every run sees the
@@ -23,6 +26,14 @@ pub fn lb_xdp_tx(_ctx: XdpContext) -> u32 {
 #[xdp]
 pub fn lb_xdp_drop(_ctx: XdpContext) -> u32 {
     xdp_action::XDP_DROP
+}
+
+#[xdp]
+pub fn lb_xdp_parse_drop(ctx: XdpContext) -> u32 {
+    match crate::parse::parse(&ctx) {
+        Some(pkt) if matches!(pkt.kind, crate::parse::Kind::L4) => xdp_action::XDP_DROP,
+        _ => xdp_action::XDP_PASS,
+    }
 }
 
 #[xdp]

@@ -48,6 +48,8 @@ pub const VIP: &str = "198.18.0.210";
 pub const PROG_XDP_TX: &str = "lb_xdp_tx";
 /// A bare XDP_DROP (lb-ebpf/src/bench.rs): the ceiling of every drop path.
 pub const PROG_XDP_DROP: &str = "lb_xdp_drop";
+/// `lb_xdp`'s header parser, then XDP_DROP: the floor of a drop decided on the headers.
+pub const PROG_XDP_PARSE_DROP: &str = "lb_xdp_parse_drop";
 
 /// The XDP program `name` of `ebpf`, loaded (verified) if it was not yet.
 pub fn loaded_xdp<'a>(ebpf: &'a mut Ebpf, name: &str) -> Result<&'a mut Xdp, String> {

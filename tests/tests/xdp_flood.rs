@@ -12,9 +12,11 @@ use lb_common::{PROG_XDP, PROG_XDP_PASS, PROTO_TCP, Reason, VipKey};
 use lb_userspace::dataplane::policy::{Cidr, KernelPolicy};
 use tests::{
     flood::{
-        self, FLOOD_SRC, FloodSpec, FloodTopology, NftDrop, PROG_XDP_DROP, PROG_XDP_TX, loaded_xdp,
+        self, FLOOD_SRC, FloodSpec, FloodTopology, NftDrop, PROG_XDP_DROP, PROG_XDP_PARSE_DROP,
+        PROG_XDP_TX, loaded_xdp,
     },
     netns::is_root,
+    packet::{PacketBuilder, arp_request},
     xdp::Loaded,
 };
 
@@ -106,4 +108,34 @@ fn nft_drop_rule_counts_the_flood() {
     let mut pass = Loaded::load();
     let received = flood_into(&topo, &gen_dp, &mut pass, PROG_XDP_PASS);
     assert_eq!(nft.dropped().expect("nft counter"), received);
+}
+
+/// The floor case (`lb_xdp_parse_drop`) drops what `lb_xdp` parses as TCP/UDP (the flood's
+/// SYN included) and passes the rest, so its figure is the cost of reading real headers.
+#[test]
+fn parse_drop_floor_drops_tcp_udp_and_passes_the_rest() {
+    if !is_root() {
+        eprintln!("skipping: needs root for BPF_PROG_TEST_RUN");
+        return;
+    }
+    let mut dp = Loaded::load();
+    dp.load_xdp(PROG_XDP_PARSE_DROP);
+    let run = |frame: &[u8]| {
+        dp.run_xdp(PROG_XDP_PARSE_DROP, frame, 1)
+            .expect("test run")
+            .0
+    };
+    const DROP: u32 = 1;
+    const PASS: u32 = 2;
+    assert_eq!(run(&flood::syn_frame()), DROP, "the flood frame");
+    let tcp = PacketBuilder::tcp("198.18.0.1:40000", "198.18.0.210:80").build();
+    assert_eq!(run(&tcp.bytes), DROP, "TCP");
+    let udp = PacketBuilder::udp("[2001:db8::1]:5353", "[2001:db8::2]:53").build();
+    assert_eq!(run(&udp.bytes), DROP, "UDP over IPv6");
+    let arp = arp_request(
+        "198.18.0.1".parse().expect("ip"),
+        "198.18.0.2".parse().expect("ip"),
+    );
+    assert_eq!(run(&arp), PASS, "ARP");
+    assert_eq!(run(&tcp.truncated(30)), PASS, "truncated IPv4 header");
 }

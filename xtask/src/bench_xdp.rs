@@ -4,8 +4,10 @@
 //! 1. `xdp-bench`: ns/packet of each `lb_xdp` path from BPF_PROG_TEST_RUN beside a trivial
 //!    XDP_PASS program, medians of 5 runs with min and max -> target/bench/xdp.json.
 //! 2. `xdp-flood`: drop throughput on a veth pair flooded by an in-kernel generator (bare
-//!    XDP_DROP, `lb_xdp` ACL and rate-limit drops, XDP_PASS + nftables drop), medians of 3
-//!    runs of 20M frames and their ratios -> target/bench/xdp-flood.json. Needs `nft`.
+//!    XDP_DROP, parser + XDP_DROP, `lb_xdp` ACL and rate-limit drops, XDP_PASS + nftables
+//!    drop), medians of 10 runs of 6M frames (short runs in rotating order: this VM's
+//!    speed drifts over seconds) and their ratios -> target/bench/xdp-flood.json. Needs
+//!    `nft`.
 use std::process::Command;
 
 use anyhow::{Result, bail};
@@ -46,7 +48,7 @@ pub fn bench_xdp() -> Result<()> {
     step("xdp-flood", || {
         cmd::run(
             Command::new(root.join("target/release/xdp-flood"))
-                .args(["--runs", "3", "--packets", "20000000", "--out"])
+                .args(["--runs", "10", "--packets", "6000000", "--out"])
                 .arg(out.join("xdp-flood.json"))
                 .current_dir(&root),
         )
