@@ -1822,3 +1822,60 @@ fn lb_xdp_acl_refusals_end_after_the_deny_list_changes() {
     assert_eq!(dp.run_xdp(PROG_XDP, &b, 1).expect("test run").0, XDP_PASS);
     assert_eq!(dp.run_xdp(PROG_XDP, &a, 1).expect("test run").0, XDP_DROP);
 }
+
+/// A restart of another build finds `VIP_INDEX` written for another `vip_slot` (or new and
+/// empty). `spill_vip_index`, run before the program is replaced, sends every lookup to
+/// `VIPS` until `set_vips` rewrites the index, so VIP packets are never taken for other
+/// traffic in between (here: a denied source stays dropped).
+#[test]
+fn lb_xdp_finds_vips_while_the_index_is_from_another_build() {
+    if skip_unless_root() {
+        return;
+    }
+    use aya::maps::Array;
+    use lb_common::{VIP_INDEX, VIP_INDEX_SLOTS, VipSlot};
+    let mut dp = Loaded::load();
+    dp.set_vips(&[VIP_TCP]);
+    dp.set_policy(&KernelPolicy {
+        deny: cidrs(&["198.18.0.1/32"]),
+        ..KernelPolicy::default()
+    });
+    let pkt = PacketBuilder::tcp("198.18.0.1:40000", "198.18.0.210:80")
+        .build()
+        .bytes;
+    assert_eq!(dp.run_xdp(PROG_XDP, &pkt, 1).expect("run").0, XDP_DROP);
+    let mine = vip_slot(&VIP_TCP);
+    let other = (mine + 1) % VIP_INDEX_SLOTS;
+    {
+        // The index as a build with another slot function left it.
+        let mut index: Array<_, VipSlot> =
+            Array::try_from(dp.ebpf.map_mut(VIP_INDEX).expect("VIP_INDEX")).expect("array");
+        let slot = index.get(&mine, 0).expect("slot");
+        assert_eq!((slot.key, slot.used), (VIP_TCP, 1));
+        index.set(other, slot, 0).expect("write");
+        index.set(mine, VipSlot::default(), 0).expect("write");
+    }
+    assert_eq!(
+        dp.run_xdp(PROG_XDP, &pkt, 1).expect("run").0,
+        XDP_PASS,
+        "a stale index misses the VIP"
+    );
+    lb_userspace::dataplane::spill_vip_index(&mut dp.ebpf).expect("spill");
+    assert_eq!(
+        dp.run_xdp(PROG_XDP, &pkt, 1).expect("run").0,
+        XDP_DROP,
+        "spilled: found in VIPS"
+    );
+    dp.set_vips(&[VIP_TCP]);
+    assert_eq!(dp.run_xdp(PROG_XDP, &pkt, 1).expect("run").0, XDP_DROP);
+    let index: Array<_, VipSlot> =
+        Array::try_from(dp.ebpf.map(VIP_INDEX).expect("VIP_INDEX")).expect("array");
+    let slot = index.get(&mine, 0).expect("slot");
+    assert_eq!((slot.key, slot.used, slot.spill), (VIP_TCP, 1, 0));
+    let stale = index.get(&other, 0).expect("slot");
+    assert_eq!(
+        (stale.used, stale.spill),
+        (0, 0),
+        "set_vips cleared the rest"
+    );
+}

@@ -138,6 +138,9 @@ impl Dataplane {
             loader.map_pin_path(name, pin.as_path());
         }
         let mut ebpf = loader.load(object::bytes())?;
+        // Before the new program replaces the running one, and until `set_vips` writes the
+        // index for this build's `vip_slot`, every lookup falls back to `VIPS`.
+        spill_vip_index(&mut ebpf)?;
         let prog_err = |program: &'static str| {
             move |source: ProgramError| DataplaneError::Program { program, source }
         };
@@ -397,6 +400,29 @@ fn zero_vip_rows(ebpf: &mut Ebpf, ids: &[u32]) -> Result<(), DataplaneError> {
         let values =
             PerCpuValues::try_from(vec![SynWindow::default(); cpus]).map_err(per_cpu(SYN_RATE))?;
         syn.set(id, values, 0).map_err(map_err(SYN_RATE))?;
+    }
+    Ok(())
+}
+
+/// Marks every `VIP_INDEX` slot `spill` (keeping what it holds), so `lb_xdp` looks up in
+/// `VIPS` every VIP key its slot does not hold. Done at start, before the program is
+/// replaced: the pinned index may have been written by another build whose `vip_slot`
+/// differs (or be new and empty), and without this, VIP packets would reach the local
+/// stack instead of their flows' nodes until [`set_vips`] rewrites the index. Both the old
+/// and the new program are then right, at the cost of a hash lookup per VIP packet for
+/// those milliseconds; `set_vips` clears the marks it does not need.
+pub fn spill_vip_index(ebpf: &mut Ebpf) -> Result<(), DataplaneError> {
+    let err = map_err(VIP_INDEX);
+    let map = ebpf
+        .map_mut(VIP_INDEX)
+        .ok_or(DataplaneError::Missing(VIP_INDEX))?;
+    let mut index: BpfArray<_, VipSlot> = BpfArray::try_from(map).map_err(err)?;
+    for i in 0..VIP_INDEX_SLOTS {
+        let mut slot = index.get(&i, 0).map_err(err)?;
+        if slot.spill == 0 {
+            slot.spill = 1;
+            index.set(i, slot, 0).map_err(err)?;
+        }
     }
     Ok(())
 }
