@@ -118,6 +118,10 @@ pub const NODE_LOCAL: u16 = 1;
 pub const NODE_HAS_V4: u16 = 2;
 /// `v6` is set.
 pub const NODE_HAS_V6: u16 = 4;
+/// The route to the node leaves by another interface than the one `lb_xdp` runs on:
+/// encapsulated frames go out through `TX_PORTS` (XDP_REDIRECT) with the source MAC from
+/// `EGRESS`, not back out of the arrival interface (XDP_TX).
+pub const NODE_REDIRECT: u16 = 8;
 
 /// Value of `NODES`: where to send flows Maglev gives to this node.
 #[repr(C, align(4))]
@@ -131,6 +135,17 @@ pub struct NodeInfo {
     pub flags: u16,
 }
 const _: () = assert!(core::mem::size_of::<NodeInfo>() == 28);
+
+/// Value of `EGRESS`, by node index: the interface encapsulated frames to a
+/// `NODE_REDIRECT` node leave by, and its MAC (the new frame's source).
+#[repr(C, align(4))]
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Default)]
+pub struct EgressPort {
+    pub ifindex: u32,
+    pub src_mac: [u8; 6],
+    pub _pad: u16,
+}
+const _: () = assert!(core::mem::size_of::<EgressPort>() == 12);
 
 #[inline(always)]
 const fn word(b: &[u8; 16], i: usize) -> u32 {
@@ -180,6 +195,8 @@ mod pod {
     unsafe impl aya::Pod for super::FlowValue {}
     // SAFETY: as above.
     unsafe impl aya::Pod for super::NodeInfo {}
+    // SAFETY: as above.
+    unsafe impl aya::Pod for super::EgressPort {}
 }
 
 #[cfg(test)]

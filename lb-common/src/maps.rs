@@ -16,6 +16,11 @@ pub const FLOWS: &str = "FLOWS";
 pub const MAGLEV: &str = "MAGLEV";
 /// Array of [`crate::NodeInfo`], indexed by node index.
 pub const NODES: &str = "NODES";
+/// Array of [`crate::EgressPort`] by node index (see [`crate::NODE_REDIRECT`]).
+pub const EGRESS: &str = "EGRESS";
+/// Device map by node index: the interface `lb_xdp` redirects a `NODE_REDIRECT` node's
+/// frames to (`bpftool map dump` shows the ifindex).
+pub const TX_PORTS: &str = "TX_PORTS";
 /// LRU hash [`crate::SourceKey`] -> [`crate::SourceState`] (rate-limit buckets).
 pub const SOURCES: &str = "SOURCES";
 /// LRU hash [`crate::SourceKey`] -> expiry (ktime ns).
@@ -29,9 +34,9 @@ pub const ALLOW_V6: &str = "ALLOW_V6";
 pub const SYN_RATE: &str = "SYN_RATE";
 
 /// Every pinned map, in the order `ebpf-lb maps` lists them.
-pub const PINNED_MAPS: [&str; 14] = [
-    VIPS, VIP_INDEX, STATS, CONFIG, FLOWS, MAGLEV, NODES, SOURCES, PENALTY, DENY_V4, DENY_V6,
-    ALLOW_V4, ALLOW_V6, SYN_RATE,
+pub const PINNED_MAPS: [&str; 16] = [
+    VIPS, VIP_INDEX, STATS, CONFIG, FLOWS, MAGLEV, NODES, EGRESS, TX_PORTS, SOURCES, PENALTY,
+    DENY_V4, DENY_V6, ALLOW_V4, ALLOW_V6, SYN_RATE,
 ];
 
 /// Most VIP:port:protocol entries one node serves (address-only entries included).
@@ -60,3 +65,6 @@ pub const PROG_XDP_PASS: &str = "lb_xdp_pass";
 pub const LINK_XDP: &str = "lb_xdp_link";
 /// Name of the pinned TC link.
 pub const LINK_TC: &str = "lb_tc_decap_link";
+/// Name of the pinned TC link on the interface holding `--node-ip`, when that is not
+/// `--iface` (steered packets arrive there).
+pub const LINK_TC_NODE: &str = "lb_tc_decap_node_link";

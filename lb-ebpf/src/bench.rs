@@ -45,7 +45,7 @@ pub fn lb_xdp_restore(ctx: XdpContext) -> u32 {
     // SAFETY: bounds checked by ptr_at.
     let saved = unsafe { *eth };
     let action = crate::xdp::run(&ctx);
-    if action != xdp_action::XDP_TX {
+    if action != xdp_action::XDP_TX && action != xdp_action::XDP_REDIRECT {
         return action;
     }
     // What an encapsulation added: an outer IPv4 header carrying IPIP (protocol 4), or an

@@ -1,7 +1,8 @@
 //! ebpf-lb kernel programs.
 //!
 //! - `lb_xdp` (XDP, node NIC): parse, police (ACL, penalty box, rate limits), steer each
-//!   VIP flow to the node Maglev gives it (pass locally, or IPIP/IP6IP6 + XDP_TX), count.
+//!   VIP flow to the node Maglev gives it (pass locally, or IPIP/IP6IP6 + XDP_TX, or
+//!   XDP_REDIRECT when the route to that node leaves by another interface), count.
 //! - `lb_tc_decap` (TC ingress, node NIC): strip the outer header of steered packets
 //!   addressed to this node.
 //! - `lb_xdp_pass`: XDP_PASS, the benchmark baseline and a test-topology helper.
@@ -14,7 +15,7 @@
 //! buckets), `refused` (per-CPU cache of refused sources), `steer` (flow table and Maglev),
 //! `flow_cache` (per-CPU copy of established TCP flows in front of `FLOWS`), `syncookie`
 //! (SYN-ACKs carrying SYN cookies above the SYN-rate threshold, and the check of the ACKs
-//! that return them), `encap` + `csum` (outer headers), `decap`, `stats` (counter updates),
+//! that return them), `encap` + `csum` (outer headers), `redirect` (frames out of another interface), `decap`, `stats` (counter updates),
 //! `clock` (cheap tick time), `xdp` (the order of it all).
 #![cfg_attr(target_arch = "bpf", no_std)]
 #![cfg_attr(target_arch = "bpf", no_main)]
@@ -39,6 +40,8 @@ mod maps;
 mod parse;
 #[cfg(target_arch = "bpf")]
 mod ratelimit;
+#[cfg(target_arch = "bpf")]
+mod redirect;
 #[cfg(target_arch = "bpf")]
 mod refused;
 #[cfg(target_arch = "bpf")]

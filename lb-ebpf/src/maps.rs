@@ -1,13 +1,13 @@
 //! Every map the programs use. Names and sizes come from `lb_common::maps`; the daemon pins
 //! each one under `--bpffs DIR/<NAME>`.
 use aya_ebpf::{
-    btf_maps::{Array, HashMap, LpmTrie, LruHashMap, PerCpuArray},
+    btf_maps::{Array, DevMap, HashMap, LpmTrie, LruHashMap, PerCpuArray},
     macros::btf_map,
 };
 use lb_common::{
-    ACL_ENTRIES, AclValue, Config, Counter, FLOWS_ENTRIES, FlowKey, FlowValue, MAGLEV_ENTRIES,
-    MAX_NODES, MAX_VIPS, NodeInfo, PENALTY_ENTRIES, SOURCES_ENTRIES, STATS_ENTRIES, SourceKey,
-    SourceState, SynWindow, VIP_INDEX_SLOTS, VipInfo, VipKey, VipSlot,
+    ACL_ENTRIES, AclValue, Config, Counter, EgressPort, FLOWS_ENTRIES, FlowKey, FlowValue,
+    MAGLEV_ENTRIES, MAX_NODES, MAX_VIPS, NodeInfo, PENALTY_ENTRIES, SOURCES_ENTRIES, STATS_ENTRIES,
+    SourceKey, SourceState, SynWindow, VIP_INDEX_SLOTS, VipInfo, VipKey, VipSlot,
 };
 
 /// VIP:port:protocol this node load-balances (and address-only keys) -> its id and flags.
@@ -37,6 +37,14 @@ pub static MAGLEV: Array<u32, { MAGLEV_ENTRIES as usize }> = Array::new();
 /// Proxy nodes by index: addresses and the MAC encapsulated frames are sent to.
 #[btf_map]
 pub static NODES: Array<NodeInfo, { MAX_NODES as usize }> = Array::new();
+
+/// By node index: the interface and source MAC of `NODE_REDIRECT` nodes (see `redirect`).
+#[btf_map]
+pub static EGRESS: Array<EgressPort, { MAX_NODES as usize }> = Array::new();
+
+/// By node index: the device `NODE_REDIRECT` nodes' frames are redirected to.
+#[btf_map]
+pub static TX_PORTS: DevMap<{ MAX_NODES as usize }> = DevMap::new();
 
 /// Per-source token buckets (new connections/s, packets/s); LRU bounds the memory.
 #[btf_map]

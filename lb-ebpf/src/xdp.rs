@@ -2,14 +2,16 @@
 //! VIP:port is: ACL, penalty box, packets/s, flow lookup, new connections/s, SYN cookies
 //! (flows not yet known, when `syn-cookie-threshold` is set), steering.
 use aya_ebpf::{bindings::xdp_action, macros::xdp, programs::XdpContext};
-use lb_common::{CONFIG_KEY, Config, NO_NODE, PROTO_TCP, Reason, VIP_FLAG_ADDR_ONLY};
+use lb_common::{
+    CONFIG_KEY, Config, NO_NODE, NODE_REDIRECT, PROTO_TCP, Reason, VIP_FLAG_ADDR_ONLY,
+};
 
 use crate::{
     acl, clock,
     encap::{self, Encap},
     maps::CONFIG,
     parse::{self, Kind, Packet, TCP_ACK, TCP_FIN, TCP_RST, TCP_SYN},
-    ratelimit, stats, steer,
+    ratelimit, redirect, stats, steer,
     syncookie::{self, Reply},
     vips,
 };
@@ -158,13 +160,18 @@ fn syn_cookies(
     Some(xdp_action::XDP_PASS)
 }
 
-/// Passes locally or encapsulates to the serving node, and counts which.
+/// Passes locally or encapsulates to the serving node (out of the arrival interface, or
+/// redirected to the one the route to the node leaves by), and counts which.
 #[inline(always)]
 fn forward(ctx: &XdpContext, pkt: &Packet, cfg: &Config, vip_id: u32, node: u32, len: u64) -> u32 {
     if let Some(info) = steer::remote_node(node) {
+        let flags = info.flags;
         match encap::encapsulate(ctx, pkt, info, cfg) {
             Encap::Done => {
                 stats::count(vip_id, Reason::SteeredRemote, len);
+                if flags & NODE_REDIRECT != 0 {
+                    return redirect::send(ctx, node);
+                }
                 return xdp_action::XDP_TX;
             }
             Encap::Broken => {

@@ -10,6 +10,11 @@
 //! `ebpf-lb` with `lb_xdp` on n0; n1 steers flows Maglev gives n2 over IPIP, n2's
 //! `lb_tc_decap` strips it and n2's proxy answers the client directly (DSR). Dropping the
 //! topology stops the processes, deletes the namespaces and removes the bpffs directories.
+//!
+//! [`TwoNodes::add_node_network`] adds a separate node network, a veth `b9` between n1
+//! (198.19.0.11) and n2 (198.19.0.12), and makes those the nodes' `--node-ip`: the route
+//! between the nodes then leaves by `b9`, not by `n0` where `lb_xdp` runs, so n1 must
+//! redirect steered frames to `b9` (XDP_REDIRECT through `TX_PORTS`).
 use std::{
     os::fd::AsRawFd as _,
     path::{Path, PathBuf},
@@ -33,6 +38,8 @@ use crate::{
 pub const VIP: &str = "198.18.0.210";
 pub const CLIENT: &str = "198.18.0.1";
 pub const NODE_IPS: [&str; 2] = ["198.18.0.11", "198.18.0.12"];
+/// The nodes' addresses on the node network of [`TwoNodes::add_node_network`].
+pub const NODE_NET_IPS: [&str; 2] = ["198.19.0.11", "198.19.0.12"];
 pub const BACKEND: &str = "198.18.0.20";
 pub const ADMIN: &str = "127.0.0.1:10254";
 
@@ -41,6 +48,9 @@ pub struct TwoNodes {
     pub daemons: [Option<ChildGuard>; 2],
     pub backends: Vec<ChildGuard>,
     pub pass_programs: Option<Ebpf>,
+    pub node_net_programs: Vec<Ebpf>,
+    /// Each node's `--node-ip` (and, swapped, `--peer`).
+    pub node_ips: [&'static str; 2],
     pub client: Netns,
     pub nodes: [Netns; 2],
     pub backend: Netns,
@@ -68,6 +78,8 @@ impl TwoNodes {
             daemons: [None, None],
             backends: Vec::new(),
             pass_programs: None,
+            node_net_programs: Vec::new(),
+            node_ips: NODE_IPS,
             client: Netns::create(&format!("{prefix}-client"))?,
             nodes: [
                 Netns::create(&format!("{prefix}-n1"))?,
@@ -121,6 +133,52 @@ impl TwoNodes {
         Ok(())
     }
 
+    /// Adds the node network: veth `b9` from n1 (198.19.0.11/24) to n2 (198.19.0.12/24),
+    /// with `lb_xdp_pass` on both ends (a veth drops redirected frames unless the receiving
+    /// end runs an XDP program) and rp_filter off; the nodes' `--node-ip` become these.
+    pub fn add_node_network(&mut self, object: &'static [u8]) -> Result<(), String> {
+        ip(&[
+            "link",
+            "add",
+            "b9",
+            "netns",
+            &self.nodes[0].name,
+            "type",
+            "veth",
+            "peer",
+            "name",
+            "b9",
+            "netns",
+            &self.nodes[1].name,
+        ])?;
+        for (i, node) in self.nodes.iter().enumerate() {
+            node.ip(&[
+                "addr",
+                "add",
+                &format!("{}/24", NODE_NET_IPS[i]),
+                "dev",
+                "b9",
+            ])?;
+            node.ip(&["link", "set", "b9", "up"])?;
+            node.sysctl("net.ipv4.conf.b9.rp_filter", "0")?;
+            self.node_net_programs
+                .push(crate::xdp::attach_pass(node, &["b9"], object)?);
+        }
+        self.node_ips = NODE_NET_IPS;
+        Ok(())
+    }
+
+    /// Packets node `i` received on interface `iface` (from `/proc/net/dev`, which follows
+    /// the reader's namespace; `/sys` under nsenter shows the host's).
+    pub fn rx_packets(&self, i: usize, iface: &str) -> Result<u64, String> {
+        let out = run(self.nodes[i].command("cat").arg("/proc/net/dev"))?;
+        let text = String::from_utf8_lossy(&out.stdout);
+        text.lines()
+            .find_map(|l| l.trim_start().strip_prefix(&format!("{iface}:")))
+            .and_then(|rest| rest.split_whitespace().nth(1)?.parse().ok())
+            .ok_or_else(|| format!("no rx_packets for {iface} in /proc/net/dev:\n{text}"))
+    }
+
     /// Starts an echo backend named `name` on BACKEND:`port`.
     pub fn start_backend(&mut self, bin: &Path, port: u16, name: &str) -> Result<(), String> {
         let child = self
@@ -157,9 +215,9 @@ impl TwoNodes {
             ])
             .args([
                 "--node-ip",
-                NODE_IPS[i],
+                self.node_ips[i],
                 "--peer",
-                NODE_IPS[1 - i],
+                self.node_ips[1 - i],
                 "--bpffs",
             ])
             .arg(&self.bpffs[i].0)

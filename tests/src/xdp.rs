@@ -5,18 +5,20 @@ use std::net::IpAddr;
 
 use aya::{
     Ebpf, EbpfLoader,
-    maps::{Array, HashMap, MapData, PerCpuArray},
+    maps::{Array, DevMap, HashMap, MapData, PerCpuArray},
     programs::{ProgramError, SchedClassifier, TestRun, TestRunOptions, Xdp},
 };
 use lb_common::{
-    Config, Counter, FLOWS, FlowKey, FlowValue, MAGLEV, MAGLEV_SIZE, NODES, NodeInfo, PENALTY,
-    PROG_TC_DECAP, PROG_XDP, PROG_XDP_PASS, Reason, SOURCES, STATS, STATS_ENTRIES, VipKey,
+    Config, Counter, EGRESS, EgressPort, FLOWS, FlowKey, FlowValue, MAGLEV, MAGLEV_SIZE, NODES,
+    NodeInfo, PENALTY, PROG_TC_DECAP, PROG_XDP, PROG_XDP_PASS, Reason, SOURCES, STATS,
+    STATS_ENTRIES, TX_PORTS, VipKey,
 };
 use lb_userspace::dataplane::{self, kernel, policy::KernelPolicy};
 
 pub const XDP_DROP: u32 = 1;
 pub const XDP_PASS: u32 = 2;
 pub const XDP_TX: u32 = 3;
+pub const XDP_REDIRECT: u32 = 4;
 pub const TC_ACT_OK: u32 = 0;
 /// `lb_xdp`, then the frame restored (benchmarks: repeat mode on the encapsulating path).
 pub const PROG_XDP_RESTORE: &str = "lb_xdp_restore";
@@ -105,6 +107,19 @@ impl Loaded {
         let mut m: Array<_, NodeInfo> =
             Array::try_from(self.ebpf.map_mut(NODES).expect("NODES")).expect("type");
         m.set(index, node, 0).expect("set node");
+    }
+
+    /// `EGRESS[index]`: where `NODE_REDIRECT` frames to node `index` leave.
+    pub fn set_egress(&mut self, index: u32, port: EgressPort) {
+        let mut m: Array<_, EgressPort> =
+            Array::try_from(self.ebpf.map_mut(EGRESS).expect("EGRESS")).expect("type");
+        m.set(index, port, 0).expect("set egress");
+    }
+
+    /// `TX_PORTS[index]` = `ifindex` (the device must exist).
+    pub fn set_tx_port(&mut self, index: u32, ifindex: u32) {
+        let mut m = DevMap::try_from(self.ebpf.map_mut(TX_PORTS).expect("TX_PORTS")).expect("type");
+        m.set(index, ifindex, None, 0).expect("set tx port");
     }
 
     /// Fills half `half` (0 or 1) of `MAGLEV` with `node` for every slot.

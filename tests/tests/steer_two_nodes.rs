@@ -2,7 +2,9 @@
 //! a flow Maglev gives node 2 reaches node 2's proxy through node 1's `lb_xdp` (IPIP) and
 //! node 2's `lb_tc_decap`, and node 2 answers the client directly; 50 connections spread
 //! over both nodes exactly as the Maglev table predicts; a long transfer steered to node 2
-//! survives node 1's daemon being killed (SIGKILL) and stopped (SIGTERM) and restarted.
+//! survives node 1's daemon being killed (SIGKILL) and stopped (SIGTERM) and restarted;
+//! with the nodes' addresses on a separate node network, node 1 redirects steered frames
+//! out of that network's interface (XDP_REDIRECT) and node 2 decapsulates them there.
 //!
 //! Needs root; skips with a message otherwise.
 use std::{
@@ -17,15 +19,19 @@ use std::{
     time::Duration,
 };
 
+use aya::maps::Array;
 use aya::maps::{HashMap, Map, MapData, PerCpuArray};
-use lb_common::{Counter, FLOWS, FlowKey, FlowValue, PROTO_TCP, Reason, STATS, maglev_slot};
+use lb_common::{
+    Counter, FLOWS, FlowKey, FlowValue, NODE_REDIRECT, NODES, NodeInfo, PROTO_TCP, Reason, STATS,
+    maglev_slot,
+};
 use lb_userspace::dataplane::{
     self,
     steering::{self, NodeRecord},
 };
 use tests::{
     netns::{is_root, run},
-    twonode::{BACKEND, CLIENT, NODE_IPS, TwoNodes, VIP, curl},
+    twonode::{BACKEND, CLIENT, NODE_IPS, NODE_NET_IPS, TwoNodes, VIP, curl},
     wait::wait_until,
     xdp::flow_key,
 };
@@ -86,15 +92,14 @@ fn predicted_node(table: &[u32], port: u16) -> usize {
     table[maglev_slot(&key) as usize] as usize
 }
 
-fn both_nodes_table() -> Vec<u32> {
-    let nodes: Vec<Option<NodeRecord>> = NODE_IPS
+fn both_nodes_table(node_ips: [&str; 2]) -> Vec<u32> {
+    let nodes: Vec<Option<NodeRecord>> = node_ips
         .iter()
         .map(|ip| {
             Some(NodeRecord {
-                addr: ip.parse().expect("ip"),
-                local: false,
                 mac: Some([2, 0, 0, 0, 0, 1]),
                 healthy: true,
+                ..NodeRecord::new(ip.parse().expect("ip"), false)
             })
         })
         .collect();
@@ -121,10 +126,19 @@ fn flow_entry(topo: &TwoNodes, node: usize, key: &FlowKey) -> Option<FlowValue> 
 }
 
 fn setup(prefix: &str) -> (TwoNodes, PathBuf, tempdirs::Dirs) {
+    setup_with(prefix, false)
+}
+
+/// [`setup`], with the node network of [`TwoNodes::add_node_network`] when `node_net`.
+fn setup_with(prefix: &str, node_net: bool) -> (TwoNodes, PathBuf, tempdirs::Dirs) {
     let (ebpf_lb, backend) = bins();
     let mut topo = TwoNodes::create(prefix).expect("topology");
     topo.attach_pass_programs(dataplane::object::bytes())
         .expect("lb_xdp_pass on the bridge ports");
+    if node_net {
+        topo.add_node_network(dataplane::object::bytes())
+            .expect("node network");
+    }
     topo.start_backend(&backend, 9001, "node1")
         .expect("backend");
     topo.start_backend(&backend, 9002, "node2")
@@ -178,7 +192,7 @@ fn flows_hashed_to_node_2_are_served_by_node_2_with_direct_return() {
         return;
     }
     let (topo, _bin, _dirs) = setup("lbsteer");
-    let table = both_nodes_table();
+    let table = both_nodes_table(NODE_IPS);
     let port = (42000u16..43000)
         .find(|p| predicted_node(&table, *p) == 1)
         .expect("a port Maglev gives node 2");
@@ -221,6 +235,73 @@ fn flows_hashed_to_node_2_are_served_by_node_2_with_direct_return() {
     }
     eprintln!("50 connections: node1 {} node2 {}", served[0], served[1]);
     assert!(served[0] > 0 && served[1] > 0, "{served:?}");
+}
+
+fn node_entry(topo: &TwoNodes, node: usize, index: u32) -> NodeInfo {
+    let m = MapData::from_pin(topo.bpffs[node].0.join(NODES)).expect("NODES pin");
+    let nodes: Array<MapData, NodeInfo> = Array::try_from(Map::Array(m)).expect("NODES type");
+    nodes.get(&index, 0).expect("read NODES")
+}
+
+/// The nodes reach each other over a separate network (`b9`, 198.19.0.0/24), not over
+/// `n0` where `lb_xdp` runs: node 1 flags node 2 `NODE_REDIRECT` and its steered frames
+/// leave by `b9` (XDP_REDIRECT), where node 2's `lb_tc_decap` (attached to the interface of
+/// its `--node-ip`) strips them; node 2 still answers the client directly over `n0`.
+#[test]
+fn steered_frames_leave_by_the_node_network_interface() {
+    if !is_root() {
+        eprintln!("skipping: needs root for network namespaces and XDP (CI runs as root)");
+        return;
+    }
+    let (topo, _bin, _dirs) = setup_with("lbredir", true);
+    // Slots follow address order: 198.19.0.11 is 0, 198.19.0.12 is 1.
+    let peer = node_entry(&topo, 0, 1);
+    assert_ne!(
+        peer.flags & NODE_REDIRECT,
+        0,
+        "node 2 is behind b9 from node 1: {peer:?}"
+    );
+    assert_eq!(node_entry(&topo, 0, 0).flags & NODE_REDIRECT, 0);
+    let table = both_nodes_table(NODE_NET_IPS);
+    let b9_before = topo.rx_packets(1, "b9").expect("b9 counters");
+    let steered_before = counter(&topo, 0, Reason::SteeredRemote);
+    let mut served = [0usize; 2];
+    for port in 44000u16..44030 {
+        let want = predicted_node(&table, port);
+        let body = curl(
+            &topo.client,
+            &format!("http://{VIP}/who"),
+            &["--local-port", &port.to_string()],
+        )
+        .unwrap_or_else(|e| {
+            panic!(
+                "connection from port {port} (to node {}): {e}; node 1 steered {}, node 2 got {:?} on b9 and decapsulated {}",
+                want + 1,
+                counter(&topo, 0, Reason::SteeredRemote) - steered_before,
+                topo.rx_packets(1, "b9").map(|n| n - b9_before),
+                counter(&topo, 1, Reason::Decapsulated)
+            )
+        });
+        let json: serde_json::Value = serde_json::from_str(&body).expect("JSON");
+        assert_eq!(json["backend"], format!("node{}", want + 1), "port {port}");
+        assert_eq!(json["x_forwarded_for"], CLIENT, "port {port}");
+        served[want] += 1;
+    }
+    eprintln!("30 connections: node1 {} node2 {}", served[0], served[1]);
+    assert!(served[1] > 0, "some flows hash to node 2: {served:?}");
+    let steered = counter(&topo, 0, Reason::SteeredRemote) - steered_before;
+    let b9_rx = topo.rx_packets(1, "b9").expect("b9 counters") - b9_before;
+    // Each flow to node 2 is at least SYN, request, ACKs and FIN from the client.
+    assert!(
+        steered >= 3 * served[1] as u64,
+        "{steered} packets steered for {} flows",
+        served[1]
+    );
+    assert!(
+        b9_rx >= steered,
+        "node 2 received {b9_rx} packets on b9, node 1 steered {steered}"
+    );
+    assert!(counter(&topo, 1, Reason::Decapsulated) >= steered);
 }
 
 /// A bulk HTTP server inside the backend namespace: answers any request with `len` bytes.
@@ -278,7 +359,7 @@ fn a_long_transfer_survives_restarts_of_the_steering_node() {
     }
     let (mut topo, ebpf_lb, dirs) = setup("lbrestart");
     let stop = start_bulk_server(&topo, 12 << 20);
-    let table = both_nodes_table();
+    let table = both_nodes_table(NODE_IPS);
     let port = (44000u16..45000)
         .find(|p| predicted_node(&table, *p) == 1)
         .expect("a port Maglev gives node 2");

@@ -9,7 +9,7 @@ use std::{
 };
 
 use aya::maps::Array;
-use lb_common::{NODE_LOCAL, NODES, NodeInfo};
+use lb_common::{EgressPort, NODE_LOCAL, NODES, NodeInfo};
 use lb_userspace::{
     dataplane::{steering, sync::KernelSync},
     provider::Update,
@@ -59,6 +59,7 @@ fn update_node_sets_reach_nodes_map() {
             peers: Vec::new(),
             port: 9,
         },
+        1,
     )
     .expect("steering");
     assert_eq!(
@@ -139,4 +140,83 @@ fn ipv6_neighbour_macs_from_netlink() {
             Some([2, 0, 0, 0, 0, 0x13]),
         ]
     );
+}
+
+/// Where frames to a peer go, from the kernel's routes (inside a namespace of the test's
+/// own): a peer on the link is reached at its own MAC; a peer behind a gateway at the
+/// gateway's; and when the route leaves by another interface than the XDP one, the egress
+/// port names that interface and its MAC (the peer is redirected there).
+#[test]
+fn next_hops_follow_the_kernels_routes() {
+    if !is_root() {
+        eprintln!("skipping: needs root for network namespaces");
+        return;
+    }
+    let ns = tests::netns::Netns::create(&format!("lbnh{}", std::process::id())).expect("netns");
+    ns.ip(&["link", "add", "d0", "type", "veth", "peer", "name", "d1"])
+        .expect("veth");
+    ns.ip(&["link", "set", "d0", "address", "02:00:00:00:00:d0"])
+        .expect("mac");
+    for dev in ["d0", "d1", "lo"] {
+        ns.ip(&["link", "set", dev, "up"]).expect("up");
+    }
+    ns.ip(&["addr", "add", "198.18.9.1/24", "dev", "d0"])
+        .expect("addr");
+    ns.ip(&["route", "add", "198.19.5.0/24", "via", "198.18.9.254"])
+        .expect("route");
+    for (addr, mac) in [
+        ("198.18.9.11", "02:00:00:00:00:11"),
+        ("198.18.9.254", "02:00:00:00:00:fe"),
+    ] {
+        ns.ip(&[
+            "neigh",
+            "add",
+            addr,
+            "lladdr",
+            mac,
+            "dev",
+            "d0",
+            "nud",
+            "permanent",
+        ])
+        .expect("neigh add");
+    }
+    let file = std::fs::File::open(ns.path()).expect("open netns");
+    let (d0, on_link, routed, elsewhere, unreachable) = std::thread::spawn(move || {
+        use std::os::fd::AsRawFd as _;
+        // SAFETY: setns on this short-lived thread only; the fd is valid.
+        let rc = unsafe { libc::setns(file.as_raw_fd(), libc::CLONE_NEWNET) };
+        assert_eq!(rc, 0, "setns: {}", std::io::Error::last_os_error());
+        // SAFETY: a NUL-terminated name.
+        let d0 = unsafe { libc::if_nametoindex(c"d0".as_ptr()) };
+        let lo = 1;
+        (
+            d0,
+            steering::next_hop(ip("198.18.9.11"), d0),
+            steering::next_hop(ip("198.19.5.7"), d0),
+            steering::next_hop(ip("198.19.5.7"), lo),
+            steering::next_hop(ip("198.20.0.1"), d0),
+        )
+    })
+    .join()
+    .expect("lookup thread");
+    assert_eq!(on_link, (Some([2, 0, 0, 0, 0, 0x11]), None));
+    assert_eq!(
+        routed,
+        (Some([2, 0, 0, 0, 0, 0xfe]), None),
+        "the gateway's MAC"
+    );
+    assert_eq!(
+        elsewhere,
+        (
+            Some([2, 0, 0, 0, 0, 0xfe]),
+            Some(EgressPort {
+                ifindex: d0,
+                src_mac: [2, 0, 0, 0, 0, 0xd0],
+                _pad: 0
+            })
+        ),
+        "the route leaves by d0, XDP runs elsewhere: redirected to d0 from d0's MAC"
+    );
+    assert_eq!(unreachable.1, None, "no route: no egress port");
 }

@@ -9,13 +9,13 @@ use std::{collections::BTreeMap, net::IpAddr};
 
 use aya::programs::ProgramError;
 use lb_common::{
-    Counter, FAMILY_V4, FlowKey, MAX_VIPS, NO_NODE, NODE_HAS_V4, NODE_HAS_V6, NODE_LOCAL, NodeInfo,
-    PROG_XDP, PROTO_TCP, PROTO_UDP, Reason, VipKey, vip_slot,
+    Counter, EgressPort, FAMILY_V4, FlowKey, MAX_VIPS, NO_NODE, NODE_HAS_V4, NODE_HAS_V6,
+    NODE_LOCAL, NODE_REDIRECT, NodeInfo, PROG_XDP, PROTO_TCP, PROTO_UDP, Reason, VipKey, vip_slot,
 };
 use lb_userspace::dataplane::policy::{Cidr, KernelPolicy};
 use tests::{
     packet::{self, Frame, PacketBuilder, tcp_flags},
-    xdp::{Loaded, TC_ACT_OK, XDP_DROP, XDP_PASS, XDP_TX, flow_key},
+    xdp::{Loaded, TC_ACT_OK, XDP_DROP, XDP_PASS, XDP_REDIRECT, XDP_TX, flow_key},
 };
 
 /// VIPs every row runs against; ids are positions, then one id per VIP address.
@@ -322,6 +322,46 @@ fn ip(s: &str) -> IpAddr {
 
 /// Two nodes: this one (index 0, local) and the peer (index 1); Maglev's live half (0)
 /// sends every flow to `node`, the other half to the other node.
+/// The MAC of the other interface the route to the peer leaves by (redirect rows).
+const EGRESS_MAC: [u8; 6] = [0x02, 0, 0, 0, 0, 0x09];
+
+/// Node 1 (the peer) is reached through another interface: flagged `NODE_REDIRECT`,
+/// with `EGRESS` (when `egress`) and `TX_PORTS` (when `port`) pointing at `lo`.
+fn redirected_peer(egress: bool, port: bool) -> impl Fn(&mut Loaded) + 'static {
+    move |dp: &mut Loaded| {
+        dp.set_node(
+            1,
+            NodeInfo {
+                v6: PEER_V6,
+                v4: PEER_V4,
+                mac: PEER_MAC,
+                flags: NODE_HAS_V4 | NODE_HAS_V6 | NODE_REDIRECT,
+            },
+        );
+        // SAFETY: a NUL-terminated name.
+        let lo = unsafe { libc::if_nametoindex(c"lo".as_ptr()) };
+        if port {
+            dp.set_tx_port(1, lo);
+        }
+        if egress {
+            dp.set_egress(
+                1,
+                EgressPort {
+                    ifindex: lo,
+                    src_mac: EGRESS_MAC,
+                    _pad: 0,
+                },
+            );
+        }
+    }
+}
+
+/// `frame` with the source MAC replaced by `mac`.
+fn from_mac(mut frame: Vec<u8>, mac: [u8; 6]) -> Vec<u8> {
+    frame[6..12].copy_from_slice(&mac);
+    frame
+}
+
 fn steering(node: u32) -> impl Fn(&mut Loaded) + 'static {
     move |dp: &mut Loaded| {
         dp.set_node(
@@ -872,6 +912,50 @@ fn steer_rows() -> Vec<Row> {
         ])
         .check(flow_absent(key)),
         Row::new(
+            "route to the peer leaves by another interface: XDP_REDIRECT, its MAC as source",
+            v4.bytes.clone(),
+        )
+        .setup(steering(1))
+        .setup(redirected_peer(true, true))
+        .output(XDP_REDIRECT, from_mac(ipip(&v4), EGRESS_MAC))
+        .counts(&[
+            (TCP_ID, Reason::FlowMiss, n(&v4)),
+            (TCP_ID, Reason::SteeredRemote, n(&v4)),
+        ]),
+        Row::new(
+            "IPv6 flow redirected the same way (IP6IP6)",
+            v6.bytes.clone(),
+        )
+        .setup(steering(1))
+        .setup(redirected_peer(true, true))
+        .output(XDP_REDIRECT, from_mac(ip6ip6(&v6), EGRESS_MAC))
+        .counts(&[
+            (V6_ID, Reason::FlowMiss, n(&v6)),
+            (V6_ID, Reason::SteeredRemote, n(&v6)),
+        ]),
+        Row::new(
+            "NODE_REDIRECT before its EGRESS entry is written: XDP_TX as before",
+            v4.bytes.clone(),
+        )
+        .setup(steering(1))
+        .setup(redirected_peer(false, true))
+        .output(XDP_TX, ipip(&v4))
+        .counts(&[
+            (TCP_ID, Reason::FlowMiss, n(&v4)),
+            (TCP_ID, Reason::SteeredRemote, n(&v4)),
+        ]),
+        Row::new(
+            "EGRESS without a TX_PORTS device: the redirect fails closed (XDP_DROP)",
+            v4.bytes.clone(),
+        )
+        .setup(steering(1))
+        .setup(redirected_peer(true, false))
+        .output(XDP_DROP, from_mac(ipip(&v4), EGRESS_MAC))
+        .counts(&[
+            (TCP_ID, Reason::FlowMiss, n(&v4)),
+            (TCP_ID, Reason::SteeredRemote, n(&v4)),
+        ]),
+        Row::new(
             "flow hit on the peer wins over Maglev (this node)",
             v4.bytes.clone(),
         )
@@ -1074,7 +1158,7 @@ fn run_rows(rows: Vec<Row>) {
                         output.len()
                     ));
                 }
-                if got_action == XDP_TX {
+                if got_action == XDP_TX || got_action == XDP_REDIRECT {
                     problems.extend(verify_encapsulated(&got_output).err());
                 }
             }

@@ -12,8 +12,9 @@ use aya::{
 };
 use lb_common::{
     CONFIG, CONFIG_KEY, Config, Counter, FAMILY_V4, FLOWS, FlowKey, FlowValue, MAGLEV, MAGLEV_SIZE,
-    MAX_NODES, NO_NODE, NODE_HAS_V4, NODE_HAS_V6, NODE_LOCAL, NODES, NodeInfo, PENALTY, PROTO_TCP,
-    PROTO_UDP, Reason, SOURCES, STATS, SourceKey, SourceState, VIPS, VipInfo, VipKey,
+    MAX_NODES, NO_NODE, NODE_HAS_V4, NODE_HAS_V6, NODE_LOCAL, NODE_REDIRECT, NODES, NodeInfo,
+    PENALTY, PROTO_TCP, PROTO_UDP, Reason, SOURCES, STATS, SourceKey, SourceState, VIPS, VipInfo,
+    VipKey,
 };
 
 use super::{DataplaneError, map_err};
@@ -334,6 +335,10 @@ pub fn render_report(r: &MapsReport) -> String {
                 }
                 if n.flags & NODE_HAS_V6 != 0 {
                     flags.push("v6");
+                }
+                if n.flags & NODE_REDIRECT != 0 {
+                    // Out of another interface: EGRESS / TX_PORTS hold which one.
+                    flags.push("redirect");
                 }
                 let _ = writeln!(
                     s,

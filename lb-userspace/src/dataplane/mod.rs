@@ -4,8 +4,10 @@ pub mod inspect;
 pub mod kernel;
 pub mod maglev;
 pub mod neighbour;
+pub mod netlink;
 pub mod object;
 pub mod policy;
+pub mod route;
 pub mod steering;
 pub mod sync;
 
@@ -29,9 +31,9 @@ use aya::{
     },
 };
 use lb_common::{
-    Counter, LINK_TC, LINK_XDP, MAX_VIPS, PINNED_MAPS, PROG_TC_DECAP, PROG_XDP, Reason, STATS,
-    SYN_RATE, SynWindow, VIP_FLAG_ADDR_ONLY, VIP_INDEX, VIP_INDEX_SLOTS, VIPS, VipInfo, VipKey,
-    VipSlot,
+    Counter, LINK_TC, LINK_TC_NODE, LINK_XDP, MAX_VIPS, PINNED_MAPS, PROG_TC_DECAP, PROG_XDP,
+    Reason, STATS, SYN_RATE, SynWindow, VIP_FLAG_ADDR_ONLY, VIP_INDEX, VIP_INDEX_SLOTS, VIPS,
+    VipInfo, VipKey, VipSlot,
 };
 use tracing::{info, warn};
 
@@ -117,6 +119,7 @@ pub struct Dataplane {
     links: Vec<PinnedLink>,
     bpffs: PathBuf,
     iface: String,
+    ifindex: u32,
     steering: Option<steering::Handle>,
 }
 
@@ -174,40 +177,19 @@ impl Dataplane {
             })?;
         let mut links = vec![pin_link(link, &xdp_pin, LINK_XDP)?];
 
-        let tc: &mut SchedClassifier = ebpf
-            .program_mut(PROG_TC_DECAP)
-            .ok_or(DataplaneError::Missing(PROG_TC_DECAP))?
-            .try_into()
-            .map_err(prog_err(PROG_TC_DECAP))?;
-        tc.load().map_err(prog_err(PROG_TC_DECAP))?;
-        let tc_pin = bpffs.join(LINK_TC);
-        let id = match previous_link(&tc_pin) {
-            Some(fd) => {
-                let link = SchedClassifierLink::try_from(fd).map_err(|e| DataplaneError::Link {
-                    link: LINK_TC,
-                    message: e.to_string(),
-                })?;
-                tc.attach_to_link(link).map_err(prog_err(PROG_TC_DECAP))?
-            }
-            None => tc
-                .attach(iface, TcAttachType::Ingress)
-                .map_err(prog_err(PROG_TC_DECAP))?,
-        };
-        let link: FdLink = tc
-            .take_link(id)
-            .map_err(prog_err(PROG_TC_DECAP))?
-            .try_into()
-            .map_err(|e: LinkError| DataplaneError::Link {
-                link: LINK_TC,
-                message: format!("{e} (TCX links need Linux >= 6.6)"),
-            })?;
-        links.push(pin_link(link, &tc_pin, LINK_TC)?);
+        links.push(attach_decap(
+            &mut ebpf,
+            iface,
+            &bpffs.join(LINK_TC),
+            LINK_TC,
+        )?);
         info!(iface, ?mode, bpffs = %bpffs.display(), "lb_xdp and lb_tc_decap attached");
         Ok(Self {
             ebpf: Arc::new(Mutex::new(ebpf)),
             links,
             bpffs: bpffs.to_owned(),
             iface: iface.to_owned(),
+            ifindex,
             steering: None,
         })
     }
@@ -239,12 +221,36 @@ impl Dataplane {
     }
 
     /// Starts steering between this node and `opts.peers`: `NODES` and `MAGLEV` are
-    /// published now and again whenever a peer's health changes (see [`steering`]).
+    /// published now and again whenever a peer's health changes (see [`steering`]). When
+    /// `--node-ip` sits on another interface than `--iface` (a separate node network, where
+    /// other nodes' steered packets arrive), `lb_tc_decap` is attached there too.
     pub fn start_steering(&mut self, opts: steering::Options) -> Result<(), DataplaneError> {
-        for warning in steering::check_sysctls(&self.iface) {
-            warn!("{warning}");
+        let node_iface = route::interface_with(opts.node_ip).map_err(|e| {
+            DataplaneError::Nodes(format!(
+                "--node-ip {}: listing addresses: {e}",
+                opts.node_ip
+            ))
+        })?;
+        let mut ifaces = vec![self.iface.clone()];
+        match node_iface {
+            Some(other) if other != self.iface => {
+                let pin = self.bpffs.join(LINK_TC_NODE);
+                let link = self.with_ebpf(|e| attach_decap(e, &other, &pin, LINK_TC_NODE))?;
+                self.links.push(link);
+                info!(iface = %other, node_ip = %opts.node_ip, "lb_tc_decap attached to the node address's interface");
+                ifaces.push(other);
+            }
+            Some(_) => {}
+            None => {
+                warn!(node_ip = %opts.node_ip, "--node-ip is not an address of this node: steered packets to it will not arrive")
+            }
         }
-        self.steering = Some(steering::start(self.ebpf.clone(), opts)?);
+        for iface in &ifaces {
+            for warning in steering::check_sysctls(iface) {
+                warn!("{warning}");
+            }
+        }
+        self.steering = Some(steering::start(self.ebpf.clone(), opts, self.ifindex)?);
         Ok(())
     }
 
@@ -269,6 +275,47 @@ impl Dataplane {
         info!(iface = %self.iface, "lb_xdp and lb_tc_decap detached");
         Ok(())
     }
+}
+
+/// Loads `lb_tc_decap` (once) and attaches it to `iface`'s TC ingress through the link
+/// pinned at `pin`: an earlier run's link there gets the new program atomically.
+fn attach_decap(
+    ebpf: &mut Ebpf,
+    iface: &str,
+    pin: &Path,
+    name: &'static str,
+) -> Result<PinnedLink, DataplaneError> {
+    let prog_err = |source: ProgramError| DataplaneError::Program {
+        program: PROG_TC_DECAP,
+        source,
+    };
+    let tc: &mut SchedClassifier = ebpf
+        .program_mut(PROG_TC_DECAP)
+        .ok_or(DataplaneError::Missing(PROG_TC_DECAP))?
+        .try_into()
+        .map_err(prog_err)?;
+    if tc.fd().is_err() {
+        tc.load().map_err(prog_err)?;
+    }
+    let id = match previous_link(pin) {
+        Some(fd) => {
+            let link = SchedClassifierLink::try_from(fd).map_err(|e| DataplaneError::Link {
+                link: name,
+                message: e.to_string(),
+            })?;
+            tc.attach_to_link(link).map_err(prog_err)?
+        }
+        None => tc.attach(iface, TcAttachType::Ingress).map_err(prog_err)?,
+    };
+    let link: FdLink = tc
+        .take_link(id)
+        .map_err(prog_err)?
+        .try_into()
+        .map_err(|e: LinkError| DataplaneError::Link {
+            link: name,
+            message: format!("{e} (TCX links need Linux >= 6.6)"),
+        })?;
+    pin_link(link, pin, name)
 }
 
 /// The link pinned at `pin` by an earlier run, if any (and still valid).

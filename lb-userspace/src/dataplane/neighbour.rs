@@ -14,7 +14,7 @@ pub fn mac_of(addr: IpAddr) -> Option<[u8; 6]> {
             parse_arp(&table, &a.to_string())
         }
         IpAddr::V6(a) => {
-            let dump = netlink::dump_v6_neighbours().ok()?;
+            let dump = dump_v6_neighbours().ok()?;
             parse_neighbours(&dump, &a.octets())
         }
     }
@@ -44,10 +44,10 @@ pub(crate) fn parse_arp(table: &str, ip: &str) -> Option<[u8; 6]> {
     None
 }
 
-const NLMSG_HDRLEN: usize = 16;
-const NLMSG_DONE: u16 = 3;
-const NLMSG_ERROR: u16 = 2;
+use super::netlink::{self, NLMSG_ERROR, attributes, messages, u16_at};
+
 const RTM_NEWNEIGH: u16 = 28;
+const RTM_GETNEIGH: u16 = 30;
 /// struct ndmsg: family, pad, pad, ifindex, state, flags, type.
 const NDMSG_LEN: usize = 12;
 const NDA_DST: u16 = 1;
@@ -55,134 +55,40 @@ const NDA_LLADDR: u16 = 2;
 /// NUD_REACHABLE | NUD_STALE | NUD_DELAY | NUD_PROBE | NUD_PERMANENT.
 const NUD_RESOLVED: u16 = 0x02 | 0x04 | 0x08 | 0x10 | 0x80;
 
-fn u16_at(b: &[u8], at: usize) -> Option<u16> {
-    Some(u16::from_ne_bytes(b.get(at..at + 2)?.try_into().ok()?))
-}
-
-fn u32_at(b: &[u8], at: usize) -> Option<u32> {
-    Some(u32::from_ne_bytes(b.get(at..at + 4)?.try_into().ok()?))
-}
-
 /// Finds `addr` among the `RTM_NEWNEIGH` messages of a dump (the concatenated bytes the
 /// kernel returned). Every length is checked: a short or odd message ends the walk.
 pub(crate) fn parse_neighbours(dump: &[u8], addr: &[u8; 16]) -> Option<[u8; 6]> {
-    let mut off = 0;
-    while off + NLMSG_HDRLEN <= dump.len() {
-        let len = u32_at(dump, off)? as usize;
-        let kind = u16_at(dump, off + 4)?;
-        if len < NLMSG_HDRLEN || off + len > dump.len() {
+    for (kind, msg) in messages(dump) {
+        if kind == NLMSG_ERROR {
             return None;
         }
-        let msg = &dump[off + NLMSG_HDRLEN..off + len];
-        if kind == NLMSG_DONE || kind == NLMSG_ERROR {
-            return None;
-        }
-        if kind == RTM_NEWNEIGH
-            && msg.len() >= NDMSG_LEN
-            && u16_at(msg, 8).is_some_and(|state| state & NUD_RESOLVED != 0)
+        if kind != RTM_NEWNEIGH
+            || msg.len() < NDMSG_LEN
+            || u16_at(msg, 8).is_none_or(|state| state & NUD_RESOLVED == 0)
         {
-            let (mut dst, mut mac) = (None, None);
-            let mut a = NDMSG_LEN;
-            while a + 4 <= msg.len() {
-                let alen = u16_at(msg, a)? as usize;
-                let atype = u16_at(msg, a + 2)?;
-                if alen < 4 || a + alen > msg.len() {
-                    break;
-                }
-                let value = &msg[a + 4..a + alen];
-                match atype {
-                    NDA_DST => dst = Some(value),
-                    NDA_LLADDR => mac = <[u8; 6]>::try_from(value).ok(),
-                    _ => {}
-                }
-                a += (alen + 3) & !3;
-            }
-            if dst == Some(&addr[..]) && mac.is_some() {
-                return mac;
+            continue;
+        }
+        let (mut dst, mut mac) = (None, None);
+        for (atype, value) in attributes(msg, NDMSG_LEN) {
+            match atype {
+                NDA_DST => dst = Some(value),
+                NDA_LLADDR => mac = <[u8; 6]>::try_from(value).ok(),
+                _ => {}
             }
         }
-        off += (len + 3) & !3;
+        if dst == Some(&addr[..]) && mac.is_some() {
+            return mac;
+        }
     }
     None
 }
 
-mod netlink {
-    use std::io;
-
-    use super::{NLMSG_DONE, NLMSG_ERROR, NLMSG_HDRLEN, u16_at, u32_at};
-
-    const RTM_GETNEIGH: u16 = 30;
-    const NLM_F_REQUEST: u16 = 1;
-    const NLM_F_DUMP: u16 = 0x300;
-    /// A dump of a large table ends within this many reads (each up to 64 KiB).
-    const MAX_READS: usize = 1024;
-
-    /// Closes the socket when dropped.
-    struct Fd(libc::c_int);
-
-    impl Drop for Fd {
-        fn drop(&mut self) {
-            // SAFETY: the fd is ours and closed once.
-            unsafe { libc::close(self.0) };
-        }
-    }
-
-    /// The raw messages of an `RTM_GETNEIGH` dump of the IPv6 table, up to `NLMSG_DONE`.
-    pub fn dump_v6_neighbours() -> io::Result<Vec<u8>> {
-        // SAFETY: plain socket(2) call; the result is checked.
-        let fd = unsafe {
-            libc::socket(
-                libc::AF_NETLINK,
-                libc::SOCK_RAW | libc::SOCK_CLOEXEC,
-                libc::NETLINK_ROUTE,
-            )
-        };
-        if fd < 0 {
-            return Err(io::Error::last_os_error());
-        }
-        let fd = Fd(fd);
-        // nlmsghdr + ndmsg (family AF_INET6, the rest zero).
-        let mut req = [0u8; NLMSG_HDRLEN + super::NDMSG_LEN];
-        let req_len = req.len() as u32;
-        req[0..4].copy_from_slice(&req_len.to_ne_bytes());
-        req[4..6].copy_from_slice(&RTM_GETNEIGH.to_ne_bytes());
-        req[6..8].copy_from_slice(&(NLM_F_REQUEST | NLM_F_DUMP).to_ne_bytes());
-        req[8..12].copy_from_slice(&1u32.to_ne_bytes());
-        req[NLMSG_HDRLEN] = libc::AF_INET6 as u8;
-        // SAFETY: sends our buffer on our socket; the kernel is the default destination.
-        if unsafe { libc::send(fd.0, req.as_ptr().cast(), req.len(), 0) } < 0 {
-            return Err(io::Error::last_os_error());
-        }
-        let mut out = Vec::new();
-        let mut buf = vec![0u8; 65536];
-        for _ in 0..MAX_READS {
-            // SAFETY: receives into our buffer, at most its length.
-            let n = unsafe { libc::recv(fd.0, buf.as_mut_ptr().cast(), buf.len(), 0) };
-            if n < 0 {
-                return Err(io::Error::last_os_error());
-            }
-            let chunk = &buf[..n as usize];
-            out.extend_from_slice(chunk);
-            // Done when this read holds NLMSG_DONE (or an error) at a message boundary.
-            let mut off = 0;
-            while off + NLMSG_HDRLEN <= chunk.len() {
-                let (Some(len), Some(kind)) = (u32_at(chunk, off), u16_at(chunk, off + 4)) else {
-                    break;
-                };
-                if kind == NLMSG_DONE || kind == NLMSG_ERROR {
-                    return Ok(out);
-                }
-                if (len as usize) < NLMSG_HDRLEN {
-                    break;
-                }
-                off += (len as usize + 3) & !3;
-            }
-            if n == 0 {
-                break;
-            }
-        }
-        Err(io::Error::other("netlink neighbour dump did not end"))
-    }
+/// The raw messages of an `RTM_GETNEIGH` dump of the IPv6 table.
+fn dump_v6_neighbours() -> std::io::Result<Vec<u8>> {
+    // ndmsg: family AF_INET6, the rest zero.
+    let mut body = [0u8; NDMSG_LEN];
+    body[0] = libc::AF_INET6 as u8;
+    netlink::request(RTM_GETNEIGH, &body, true)
 }
 
 #[cfg(test)]
@@ -207,19 +113,9 @@ mod tests {
         let mut body = vec![0u8; NDMSG_LEN];
         body[0] = libc::AF_INET6 as u8;
         body[8..10].copy_from_slice(&state.to_ne_bytes());
-        for (kind, value) in [(NDA_DST, &addr[..]), (NDA_LLADDR, &mac[..])] {
-            let len = 4 + value.len();
-            body.extend_from_slice(&(len as u16).to_ne_bytes());
-            body.extend_from_slice(&kind.to_ne_bytes());
-            body.extend_from_slice(value);
-            body.resize((body.len() + 3) & !3, 0);
-        }
-        let mut m = Vec::new();
-        m.extend_from_slice(&((NLMSG_HDRLEN + body.len()) as u32).to_ne_bytes());
-        m.extend_from_slice(&RTM_NEWNEIGH.to_ne_bytes());
-        m.extend_from_slice(&[0; 10]);
-        m.extend_from_slice(&body);
-        m
+        netlink::push_attribute(&mut body, NDA_DST, &addr);
+        netlink::push_attribute(&mut body, NDA_LLADDR, &mac);
+        netlink::encode(RTM_NEWNEIGH, 0, &body)
     }
 
     #[test]

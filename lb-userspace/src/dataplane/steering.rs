@@ -3,8 +3,14 @@
 //! `--node-ip` is this node. Files mode: `--peer` lists the others. Kube mode: the
 //! provider's node set (the DaemonSet's Ready pods' host IPs) replaces the peers on every
 //! update ([`PeerUpdates`]). A background thread connects to each peer's proxy port every
-//! second; a peer that does not accept, or whose MAC is not in the neighbour table, is left
-//! out of Maglev until it does.
+//! second; a peer that does not accept, or whose next hop's MAC is not in the neighbour
+//! table, is left out of Maglev until it does.
+//!
+//! Where frames to a peer go comes from the kernel's route to it (see [`super::route`]): the
+//! next hop's MAC (the peer, or the gateway) goes in `NODES`; when the route leaves by
+//! another interface than `--iface` (a separate node network), the peer is flagged
+//! `NODE_REDIRECT` and `EGRESS`/`TX_PORTS` say which interface and source MAC, so `lb_xdp`
+//! redirects its frames there (XDP_REDIRECT through the device map) instead of XDP_TX.
 //!
 //! Every node must pick the same node for a flow: the Maglev table is built from the set of
 //! usable addresses only (see `maglev::build`), so nodes with the same view of health agree
@@ -31,9 +37,13 @@ use std::{
     time::Duration,
 };
 
-use aya::{Ebpf, maps::Array};
+use aya::{
+    Ebpf,
+    maps::{Array, DevMap},
+};
 use lb_common::{
-    MAGLEV, MAGLEV_SIZE, MAX_NODES, NODE_HAS_V4, NODE_HAS_V6, NODE_LOCAL, NODES, NodeInfo,
+    EGRESS, EgressPort, MAGLEV, MAGLEV_SIZE, MAX_NODES, NODE_HAS_V4, NODE_HAS_V6, NODE_LOCAL,
+    NODE_REDIRECT, NODES, NodeInfo, TX_PORTS,
 };
 use tracing::{info, warn};
 
@@ -53,12 +63,25 @@ pub struct Options {
 pub struct NodeRecord {
     pub addr: IpAddr,
     pub local: bool,
-    /// Where encapsulated frames to this node go (from the neighbour table).
+    /// Where encapsulated frames to this node go: the next hop's MAC (neighbour table).
     pub mac: Option<[u8; 6]>,
+    /// The interface (and its MAC) frames leave by, when not `--iface`.
+    pub egress: Option<EgressPort>,
     pub healthy: bool,
 }
 
 impl NodeRecord {
+    /// A node not yet checked: unhealthy, next hop unknown.
+    pub fn new(addr: IpAddr, local: bool) -> Self {
+        Self {
+            addr,
+            local,
+            mac: None,
+            egress: None,
+            healthy: false,
+        }
+    }
+
     fn info(&self) -> NodeInfo {
         let mut n = NodeInfo {
             mac: self.mac.unwrap_or_default(),
@@ -76,6 +99,9 @@ impl NodeRecord {
         }
         if self.local {
             n.flags |= NODE_LOCAL;
+        }
+        if self.egress.is_some() {
+            n.flags |= NODE_REDIRECT;
         }
         n
     }
@@ -103,14 +129,7 @@ pub fn node_set(opts: &Options) -> Result<Slots, DataplaneError> {
     }
     Ok(addrs
         .into_iter()
-        .map(|addr| {
-            Some(NodeRecord {
-                addr,
-                local: addr == opts.node_ip,
-                mac: None,
-                healthy: false,
-            })
-        })
+        .map(|addr| Some(NodeRecord::new(addr, addr == opts.node_ip)))
         .collect())
 }
 
@@ -133,12 +152,7 @@ pub fn update_peers(slots: &mut Slots, node_ip: IpAddr, peers: &[IpAddr]) -> boo
         if slots.iter().flatten().any(|n| n.addr == addr) {
             continue;
         }
-        let record = NodeRecord {
-            addr,
-            local: addr == node_ip,
-            mac: None,
-            healthy: false,
-        };
+        let record = NodeRecord::new(addr, addr == node_ip);
         match slots.iter().position(Option::is_none) {
             Some(free) => slots[free] = Some(record),
             None if slots.len() < MAX_NODES as usize => slots.push(Some(record)),
@@ -164,14 +178,17 @@ pub fn table(slots: &[Option<NodeRecord>]) -> Option<Vec<u32>> {
     maglev::build(&usable, MAGLEV_SIZE)
 }
 
-/// Writes `NODES`, then the new table into the inactive half of `MAGLEV`, then flips
-/// `CONFIG.maglev_active` and turns steering on with this node's address. Skips the table
-/// when it equals `last` (what the live half holds).
+/// Writes `TX_PORTS` and `EGRESS` for redirected nodes, then `NODES` (so no packet sees
+/// `NODE_REDIRECT` before its port), then clears `EGRESS` of the others; then the new table
+/// into the inactive half of `MAGLEV`, then flips `CONFIG.maglev_active` and turns steering
+/// on with this node's address. Skips the table when it equals `last` (the live half).
 pub fn publish(
     ebpf: &mut Ebpf,
     nodes: &[Option<NodeRecord>],
     last: Option<&[u32]>,
 ) -> Result<Option<Vec<u32>>, DataplaneError> {
+    let egress = |i: usize| nodes[i].as_ref().and_then(|n| n.egress);
+    write_egress(ebpf, nodes.len(), |i| egress(i).is_some(), egress)?;
     {
         let m = ebpf.map_mut(NODES).ok_or(DataplaneError::Missing(NODES))?;
         let mut arr: Array<_, NodeInfo> = Array::try_from(m).map_err(map_err(NODES))?;
@@ -182,6 +199,7 @@ pub fn publish(
             }
         }
     }
+    write_egress(ebpf, nodes.len(), |i| egress(i).is_none(), |_| None)?;
     let Some(new) = table(nodes) else {
         return Ok(None);
     };
@@ -217,9 +235,71 @@ pub fn publish(
     Ok(Some(new))
 }
 
-/// The MAC of `addr` from the kernel's neighbour table (see [`super::neighbour`]).
-pub fn neighbour_mac(addr: IpAddr) -> Option<[u8; 6]> {
-    super::neighbour::mac_of(addr)
+/// Sets `EGRESS` (and `TX_PORTS` for a port) of the node slots below `len` that `which`
+/// selects to `port(slot)`; an unchanged `EGRESS` entry is not rewritten.
+fn write_egress(
+    ebpf: &mut Ebpf,
+    len: usize,
+    which: impl Fn(usize) -> bool,
+    port: impl Fn(usize) -> Option<EgressPort>,
+) -> Result<(), DataplaneError> {
+    for i in (0..len).filter(|i| which(*i)) {
+        let want = port(i);
+        let m = ebpf
+            .map_mut(EGRESS)
+            .ok_or(DataplaneError::Missing(EGRESS))?;
+        let arr: Array<_, EgressPort> = Array::try_from(m).map_err(map_err(EGRESS))?;
+        let want_value = want.unwrap_or_default();
+        if arr.get(&(i as u32), 0).ok() == Some(want_value) {
+            continue;
+        }
+        if let Some(p) = want {
+            let m = ebpf
+                .map_mut(TX_PORTS)
+                .ok_or(DataplaneError::Missing(TX_PORTS))?;
+            let mut ports = DevMap::try_from(m).map_err(map_err(TX_PORTS))?;
+            ports.set(i as u32, p.ifindex, None, 0).map_err(|e| {
+                DataplaneError::Nodes(format!("{TX_PORTS}[{i}] = {}: {e}", p.ifindex))
+            })?;
+        }
+        let m = ebpf
+            .map_mut(EGRESS)
+            .ok_or(DataplaneError::Missing(EGRESS))?;
+        let mut arr: Array<_, EgressPort> = Array::try_from(m).map_err(map_err(EGRESS))?;
+        arr.set(i as u32, want_value, 0).map_err(map_err(EGRESS))?;
+    }
+    Ok(())
+}
+
+/// Where frames to peer `addr` go: the next hop's MAC, and the egress port when the route
+/// leaves by another interface than `xdp_ifindex`. `None` for the MAC: not resolved yet (or
+/// the egress interface has no Ethernet address), so the peer is not usable.
+pub fn next_hop(addr: IpAddr, xdp_ifindex: u32) -> (Option<[u8; 6]>, Option<EgressPort>) {
+    let hop = match super::route::next_hop(addr) {
+        Ok(hop) => hop,
+        Err(e) => {
+            warn!(peer = %addr, "route lookup failed ({e}): using the peer's own MAC");
+            return (super::neighbour::mac_of(addr), None);
+        }
+    };
+    let mac = super::neighbour::mac_of(hop.l2_neighbour(addr));
+    if hop.ifindex == xdp_ifindex {
+        return (mac, None);
+    }
+    match super::route::link_mac(hop.ifindex) {
+        Ok(src_mac) => (
+            mac,
+            Some(EgressPort {
+                ifindex: hop.ifindex,
+                src_mac,
+                _pad: 0,
+            }),
+        ),
+        Err(e) => {
+            warn!(peer = %addr, ifindex = hop.ifindex, "egress interface unusable: {e}");
+            (None, None)
+        }
+    }
 }
 
 fn lock(e: &Mutex<Ebpf>) -> std::sync::MutexGuard<'_, Ebpf> {
@@ -283,7 +363,12 @@ const CONNECT_TIMEOUT: Duration = Duration::from_millis(500);
 
 /// Publishes the node set (this node only, until peers answer), then health-checks the
 /// peers in a thread and republishes on every change.
-pub fn start(ebpf: Arc<Mutex<Ebpf>>, opts: Options) -> Result<Handle, DataplaneError> {
+/// `xdp_ifindex`: the interface `lb_xdp` runs on (peers routed elsewhere are redirected).
+pub fn start(
+    ebpf: Arc<Mutex<Ebpf>>,
+    opts: Options,
+    xdp_ifindex: u32,
+) -> Result<Handle, DataplaneError> {
     let mut nodes = node_set(&opts)?;
     let mut last = publish(&mut lock(&ebpf), &nodes, None)?;
     info!(node = %opts.node_ip, peers = opts.peers.len(), "steering on: Maglev over this node");
@@ -310,15 +395,17 @@ pub fn start(ebpf: Arc<Mutex<Ebpf>>, opts: Options) -> Result<Handle, DataplaneE
                         CONNECT_TIMEOUT,
                     )
                     .is_ok();
-                    let mac = if healthy {
-                        neighbour_mac(n.addr)
+                    let (mac, egress) = if healthy {
+                        next_hop(n.addr, xdp_ifindex)
                     } else {
-                        n.mac
+                        (n.mac, n.egress)
                     };
-                    if healthy != n.healthy || mac != n.mac {
-                        info!(peer = %n.addr, healthy, ?mac, "peer changed");
+                    if healthy != n.healthy || mac != n.mac || egress != n.egress {
+                        let via = egress.map(|e| e.ifindex);
+                        info!(peer = %n.addr, healthy, ?mac, ?via, "peer changed");
                         n.healthy = healthy;
                         n.mac = mac;
+                        n.egress = egress;
                         changed = true;
                     }
                 }
@@ -492,6 +579,7 @@ mod tests {
                 addr: ip(addr),
                 local,
                 mac: Some([2, 0, 0, 0, 0, 1]),
+                egress: None,
                 healthy: true,
             })
         };

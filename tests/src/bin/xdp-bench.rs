@@ -9,13 +9,13 @@ use std::{net::IpAddr, path::PathBuf, time::Duration};
 
 use clap::Parser;
 use lb_common::{
-    NO_NODE, NODE_HAS_V4, NODE_LOCAL, NodeInfo, PROG_XDP, PROG_XDP_PASS, PROTO_TCP, PROTO_UDP,
-    VipKey,
+    EgressPort, NO_NODE, NODE_HAS_V4, NODE_LOCAL, NODE_REDIRECT, NodeInfo, PROG_XDP, PROG_XDP_PASS,
+    PROTO_TCP, PROTO_UDP, VipKey,
 };
 use lb_userspace::dataplane::policy::KernelPolicy;
 use tests::{
     packet::{NODE_MAC, PacketBuilder, tcp_flags},
-    xdp::{Loaded, PROG_XDP_RESTORE, XDP_DROP, XDP_PASS, XDP_TX, flow_key},
+    xdp::{Loaded, PROG_XDP_RESTORE, XDP_DROP, XDP_PASS, XDP_REDIRECT, XDP_TX, flow_key},
 };
 
 #[derive(Parser)]
@@ -82,6 +82,30 @@ fn steer_to_peer(dp: &mut Loaded) {
         c.steering = 1;
         c.node_v4 = [198, 18, 0, 2];
     });
+}
+
+/// The peer is behind another interface (`lo` here): `NODE_REDIRECT`, `EGRESS`, `TX_PORTS`.
+fn redirect_to_peer(dp: &mut Loaded) {
+    dp.set_node(
+        1,
+        NodeInfo {
+            v4: [198, 18, 0, 3],
+            mac: [2, 0, 0, 0, 0, 3],
+            flags: NODE_HAS_V4 | NODE_REDIRECT,
+            ..NodeInfo::default()
+        },
+    );
+    // SAFETY: a NUL-terminated name.
+    let lo = unsafe { libc::if_nametoindex(c"lo".as_ptr()) };
+    dp.set_tx_port(1, lo);
+    dp.set_egress(
+        1,
+        EgressPort {
+            ifindex: lo,
+            src_mac: [2, 0, 0, 0, 0, 9],
+            _pad: 0,
+        },
+    );
 }
 
 fn path(
@@ -157,6 +181,18 @@ fn paths() -> Vec<Path> {
             move |dp| {
                 dp.load_xdp(PROG_XDP_RESTORE);
                 steer_to_peer(dp);
+                dp.insert_flow(&key, 1);
+            },
+        ),
+        path(
+            "flow hit + IPIP encap + redirect (+ restore)",
+            PROG_XDP_RESTORE,
+            ack.clone(),
+            XDP_REDIRECT,
+            move |dp| {
+                dp.load_xdp(PROG_XDP_RESTORE);
+                steer_to_peer(dp);
+                redirect_to_peer(dp);
                 dp.insert_flow(&key, 1);
             },
         ),
