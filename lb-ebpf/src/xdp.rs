@@ -10,7 +10,7 @@ use crate::{
     acl, clock,
     encap::{self, Encap},
     maps::CONFIG,
-    parse::{self, Kind, Packet, TCP_ACK, TCP_FIN, TCP_RST, TCP_SYN},
+    parse::{self, ETH_HLEN, Kind, Packet, TCP_ACK, TCP_FIN, TCP_RST, TCP_SYN},
     ratelimit, redirect, stats, steer,
     syncookie::{self, Reply},
     vips,
@@ -170,7 +170,7 @@ fn forward(ctx: &XdpContext, pkt: &Packet, cfg: &Config, vip_id: u32, node: u32,
             Encap::Done => {
                 stats::count(vip_id, Reason::SteeredRemote, len);
                 if flags & NODE_REDIRECT != 0 {
-                    return redirect::send(ctx, node);
+                    return redirect::send(ctx, node, pkt.l2_len != ETH_HLEN);
                 }
                 return xdp_action::XDP_TX;
             }

@@ -934,6 +934,22 @@ fn steer_rows() -> Vec<Row> {
             (V6_ID, Reason::SteeredRemote, n(&v6)),
         ]),
         Row::new(
+            "802.1Q frame redirected: the tag stays with the arrival network",
+            vlan.bytes.clone(),
+        )
+        .setup(steering(1))
+        .setup(redirected_peer(true, true))
+        .output(XDP_REDIRECT, {
+            let tagged = from_mac(ipip(&vlan), EGRESS_MAC);
+            let mut untagged = tagged[..12].to_vec();
+            untagged.extend_from_slice(&tagged[16..]);
+            untagged
+        })
+        .counts(&[
+            (UDP_ID, Reason::FlowMiss, n(&vlan)),
+            (UDP_ID, Reason::SteeredRemote, n(&vlan)),
+        ]),
+        Row::new(
             "NODE_REDIRECT before its EGRESS entry is written: XDP_TX as before",
             v4.bytes.clone(),
         )
