@@ -19,8 +19,9 @@
 //! no case always runs right after the same other one (the case in third place ran up to
 //! 13% slower when the order was fixed); each run follows an untimed warm-up flood. The
 //! report gives median, min and max of `--runs` runs (a multiple of the 5 cases puts each
-//! in every place equally often) and the ratios the issue sets goals for. Needs root and
-//! `nft`.
+//! in every place equally often) and the ratios the issue sets goals for, both as a ratio
+//! of medians and paired (median, min and max over rounds of the ratio of the two cases'
+//! runs in the same round). Needs root and `nft`.
 //!
 //! The generator's transmissions raise the receiver's softirq work on the generator's own
 //! CPU, so one core does both and the figure is generator + receiver cost. Beside the wall
@@ -255,9 +256,10 @@ fn run_case(
     })
 }
 
+/// The median (upper of the two middle values); NaN for no values.
 fn median(mut v: Vec<f64>) -> f64 {
     v.sort_by(f64::total_cmp);
-    v[v.len() / 2]
+    v.get(v.len() / 2).copied().unwrap_or(f64::NAN)
 }
 
 fn loadavg() -> String {
@@ -396,23 +398,41 @@ fn main() -> Result<(), String> {
         ("lb_acl_drop", "parse_drop", 0.0),
         ("lb_rate_drop", "parse_drop", 0.0),
     ];
+    // Paired figures: the two cases' runs of the same round ran back to back, so their
+    // ratio cancels the machine's slower and faster phases (seconds long on this VM), which
+    // a ratio of medians over all rounds does not.
+    let index = |key: &str| cases.iter().position(|c| c.key == key);
     println!(
-        "{:<40} {:>7} {:>11} {:>8}",
-        "ratio of medians", "wall", "per busy s", "goal"
+        "{:<40} {:>7} {:>11} {:>22} {:>8}",
+        "ratio", "of medians", "per busy s", "paired med [min-max]", "goal"
     );
     let mut ratio_json = Vec::new();
     for (a, b, goal) in RATIOS {
         let name = format!("{a} / {b}");
         let wall = medians[a].0 / medians[b].0;
         let busy = medians[a].1 / medians[b].1;
+        let paired: Vec<f64> = match (index(a), index(b)) {
+            (Some(ia), Some(ib)) => samples[ia]
+                .iter()
+                .zip(&samples[ib])
+                .filter(|(_, y)| y.dropped_mpps > 0.0)
+                .map(|(x, y)| x.dropped_mpps / y.dropped_mpps)
+                .collect(),
+            _ => Vec::new(),
+        };
+        let p_min = paired.iter().copied().fold(f64::INFINITY, f64::min);
+        let p_max = paired.iter().copied().fold(0.0, f64::max);
+        let p_med = median(paired.clone());
         let goal_text = if goal > 0.0 {
             format!(">= {goal}")
         } else {
             "-".into()
         };
-        println!("{name:<40} {wall:>7.2} {busy:>11.2} {goal_text:>8}");
+        let paired_text = format!("{p_med:.2} [{p_min:.2}-{p_max:.2}]");
+        println!("{name:<40} {wall:>7.2} {busy:>11.2} {paired_text:>22} {goal_text:>8}");
         ratio_json.push(serde_json::json!({
             "ratio": name, "value": wall, "value_per_kernel_second": busy,
+            "paired_median": p_med, "paired_min": p_min, "paired_max": p_max,
             "goal_min": (goal > 0.0).then_some(goal),
         }));
     }
