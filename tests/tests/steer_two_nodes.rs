@@ -253,7 +253,7 @@ fn steered_frames_leave_by_the_node_network_interface() {
         eprintln!("skipping: needs root for network namespaces and XDP (CI runs as root)");
         return;
     }
-    let (topo, _bin, _dirs) = setup_with("lbredir", true);
+    let (topo, ebpf_lb, _dirs) = setup_with("lbredir", true);
     // Slots follow address order: 198.19.0.11 is 0, 198.19.0.12 is 1.
     let peer = node_entry(&topo, 0, 1);
     assert_ne!(
@@ -262,6 +262,19 @@ fn steered_frames_leave_by_the_node_network_interface() {
         "node 2 is behind b9 from node 1: {peer:?}"
     );
     assert_eq!(node_entry(&topo, 0, 0).flags & NODE_REDIRECT, 0);
+    // The operator's view names the interface (ebpf-lb maps, in node 1's namespace).
+    let out = run(topo.nodes[0]
+        .command(&ebpf_lb)
+        .arg("maps")
+        .arg("--bpffs")
+        .arg(&topo.bpffs[0].0))
+    .expect("ebpf-lb maps");
+    let text = String::from_utf8_lossy(&out.stdout);
+    assert!(
+        text.lines()
+            .any(|l| l.contains("198.19.0.12") && l.contains("redirect via b9 from")),
+        "{text}"
+    );
     let table = both_nodes_table(NODE_NET_IPS);
     let b9_before = topo.rx_packets(1, "b9").expect("b9 counters");
     let steered_before = counter(&topo, 0, Reason::SteeredRemote);

@@ -11,10 +11,10 @@ use aya::{
     maps::{Array, HashMap as BpfHashMap, Map, MapData, PerCpuArray},
 };
 use lb_common::{
-    CONFIG, CONFIG_KEY, Config, Counter, FAMILY_V4, FLOWS, FlowKey, FlowValue, MAGLEV, MAGLEV_SIZE,
-    MAX_NODES, NO_NODE, NODE_HAS_V4, NODE_HAS_V6, NODE_LOCAL, NODE_REDIRECT, NODES, NodeInfo,
-    PENALTY, PROTO_TCP, PROTO_UDP, Reason, SOURCES, STATS, SourceKey, SourceState, VIPS, VipInfo,
-    VipKey,
+    CONFIG, CONFIG_KEY, Config, Counter, EGRESS, EgressPort, FAMILY_V4, FLOWS, FlowKey, FlowValue,
+    MAGLEV, MAGLEV_SIZE, MAX_NODES, NO_NODE, NODE_HAS_V4, NODE_HAS_V6, NODE_LOCAL, NODE_REDIRECT,
+    NODES, NodeInfo, PENALTY, PROTO_TCP, PROTO_UDP, Reason, SOURCES, STATS, SourceKey, SourceState,
+    VIPS, VipInfo, VipKey,
 };
 
 use super::{DataplaneError, map_err};
@@ -108,6 +108,34 @@ pub fn read_nodes(bpffs: &Path) -> Result<Vec<(u32, NodeInfo)>, DataplaneError> 
         }
     }
     Ok(out)
+}
+
+/// The `EGRESS` entries that name an interface, by node index.
+pub fn read_egress(bpffs: &Path) -> Result<Vec<(u32, EgressPort)>, DataplaneError> {
+    let array: Array<_, EgressPort> =
+        Array::try_from(Map::Array(open(bpffs, EGRESS)?)).map_err(map_err(EGRESS))?;
+    let mut out = Vec::new();
+    for i in 0..MAX_NODES {
+        let e = array.get(&i, 0).map_err(map_err(EGRESS))?;
+        if e.ifindex != 0 {
+            out.push((i, e));
+        }
+    }
+    Ok(out)
+}
+
+/// An interface's name in this network namespace, else `ifindex N`.
+fn interface_name(ifindex: u32) -> String {
+    let mut buf = [0 as libc::c_char; libc::IF_NAMESIZE];
+    // SAFETY: `buf` holds IF_NAMESIZE bytes, as if_indextoname requires.
+    let p = unsafe { libc::if_indextoname(ifindex, buf.as_mut_ptr()) };
+    if p.is_null() {
+        return format!("ifindex {ifindex}");
+    }
+    // SAFETY: on success the buffer holds a NUL-terminated name.
+    unsafe { std::ffi::CStr::from_ptr(buf.as_ptr()) }
+        .to_string_lossy()
+        .into_owned()
 }
 
 /// A node's address: IPv4 when it has one, else IPv6.
@@ -239,6 +267,8 @@ pub struct MapsReport {
     pub vips: Vec<VipCounters>,
     pub config: Result<Config, String>,
     pub nodes: Result<Vec<(u32, NodeInfo)>, String>,
+    /// `EGRESS` entries (interface and source MAC of redirected nodes).
+    pub egress: Result<Vec<(u32, EgressPort)>, String>,
     pub maglev: Result<Vec<(u32, u32)>, String>,
     pub flows: Result<Scan<FlowKey, FlowValue>, String>,
     pub sources: Result<Scan<SourceKey, SourceState>, String>,
@@ -262,6 +292,7 @@ pub fn read_report(bpffs: &Path, sample: usize) -> Result<MapsReport, DataplaneE
     Ok(MapsReport {
         vips,
         nodes: read_nodes(bpffs).map_err(text),
+        egress: read_egress(bpffs).map_err(text),
         maglev,
         config,
         flows: scan(bpffs, FLOWS, sample).map_err(text),
@@ -336,10 +367,23 @@ pub fn render_report(r: &MapsReport) -> String {
                 if n.flags & NODE_HAS_V6 != 0 {
                     flags.push("v6");
                 }
-                if n.flags & NODE_REDIRECT != 0 {
-                    // Out of another interface: EGRESS / TX_PORTS hold which one.
-                    flags.push("redirect");
-                }
+                // Out of another interface: EGRESS / TX_PORTS hold which one.
+                let via = (n.flags & NODE_REDIRECT != 0).then(|| {
+                    let port = r
+                        .egress
+                        .as_ref()
+                        .ok()
+                        .and_then(|e| e.iter().find(|(j, _)| j == i));
+                    match port {
+                        Some((_, p)) => format!(
+                            "redirect via {} from {}",
+                            interface_name(p.ifindex),
+                            mac(&p.src_mac)
+                        ),
+                        None => "redirect (no EGRESS entry yet: XDP_TX)".to_owned(),
+                    }
+                });
+                flags.extend(via.as_deref());
                 let _ = writeln!(
                     s,
                     "{i:<4} {:<40} {:<18} {}",
@@ -515,9 +559,17 @@ mod tests {
                 ..Config::default()
             }),
             nodes: Ok(vec![
-                (0, node([198, 18, 0, 11], 0)),
+                (0, node([198, 18, 0, 11], NODE_REDIRECT)),
                 (1, node([198, 18, 0, 12], NODE_LOCAL)),
             ]),
+            egress: Ok(vec![(
+                0,
+                EgressPort {
+                    ifindex: 1,
+                    src_mac: [2, 0, 0, 0, 0, 9],
+                    _pad: 0,
+                },
+            )]),
             maglev: Ok(vec![(0, 32_768), (1, 32_769)]),
             flows: Ok(Scan {
                 total: 1,
@@ -556,6 +608,10 @@ mod tests {
         assert!(text.contains("NODES (steering on)"), "{text}");
         assert!(text.contains("198.18.0.12"), "{text}");
         assert!(text.contains("02:00:00:00:00:01  local,v4"), "{text}");
+        assert!(
+            text.contains("v4,redirect via lo from 02:00:00:00:00:09"),
+            "{text}"
+        );
         assert!(text.contains("MAGLEV (live half 1 of 2"), "{text}");
         let row = text
             .lines()
@@ -596,6 +652,7 @@ mod tests {
             vips: Vec::new(),
             config: Ok(Config::default()),
             nodes: Ok(Vec::new()),
+            egress: Ok(Vec::new()),
             maglev: Ok(Vec::new()),
             flows: Ok(Scan {
                 total: 0,
