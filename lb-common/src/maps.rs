@@ -65,6 +65,6 @@ pub const PROG_XDP_PASS: &str = "lb_xdp_pass";
 pub const LINK_XDP: &str = "lb_xdp_link";
 /// Name of the pinned TC link.
 pub const LINK_TC: &str = "lb_tc_decap_link";
-/// Name of the pinned TC link on the interface holding `--node-ip`, when that is not
-/// `--iface` (steered packets arrive there).
+/// Name (before `_IFACE`) of the pinned TC link on the interface holding `--node-ip`, when
+/// that is not `--iface` (steered packets arrive there).
 pub const LINK_TC_NODE: &str = "lb_tc_decap_node_link";

@@ -220,3 +220,83 @@ fn next_hops_follow_the_kernels_routes() {
     );
     assert_eq!(unreachable.1, None, "no route: no egress port");
 }
+
+/// `lb_tc_decap` on the interface holding `--node-ip` follows that address across
+/// restarts: attached there (its own pinned link) when it is not `--iface`, moved when the
+/// address moves to another interface, and removed when it moves onto `--iface`; TCX
+/// queries of each interface say where the program runs.
+#[test]
+fn node_address_decap_link_follows_the_address() {
+    use aya::programs::{SchedClassifier, TcAttachType};
+    use lb_userspace::dataplane::{Dataplane, XdpAttachMode, node_link_pin};
+
+    if !is_root() {
+        eprintln!("skipping: needs root for network namespaces and BPF");
+        return;
+    }
+    let pid = std::process::id();
+    let ns = tests::netns::Netns::create(&format!("lbnl{pid}")).expect("netns");
+    for (a, b, addr) in [
+        ("x0", "x1", "198.18.7.1/24"),
+        ("y0", "y1", "198.19.7.1/24"),
+        ("z0", "z1", "198.19.8.1/24"),
+    ] {
+        ns.ip(&["link", "add", a, "type", "veth", "peer", "name", b])
+            .expect("veth");
+        ns.ip(&["addr", "add", addr, "dev", a]).expect("addr");
+        for dev in [a, b] {
+            ns.ip(&["link", "set", dev, "up"]).expect("up");
+        }
+    }
+    let pins =
+        tests::topology::BpffsDir(std::path::PathBuf::from(format!("/sys/fs/bpf/lbnl-{pid}")));
+    let dir = pins.0.clone();
+    let file = std::fs::File::open(ns.path()).expect("open netns");
+    let steps = std::thread::spawn(move || {
+        use std::os::fd::AsRawFd as _;
+        // SAFETY: setns on this short-lived thread only; the fd is valid.
+        let rc = unsafe { libc::setns(file.as_raw_fd(), libc::CLONE_NEWNET) };
+        assert_eq!(rc, 0, "setns: {}", std::io::Error::last_os_error());
+        let decap_on = |iface: &str| -> bool {
+            SchedClassifier::query_tcx(iface, TcAttachType::Ingress)
+                .expect("tcx query")
+                .1
+                .iter()
+                .any(|p| p.name_as_str() == Some("lb_tc_decap"))
+        };
+        let mut seen = Vec::new();
+        for node_ip in ["198.19.7.1", "198.19.8.1", "198.18.7.1"] {
+            let mut dp = Dataplane::attach("x0", &dir, XdpAttachMode::Skb).expect("attach");
+            dp.start_steering(steering::Options {
+                node_ip: ip(node_ip),
+                peers: Vec::new(),
+                port: 9,
+            })
+            .expect("steering");
+            seen.push((
+                node_ip,
+                ["x0", "y0", "z0"].map(decap_on),
+                ["y0", "z0"].map(|i| dir.join(node_link_pin(i)).exists()),
+            ));
+            // As a restart does: programs, links and maps stay for the next daemon.
+            dp.release();
+        }
+        // The last run's links are unpinned: nothing stays attached.
+        let dp = Dataplane::attach("x0", &dir, XdpAttachMode::Skb).expect("attach");
+        dp.detach().expect("detach");
+        seen.push(("detached", ["x0", "y0", "z0"].map(decap_on), [false; 2]));
+        seen
+    })
+    .join()
+    .expect("dataplane thread");
+    assert_eq!(
+        steps,
+        vec![
+            ("198.19.7.1", [true, true, false], [true, false]),
+            ("198.19.8.1", [true, false, true], [false, true]),
+            ("198.18.7.1", [true, false, false], [false, false]),
+            ("detached", [false, false, false], [false, false]),
+        ]
+    );
+    drop(pins);
+}

@@ -232,9 +232,15 @@ impl Dataplane {
             ))
         })?;
         let mut ifaces = vec![self.iface.clone()];
+        let wanted = node_iface
+            .as_ref()
+            .filter(|other| **other != self.iface)
+            .map(|other| node_link_pin(other));
+        // A link an earlier run left on an interface that no longer holds --node-ip.
+        detach_stale_node_links(&self.bpffs, wanted.as_deref());
         match node_iface {
             Some(other) if other != self.iface => {
-                let pin = self.bpffs.join(LINK_TC_NODE);
+                let pin = self.bpffs.join(node_link_pin(&other));
                 let link = self.with_ebpf(|e| attach_decap(e, &other, &pin, LINK_TC_NODE))?;
                 self.links.push(link);
                 info!(iface = %other, node_ip = %opts.node_ip, "lb_tc_decap attached to the node address's interface");
@@ -274,6 +280,37 @@ impl Dataplane {
         }
         info!(iface = %self.iface, "lb_xdp and lb_tc_decap detached");
         Ok(())
+    }
+}
+
+/// The pin name of the decapsulation link on `iface` (the interface holding --node-ip).
+/// bpffs refuses dots in names, which interface names may hold (`eth0.100`): `%` instead.
+pub fn node_link_pin(iface: &str) -> String {
+    format!("{LINK_TC_NODE}_{}", iface.replace('.', "%"))
+}
+
+/// Unpins (so detaches) every node-interface decapsulation link under `bpffs` but `keep`.
+fn detach_stale_node_links(bpffs: &Path, keep: Option<&str>) {
+    let Ok(entries) = std::fs::read_dir(bpffs) else {
+        return;
+    };
+    for entry in entries.flatten() {
+        let name = entry.file_name().to_string_lossy().into_owned();
+        if !name.starts_with(LINK_TC_NODE) || Some(name.as_str()) == keep {
+            continue;
+        }
+        let result = PinnedLink::from_pin(entry.path())
+            .map_err(|e| e.to_string())
+            .and_then(|link| link.unpin().map(drop).map_err(|e| e.to_string()));
+        match result {
+            Ok(()) => {
+                info!(pin = %name, "detached lb_tc_decap from an interface that no longer holds --node-ip")
+            }
+            Err(e) => {
+                warn!(pin = %name, "removing a stale link pin: {e}");
+                let _ = std::fs::remove_file(entry.path());
+            }
+        }
     }
 }
 
@@ -526,6 +563,12 @@ fn if_index(iface: &str) -> Result<u32, DataplaneError> {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn node_link_pins_have_no_dots() {
+        assert_eq!(node_link_pin("eth1"), "lb_tc_decap_node_link_eth1");
+        assert_eq!(node_link_pin("eth0.100"), "lb_tc_decap_node_link_eth0%100");
+    }
 
     fn key(port: u16) -> VipKey {
         VipKey::v4([198, 18, 0, 210], port, lb_common::PROTO_TCP)
