@@ -52,7 +52,7 @@ impl Proxy {
     pub fn new(routes: Arc<RouteStore>, observer: Arc<Observer>) -> Self {
         #[expect(
             clippy::expect_used,
-            reason = "the ring provider supports the default TLS versions: cannot fail"
+            reason = "the aws-lc-rs provider supports the default TLS versions: cannot fail"
         )]
         let upstreams = crate::upstream::Upstreams::new().expect("upstream TLS configuration");
         Self {

@@ -43,7 +43,8 @@ pub fn certified_key_from_pem(cert_pem: &[u8], key_pem: &[u8]) -> Result<Certifi
         file: "tls.key",
         source,
     })?;
-    let signer = rustls::crypto::ring::sign::any_supported_type(&key).map_err(CertError::Key)?;
+    let signer =
+        rustls::crypto::aws_lc_rs::sign::any_supported_type(&key).map_err(CertError::Key)?;
     Ok(CertifiedKey::new(chain, signer))
 }
 

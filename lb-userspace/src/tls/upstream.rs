@@ -23,7 +23,7 @@ pub struct UpstreamTls {
 
 impl UpstreamTls {
     pub fn new() -> Result<Self, rustls::Error> {
-        let provider = Arc::new(rustls::crypto::ring::default_provider());
+        let provider = Arc::new(rustls::crypto::aws_lc_rs::default_provider());
         let verifier = Arc::new(AnyCertificate(provider.clone()));
         let build = |alpn: &[u8]| -> Result<Arc<ClientConfig>, rustls::Error> {
             let mut cfg = ClientConfig::builder_with_provider(provider.clone())
