@@ -218,4 +218,165 @@ endpoints: [{addresses: ["198.18.1.2"]}, {addresses: ["198.18.1.3"]}, {addresses
         publisher.apply(&update(""));
         assert!(publisher.balance_state.is_empty());
     }
+
+    /// A keep-alive HTTP/1.1 backend on 127.0.0.1 answering every request with `name`.
+    async fn named_backend(name: &'static str) -> u16 {
+        use tokio::io::{AsyncReadExt as _, AsyncWriteExt as _};
+        let listener = tokio::net::TcpListener::bind("127.0.0.1:0")
+            .await
+            .expect("bind");
+        let port = listener.local_addr().expect("addr").port();
+        tokio::spawn(async move {
+            while let Ok((mut s, _)) = listener.accept().await {
+                tokio::spawn(async move {
+                    let mut buf = Vec::new();
+                    let mut chunk = [0u8; 4096];
+                    loop {
+                        while let Some(end) = buf.windows(4).position(|w| w == b"\r\n\r\n") {
+                            buf.drain(..end + 4);
+                            let resp = format!(
+                                "HTTP/1.1 200 OK\r\ncontent-length: {}\r\n\r\n{name}",
+                                name.len()
+                            );
+                            if s.write_all(resp.as_bytes()).await.is_err() {
+                                return;
+                            }
+                        }
+                        match s.read(&mut chunk).await {
+                            Ok(0) | Err(_) => return,
+                            Ok(n) => buf.extend_from_slice(&chunk[..n]),
+                        }
+                    }
+                });
+            }
+        });
+        port
+    }
+
+    /// Two route tables (backend a alone; a and b with EWMA balancing) published in turn
+    /// every 10 ms, in-process, while 8 keep-alive connections send 10k requests through
+    /// the proxy: none fails, both tables served requests, and the publishes really were
+    /// that frequent. (The end-to-end test swaps manifests, which the directory watcher
+    /// debounces; this one drives `Publisher` directly.)
+    #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+    async fn route_tables_published_every_10ms_fail_no_request() {
+        use http_body_util::{BodyExt as _, Empty};
+        use hyper_util::rt::TokioIo;
+
+        let (pa, pb) = (named_backend("a").await, named_backend("b").await);
+        let yaml = |ports: &[u16], balance: &str| {
+            let mut y = String::from(
+                "---\napiVersion: v1\nkind: Service\nmetadata: {name: svc, namespace: t}\n\
+                 spec: {ports: [{name: http, port: 80}]}\n",
+            );
+            for (i, port) in ports.iter().enumerate() {
+                y.push_str(&format!(
+                    "---\napiVersion: discovery.k8s.io/v1\nkind: EndpointSlice\n\
+                     metadata: {{name: svc-{i}, namespace: t, labels: \
+                     {{kubernetes.io/service-name: svc}}}}\naddressType: IPv4\n\
+                     ports: [{{name: http, port: {port}}}]\n\
+                     endpoints: [{{addresses: [\"127.0.0.1\"]}}]\n"
+                ));
+            }
+            y.push_str(&format!(
+                "---\napiVersion: networking.k8s.io/v1\nkind: Ingress\nmetadata:\n  name: swap\n  \
+                 namespace: t\n  annotations: {{nginx.ingress.kubernetes.io/load-balance: {balance}}}\n\
+                 spec:\n  ingressClassName: ebpf-lb\n  rules: [{{http: {{paths: [{{path: /, \
+                 pathType: Prefix, backend: {{service: {{name: svc, port: {{name: http}}}}}}}}]}}}}]\n"
+            ));
+            update(&y)
+        };
+        let (one, two) = (yaml(&[pa], "round_robin"), yaml(&[pa, pb], "ewma"));
+        let routes = Arc::new(RouteStore::default());
+        let publisher = Arc::new(Publisher::new(routes.clone(), ClassFilter::default()));
+        publisher.apply(&one);
+        let metrics = Arc::new(crate::metrics::Metrics::new());
+        let (observer, _) = crate::metrics::observe::Observer::new(
+            metrics,
+            &crate::metrics::observe::AccessLogTarget::Off,
+        )
+        .expect("observer");
+        let proxy = Arc::new(crate::proxy::Proxy::new(routes.clone(), observer));
+        let listener = tokio::net::TcpListener::bind("127.0.0.1:0")
+            .await
+            .expect("bind");
+        let port = listener.local_addr().expect("addr").port();
+        let (stop_tx, stop_rx) = watch::channel(false);
+        let server = tokio::spawn(crate::proxy::listen::serve(proxy, listener, None, stop_rx));
+
+        let done = Arc::new(std::sync::atomic::AtomicBool::new(false));
+        let swapper = {
+            let (done, publisher) = (done.clone(), publisher.clone());
+            std::thread::spawn(move || {
+                let mut n = 0u32;
+                // Bounded: at most 6000 publishes (60 s).
+                while !done.load(std::sync::atomic::Ordering::Relaxed) && n < 6000 {
+                    publisher.apply(if n.is_multiple_of(2) { &two } else { &one });
+                    n += 1;
+                    std::thread::sleep(Duration::from_millis(10));
+                }
+                n
+            })
+        };
+        let started = Instant::now();
+        let mut tasks = Vec::new();
+        for _ in 0..8 {
+            tasks.push(tokio::spawn(async move {
+                let tcp = tokio::net::TcpStream::connect(("127.0.0.1", port))
+                    .await
+                    .expect("connect");
+                let (mut send, conn) = hyper::client::conn::http1::handshake(TokioIo::new(tcp))
+                    .await
+                    .expect("handshake");
+                tokio::spawn(conn);
+                let (mut bad, mut served_b) = (Vec::new(), 0u32);
+                for i in 0..1250 {
+                    let req = http::Request::get("/swap")
+                        .header("host", "swap.test")
+                        .body(Empty::<bytes::Bytes>::new())
+                        .expect("request");
+                    match send.send_request(req).await {
+                        Ok(resp) => {
+                            let status = resp.status();
+                            match resp.into_body().collect().await.map(|b| b.to_bytes()) {
+                                Ok(body) if status == 200 => {
+                                    served_b += u32::from(&body[..] == b"b")
+                                }
+                                other => bad.push(format!("request {i}: {status} {other:?}")),
+                            }
+                        }
+                        Err(e) => {
+                            bad.push(format!("request {i}: {e}"));
+                            break;
+                        }
+                    }
+                }
+                (bad, served_b)
+            }));
+        }
+        let (mut failures, mut served_b) = (Vec::new(), 0);
+        for t in tasks {
+            let (bad, b) = t.await.expect("client task");
+            failures.extend(bad);
+            served_b += b;
+        }
+        let elapsed = started.elapsed();
+        done.store(true, std::sync::atomic::Ordering::Relaxed);
+        let publishes = swapper.join().expect("swapper");
+        let _ = stop_tx.send(true);
+        let _ = server.await;
+        assert!(
+            failures.is_empty(),
+            "{} of 10000 failed: {:?}",
+            failures.len(),
+            &failures[..failures.len().min(5)]
+        );
+        // At least one publish per 20 ms of the run (sleeps overshoot under load).
+        let per_20ms = (elapsed.as_millis() / 20) as u32;
+        assert!(
+            publishes >= per_20ms.max(2),
+            "{publishes} publishes in {elapsed:?}"
+        );
+        assert!(served_b > 0, "the table with backend b never served");
+    }
 }

@@ -653,8 +653,12 @@ fn grpc_server_streaming_with_trailers_over_h2c_both_ways() {
     assert_eq!(trailers.expect("trailers")["grpc-status"], "0");
 }
 
+/// The manifests file flips between two versions every 10 ms while 10k requests run: none
+/// fails. The directory watcher debounces such a burst into about one route table a
+/// second, so which versions got published is timing; `publish::tests::
+/// route_tables_published_every_10ms_fail_no_request` publishes every 10 ms in-process.
 #[test]
-fn route_table_swaps_every_10ms_during_10k_requests_fail_none() {
+fn manifests_rewritten_every_10ms_during_10k_requests_fail_none() {
     use http_body_util::{BodyExt as _, Empty};
     use hyper_util::rt::TokioIo;
 
@@ -746,8 +750,7 @@ fn route_table_swaps_every_10ms_during_10k_requests_fail_none() {
         rewrites > 10,
         "the manifests were rewritten {rewrites} times"
     );
-    // Both versions served: b only exists in one of them.
-    assert!(b.hits.load(Ordering::Relaxed) > 0 || rewrites < 4);
+    drop(b);
 }
 
 /// A backend that reads request heads and then stops reading: it holds each connection
