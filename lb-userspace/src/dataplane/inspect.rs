@@ -98,27 +98,29 @@ pub fn read_config(bpffs: &Path) -> Result<Config, DataplaneError> {
 
 /// The entries of `NODES` that hold a node (flags set), by index.
 pub fn read_nodes(bpffs: &Path) -> Result<Vec<(u32, NodeInfo)>, DataplaneError> {
-    let array: Array<_, NodeInfo> =
-        Array::try_from(Map::Array(open(bpffs, NODES)?)).map_err(map_err(NODES))?;
-    let mut out = Vec::new();
-    for i in 0..MAX_NODES {
-        let n = array.get(&i, 0).map_err(map_err(NODES))?;
-        if n.flags & (NODE_HAS_V4 | NODE_HAS_V6) != 0 {
-            out.push((i, n));
-        }
-    }
-    Ok(out)
+    read_node_array(bpffs, NODES, |n: &NodeInfo| {
+        n.flags & (NODE_HAS_V4 | NODE_HAS_V6) != 0
+    })
 }
 
 /// The `EGRESS` entries that name an interface, by node index.
 pub fn read_egress(bpffs: &Path) -> Result<Vec<(u32, EgressPort)>, DataplaneError> {
-    let array: Array<_, EgressPort> =
-        Array::try_from(Map::Array(open(bpffs, EGRESS)?)).map_err(map_err(EGRESS))?;
+    read_node_array(bpffs, EGRESS, |e: &EgressPort| e.ifindex != 0)
+}
+
+/// The entries of the per-node array `name` that `used` keeps, by node index.
+fn read_node_array<T: Pod>(
+    bpffs: &Path,
+    name: &'static str,
+    used: impl Fn(&T) -> bool,
+) -> Result<Vec<(u32, T)>, DataplaneError> {
+    let array: Array<_, T> =
+        Array::try_from(Map::Array(open(bpffs, name)?)).map_err(map_err(name))?;
     let mut out = Vec::new();
     for i in 0..MAX_NODES {
-        let e = array.get(&i, 0).map_err(map_err(EGRESS))?;
-        if e.ifindex != 0 {
-            out.push((i, e));
+        let v = array.get(&i, 0).map_err(map_err(name))?;
+        if used(&v) {
+            out.push((i, v));
         }
     }
     Ok(out)
