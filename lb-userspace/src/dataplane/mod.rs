@@ -231,25 +231,21 @@ impl Dataplane {
                 opts.node_ip
             ))
         })?;
-        let mut ifaces = vec![self.iface.clone()];
-        let wanted = node_iface
-            .as_ref()
-            .filter(|other| **other != self.iface)
-            .map(|other| node_link_pin(other));
+        if node_iface.is_none() {
+            warn!(node_ip = %opts.node_ip, "--node-ip is not an address of this node: steered packets to it will not arrive");
+        }
+        // The interface holding --node-ip, when it is not --iface, and its link's pin.
+        let other = node_iface.filter(|i| *i != self.iface);
+        let keep = other.as_deref().map(node_link_pin);
         // A link an earlier run left on an interface that no longer holds --node-ip.
-        detach_stale_node_links(&self.bpffs, wanted.as_deref());
-        match node_iface {
-            Some(other) if other != self.iface => {
-                let pin = self.bpffs.join(node_link_pin(&other));
-                let link = self.with_ebpf(|e| attach_decap(e, &other, &pin, LINK_TC_NODE))?;
-                self.links.push(link);
-                info!(iface = %other, node_ip = %opts.node_ip, "lb_tc_decap attached to the node address's interface");
-                ifaces.push(other);
-            }
-            Some(_) => {}
-            None => {
-                warn!(node_ip = %opts.node_ip, "--node-ip is not an address of this node: steered packets to it will not arrive")
-            }
+        detach_stale_node_links(&self.bpffs, keep.as_deref());
+        let mut ifaces = vec![self.iface.clone()];
+        if let (Some(other), Some(keep)) = (other, keep) {
+            let pin = self.bpffs.join(keep);
+            let link = self.with_ebpf(|e| attach_decap(e, &other, &pin, LINK_TC_NODE))?;
+            self.links.push(link);
+            info!(iface = %other, node_ip = %opts.node_ip, "lb_tc_decap attached to the node address's interface");
+            ifaces.push(other);
         }
         for iface in &ifaces {
             for warning in steering::check_sysctls(iface) {

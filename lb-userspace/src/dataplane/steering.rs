@@ -187,8 +187,7 @@ pub fn publish(
     nodes: &[Option<NodeRecord>],
     last: Option<&[u32]>,
 ) -> Result<Option<Vec<u32>>, DataplaneError> {
-    let egress = |i: usize| nodes[i].as_ref().and_then(|n| n.egress);
-    write_egress(ebpf, nodes.len(), |i| egress(i).is_some(), egress)?;
+    write_egress(ebpf, nodes, true)?;
     {
         let m = ebpf.map_mut(NODES).ok_or(DataplaneError::Missing(NODES))?;
         let mut arr: Array<_, NodeInfo> = Array::try_from(m).map_err(map_err(NODES))?;
@@ -199,7 +198,7 @@ pub fn publish(
             }
         }
     }
-    write_egress(ebpf, nodes.len(), |i| egress(i).is_none(), |_| None)?;
+    write_egress(ebpf, nodes, false)?;
     let Some(new) = table(nodes) else {
         return Ok(None);
     };
@@ -235,30 +234,38 @@ pub fn publish(
     Ok(Some(new))
 }
 
-/// Sets `EGRESS` (and `TX_PORTS` for a port) of the node slots below `len` that `which`
-/// selects to `port(slot)`; an unchanged `EGRESS` entry is not rewritten.
+/// Brings `EGRESS` (and `TX_PORTS`) in line with the node slots that are `redirected` (have
+/// an egress port) or, when false, that are not (their `EGRESS` entry is cleared). An
+/// unchanged `EGRESS` entry is not rewritten.
 fn write_egress(
     ebpf: &mut Ebpf,
-    len: usize,
-    which: impl Fn(usize) -> bool,
-    port: impl Fn(usize) -> Option<EgressPort>,
+    nodes: &[Option<NodeRecord>],
+    redirected: bool,
 ) -> Result<(), DataplaneError> {
-    for i in (0..len).filter(|i| which(*i)) {
-        let want = port(i);
+    for (i, n) in nodes.iter().enumerate() {
+        let port = n.as_ref().and_then(|n| n.egress);
+        if port.is_some() != redirected {
+            continue;
+        }
+        let value = port.unwrap_or_default();
+        let slot = i as u32;
         let m = ebpf
             .map_mut(EGRESS)
             .ok_or(DataplaneError::Missing(EGRESS))?;
-        let arr: Array<_, EgressPort> = Array::try_from(m).map_err(map_err(EGRESS))?;
-        let want_value = want.unwrap_or_default();
-        if arr.get(&(i as u32), 0).ok() == Some(want_value) {
+        if Array::<_, EgressPort>::try_from(m)
+            .map_err(map_err(EGRESS))?
+            .get(&slot, 0)
+            .ok()
+            == Some(value)
+        {
             continue;
         }
-        if let Some(p) = want {
+        if let Some(p) = port {
             let m = ebpf
                 .map_mut(TX_PORTS)
                 .ok_or(DataplaneError::Missing(TX_PORTS))?;
             let mut ports = DevMap::try_from(m).map_err(map_err(TX_PORTS))?;
-            ports.set(i as u32, p.ifindex, None, 0).map_err(|e| {
+            ports.set(slot, p.ifindex, None, 0).map_err(|e| {
                 DataplaneError::Nodes(format!("{TX_PORTS}[{i}] = {}: {e}", p.ifindex))
             })?;
         }
@@ -266,7 +273,7 @@ fn write_egress(
             .map_mut(EGRESS)
             .ok_or(DataplaneError::Missing(EGRESS))?;
         let mut arr: Array<_, EgressPort> = Array::try_from(m).map_err(map_err(EGRESS))?;
-        arr.set(i as u32, want_value, 0).map_err(map_err(EGRESS))?;
+        arr.set(slot, value, 0).map_err(map_err(EGRESS))?;
     }
     Ok(())
 }
