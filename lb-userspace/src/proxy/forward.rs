@@ -2,7 +2,11 @@
 //! upstream request in the form the backend's protocol wants, retries per
 //! `proxy-next-upstream`, outlier reports, protocol upgrades (WebSocket) and the response
 //! streamed back.
-use std::{net::SocketAddr, sync::Arc, time::Instant};
+use std::{
+    net::SocketAddr,
+    sync::Arc,
+    time::{Duration, Instant},
+};
 
 use http::{
     HeaderMap, HeaderValue, Method, Request, Response, StatusCode, Uri, Version, header,
@@ -25,13 +29,25 @@ pub struct Forwarded {
     pub response: Response<Body>,
     /// The endpoint that answered (or failed last).
     pub endpoint: Option<SocketAddr>,
+    /// How long the last connection opened for this request took to establish (`None`:
+    /// only pooled connections were used).
+    pub connect: Option<Duration>,
 }
 
 impl Forwarded {
     fn local(status: StatusCode, text: &'static str) -> Self {
+        Self::at(local(status, text), None, None)
+    }
+
+    fn at(
+        response: Response<Body>,
+        endpoint: Option<SocketAddr>,
+        connect: Option<Duration>,
+    ) -> Self {
         Self {
-            response: local(status, text),
-            endpoint: None,
+            response,
+            endpoint,
+            connect,
         }
     }
 }
@@ -111,6 +127,7 @@ pub async fn forward(
     let mut tried: Vec<usize> = Vec::with_capacity(tries);
     let mut last_error: Option<UpstreamError> = None;
     let mut last_endpoint = None;
+    let mut connect = None;
 
     for attempt in 0..tries {
         if attempt > 0 && deadline.is_some_and(|d| Instant::now() >= d) {
@@ -139,6 +156,7 @@ pub async fn forward(
         backend.start(idx);
         match upstreams.send(addr, policy.protocol, req, timeouts).await {
             Ok(sent) => {
+                connect = sent.connect.or(connect);
                 let status = sent.response.status().as_u16();
                 let more = attempt + 1 < tries && template.is_some();
                 if more && policy.next_upstream.statuses.contains(&status) {
@@ -165,17 +183,20 @@ pub async fn forward(
                 let body = ResponseBody::new(rbody, sent.lease, policy.read_timeout)
                     .map_err(Into::into)
                     .boxed();
-                return Forwarded {
-                    response: Response::from_parts(rparts, body),
-                    endpoint: Some(addr),
-                };
+                return Forwarded::at(Response::from_parts(rparts, body), Some(addr), connect);
             }
-            Err(Failed { error, request }) => {
+            Err(Failed {
+                error,
+                request,
+                connect: opened,
+            }) => {
+                connect = opened.or(connect);
                 if error.body_too_large() {
-                    return Forwarded {
-                        response: local(StatusCode::PAYLOAD_TOO_LARGE, "request body too large\n"),
-                        endpoint: Some(addr),
-                    };
+                    return Forwarded::at(
+                        local(StatusCode::PAYLOAD_TOO_LARGE, "request body too large\n"),
+                        Some(addr),
+                        connect,
+                    );
                 }
                 let outcome = if error.is_connect() {
                     Outcome::ConnectFailure
@@ -203,10 +224,7 @@ pub async fn forward(
         Some(e) if e.is_timeout() => local(StatusCode::GATEWAY_TIMEOUT, "upstream timed out\n"),
         _ => local(StatusCode::BAD_GATEWAY, "upstream unavailable\n"),
     };
-    Forwarded {
-        response,
-        endpoint: last_endpoint,
-    }
+    Forwarded::at(response, last_endpoint, connect)
 }
 
 /// The request head again, for a retry after the first copy was sent.
@@ -424,12 +442,12 @@ async fn upgrade(
     let req = Request::from_parts(parts, RequestBody::new(body, policy.body_size));
     let started = Instant::now();
     backend.start(idx);
-    let mut resp = match upstreams
+    let (mut resp, connect) = match upstreams
         .send_upgrade(addr, h1_policy.protocol, req, timeouts)
         .await
     {
-        Ok(r) => r,
-        Err(Failed { error, .. }) => {
+        Ok(sent) => (sent.response, sent.connect),
+        Err(Failed { error, connect, .. }) => {
             let outcome = if error.is_connect() {
                 Outcome::ConnectFailure
             } else {
@@ -437,10 +455,11 @@ async fn upgrade(
             };
             backend.report(idx, outcome, started.elapsed());
             warn!(%addr, error = %error, "upgrade request failed");
-            return Forwarded {
-                response: local(StatusCode::BAD_GATEWAY, "upstream unavailable\n"),
-                endpoint: Some(addr),
-            };
+            return Forwarded::at(
+                local(StatusCode::BAD_GATEWAY, "upstream unavailable\n"),
+                Some(addr),
+                connect,
+            );
         }
     };
     backend.report(idx, Outcome::Success, started.elapsed());
@@ -450,10 +469,7 @@ async fn upgrade(
         let body = ResponseBody::new(rbody, None, policy.read_timeout)
             .map_err(Into::into)
             .boxed();
-        return Forwarded {
-            response: Response::from_parts(rparts, body),
-            endpoint: Some(addr),
-        };
+        return Forwarded::at(Response::from_parts(rparts, body), Some(addr), connect);
     }
     let upstream_side = hyper::upgrade::on(&mut resp);
     tokio::spawn(async move {
@@ -469,13 +485,8 @@ async fn upgrade(
     });
     // The 101 as the backend sent it (its Upgrade/Connection headers included).
     let (rparts, _) = resp.into_parts();
-    Forwarded {
-        response: Response::from_parts(
-            rparts,
-            http_body_util::Empty::new()
-                .map_err(|never| match never {})
-                .boxed(),
-        ),
-        endpoint: Some(addr),
-    }
+    let empty = http_body_util::Empty::new()
+        .map_err(|never| match never {})
+        .boxed();
+    Forwarded::at(Response::from_parts(rparts, empty), Some(addr), connect)
 }

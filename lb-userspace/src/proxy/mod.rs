@@ -216,15 +216,9 @@ impl Proxy {
         };
         policy::rewrite_request(route, &mut req);
         let upstream_started = Instant::now();
-        let (forwarded, connect) = crate::upstream::with_connect_time(forward::forward(
-            &self.upstreams,
-            backend,
-            &route.policy.upstream,
-            info,
-            req,
-        ))
-        .await;
-        rec.upstream_connect = connect;
+        let forwarded =
+            forward::forward(&self.upstreams, backend, &route.policy.upstream, info, req).await;
+        rec.upstream_connect = forwarded.connect;
         rec.upstream_addr = forwarded.endpoint;
         rec.upstream_duration = Some(upstream_started.elapsed());
         let mut resp = forwarded.response;

@@ -24,6 +24,13 @@ use crate::{tls::upstream::UpstreamTls, translate::annotations::upstream::Backen
 /// h2 keep-alive pings find dead backends on idle multiplexed connections.
 const H2_KEEPALIVE: Duration = Duration::from_secs(20);
 
+/// A new connection's sender and how long it took to establish (TCP connect, plus the TLS
+/// handshake for TLS backends).
+pub struct Connected<S> {
+    pub sender: S,
+    pub took: Duration,
+}
+
 async fn tcp(addr: SocketAddr, timeout: Duration) -> Result<TcpStream, UpstreamError> {
     let stream = tokio::time::timeout(timeout, TcpStream::connect(addr))
         .await
@@ -61,16 +68,18 @@ pub async fn h1(
     proto: BackendProtocol,
     timeout: Duration,
     send: SendTimeout,
-) -> Result<http1::SendRequest<RequestBody>, UpstreamError> {
+) -> Result<Connected<http1::SendRequest<RequestBody>>, UpstreamError> {
     let started = Instant::now();
     let stream = tcp(addr, timeout).await?;
     if proto.is_tls() {
         let stream = tls(&tls_cfg.http1, addr, stream, timeout).await?;
-        super::record_connect(started.elapsed());
-        h1_handshake(addr, TimedWrites::new(stream, send)).await
+        let took = started.elapsed();
+        let sender = h1_handshake(addr, TimedWrites::new(stream, send)).await?;
+        Ok(Connected { sender, took })
     } else {
-        super::record_connect(started.elapsed());
-        h1_handshake(addr, TimedWrites::new(stream, send)).await
+        let took = started.elapsed();
+        let sender = h1_handshake(addr, TimedWrites::new(stream, send)).await?;
+        Ok(Connected { sender, took })
     }
 }
 
@@ -99,16 +108,18 @@ pub async fn h2(
     proto: BackendProtocol,
     timeout: Duration,
     send: SendTimeout,
-) -> Result<http2::SendRequest<RequestBody>, UpstreamError> {
+) -> Result<Connected<http2::SendRequest<RequestBody>>, UpstreamError> {
     let started = Instant::now();
     let stream = tcp(addr, timeout).await?;
     if proto.is_tls() {
         let stream = tls(&tls_cfg.h2, addr, stream, timeout).await?;
-        super::record_connect(started.elapsed());
-        h2_handshake(addr, TimedWrites::new(stream, send)).await
+        let took = started.elapsed();
+        let sender = h2_handshake(addr, TimedWrites::new(stream, send)).await?;
+        Ok(Connected { sender, took })
     } else {
-        super::record_connect(started.elapsed());
-        h2_handshake(addr, TimedWrites::new(stream, send)).await
+        let took = started.elapsed();
+        let sender = h2_handshake(addr, TimedWrites::new(stream, send)).await?;
+        Ok(Connected { sender, took })
     }
 }
 

@@ -7,7 +7,7 @@ mod error;
 mod pool;
 mod send_timeout;
 
-use std::{cell::Cell, net::SocketAddr, time::Duration};
+use std::{net::SocketAddr, time::Duration};
 
 use http::Request;
 use hyper::{Response, body::Incoming};
@@ -18,33 +18,6 @@ pub use pool::Lease;
 use send_timeout::SendTimeout;
 
 use crate::{tls::upstream::UpstreamTls, translate::annotations::upstream::BackendProtocol};
-
-tokio::task_local! {
-    /// Where [`with_connect_time`] collects the connect time of new connections.
-    static CONNECT_TIME: Cell<Option<Duration>>;
-}
-
-/// Runs `fut` (a request's forwarding) and returns, beside its output, how long the last
-/// new upstream connection it opened took to establish (TCP connect, plus the TLS
-/// handshake for TLS backends): `None` when only pooled connections were used. A
-/// task-local rather than a return value, so the retry and upgrade paths in between need
-/// not carry it.
-pub async fn with_connect_time<F: Future>(fut: F) -> (F::Output, Option<Duration>) {
-    // Boxed: the task-local scope moves its future into place, and the forwarding future
-    // is large.
-    let fut = Box::pin(fut);
-    CONNECT_TIME
-        .scope(Cell::new(None), async move {
-            let out = fut.await;
-            (out, CONNECT_TIME.with(Cell::get))
-        })
-        .await
-}
-
-/// Records a connection established in `took` (outside [`with_connect_time`]: ignored).
-fn record_connect(took: Duration) {
-    let _ = CONNECT_TIME.try_with(|c| c.set(Some(took)));
-}
 
 /// `proxy-connect-timeout`, `proxy-send-timeout`, `proxy-read-timeout`.
 #[derive(Clone, Copy, Debug)]
@@ -59,6 +32,9 @@ pub struct Sent {
     pub response: Response<Incoming>,
     /// The HTTP/1.1 connection, to return to the pool when the response body ends.
     pub lease: Option<Lease>,
+    /// How long the connection took to establish when it was opened for this request
+    /// (`None`: a pooled one).
+    pub connect: Option<Duration>,
 }
 
 /// A failed attempt; `request` is the request when it was never written (so it can go to
@@ -66,6 +42,26 @@ pub struct Sent {
 pub struct Failed {
     pub error: UpstreamError,
     pub request: Option<Request<RequestBody>>,
+    /// As [`Sent::connect`]: set when a new connection was opened before the failure.
+    pub connect: Option<Duration>,
+}
+
+impl Failed {
+    fn unsent(error: UpstreamError, request: Request<RequestBody>) -> Self {
+        Self {
+            error,
+            request: Some(request),
+            connect: None,
+        }
+    }
+
+    fn read_timeout(after: Duration) -> Self {
+        Self {
+            error: UpstreamError::ReadTimeout { after },
+            request: None,
+            connect: None,
+        }
+    }
 }
 
 /// The upstream side of the proxy: TLS settings and the per-thread pools.
@@ -122,7 +118,7 @@ impl Upstreams {
             }
         }
         let send_timeout = SendTimeout::new(t.send);
-        let sender = match Box::pin(connect::h1(
+        let connected = match Box::pin(connect::h1(
             &self.tls,
             addr,
             proto,
@@ -131,16 +127,15 @@ impl Upstreams {
         ))
         .await
         {
-            Ok(s) => s,
-            Err(error) => {
-                return Err(Failed {
-                    error,
-                    request: Some(req),
-                });
-            }
+            Ok(c) => c,
+            Err(error) => return Err(Failed::unsent(error, req)),
         };
-        self.exchange_h1(Lease::new(addr, proto, sender, send_timeout), req, t)
-            .await
+        let lease = Lease::new(addr, proto, connected.sender, send_timeout);
+        let connect = Some(connected.took);
+        match self.exchange_h1(lease, req, t).await {
+            Ok(sent) => Ok(Sent { connect, ..sent }),
+            Err(failed) => Err(Failed { connect, ..failed }),
+        }
     }
 
     async fn exchange_h1(
@@ -154,18 +149,17 @@ impl Upstreams {
             Ok(Ok(response)) => Ok(Sent {
                 response,
                 lease: Some(lease),
+                connect: None,
             }),
             Ok(Err(mut e)) => {
                 let request = e.take_message();
                 Err(Failed {
                     error: UpstreamError::exchange(e.into_error()),
                     request,
+                    connect: None,
                 })
             }
-            Err(_) => Err(Failed {
-                error: UpstreamError::ReadTimeout { after: t.read },
-                request: None,
-            }),
+            Err(_) => Err(Failed::read_timeout(t.read)),
         }
     }
 
@@ -176,32 +170,27 @@ impl Upstreams {
         req: Request<RequestBody>,
         t: Timeouts,
     ) -> Result<Sent, Failed> {
-        let mut sender = match pool::checkout_h2(addr, proto) {
+        let (mut sender, connect) = match pool::checkout_h2(addr, proto) {
             Some((s, send_timeout)) => {
                 send_timeout.set(t.send);
-                s
+                (s, None)
             }
             None => {
                 let send_timeout = SendTimeout::new(t.send);
                 match connect::h2(&self.tls, addr, proto, t.connect, send_timeout.clone()).await {
-                    Ok(s) => {
-                        pool::put_h2(addr, proto, s.clone(), send_timeout);
-                        s
+                    Ok(c) => {
+                        pool::put_h2(addr, proto, c.sender.clone(), send_timeout);
+                        (c.sender, Some(c.took))
                     }
-                    Err(error) => {
-                        return Err(Failed {
-                            error,
-                            request: Some(req),
-                        });
-                    }
+                    Err(error) => return Err(Failed::unsent(error, req)),
                 }
             }
         };
         if let Err(source) = sender.ready().await {
             pool::drop_h2(addr, proto);
             return Err(Failed {
-                error: UpstreamError::Exchange { source },
-                request: Some(req),
+                connect,
+                ..Failed::unsent(UpstreamError::Exchange { source }, req)
             });
         }
         let fut = sender.try_send_request(req);
@@ -209,6 +198,7 @@ impl Upstreams {
             Ok(Ok(response)) => Ok(Sent {
                 response,
                 lease: None,
+                connect,
             }),
             Ok(Err(mut e)) => {
                 let request = e.take_message();
@@ -218,42 +208,45 @@ impl Upstreams {
                 Err(Failed {
                     error: UpstreamError::exchange(e.into_error()),
                     request,
+                    connect,
                 })
             }
             Err(_) => Err(Failed {
-                error: UpstreamError::ReadTimeout { after: t.read },
-                request: None,
+                connect,
+                ..Failed::read_timeout(t.read)
             }),
         }
     }
 
-    /// A new HTTP/1.1 connection that allows protocol upgrades (WebSocket), not pooled.
+    /// A new HTTP/1.1 connection that allows protocol upgrades (WebSocket), not pooled
+    /// (`lease` is `None`).
     pub async fn send_upgrade(
         &self,
         addr: SocketAddr,
         proto: BackendProtocol,
         req: Request<RequestBody>,
         t: Timeouts,
-    ) -> Result<Response<Incoming>, Failed> {
+    ) -> Result<Sent, Failed> {
         let send_timeout = SendTimeout::new(t.send);
-        let mut sender = match connect::h1(&self.tls, addr, proto, t.connect, send_timeout).await {
-            Ok(s) => s,
-            Err(error) => {
-                return Err(Failed {
-                    error,
-                    request: Some(req),
-                });
-            }
+        let mut c = match connect::h1(&self.tls, addr, proto, t.connect, send_timeout).await {
+            Ok(c) => c,
+            Err(error) => return Err(Failed::unsent(error, req)),
         };
-        match tokio::time::timeout(t.read, sender.send_request(req)).await {
-            Ok(Ok(r)) => Ok(r),
+        let connect = Some(c.took);
+        match tokio::time::timeout(t.read, c.sender.send_request(req)).await {
+            Ok(Ok(response)) => Ok(Sent {
+                response,
+                lease: None,
+                connect,
+            }),
             Ok(Err(source)) => Err(Failed {
                 error: UpstreamError::exchange(source),
                 request: None,
+                connect,
             }),
             Err(_) => Err(Failed {
-                error: UpstreamError::ReadTimeout { after: t.read },
-                request: None,
+                connect,
+                ..Failed::read_timeout(t.read)
             }),
         }
     }
@@ -264,50 +257,75 @@ mod tests {
     use super::*;
 
     #[tokio::test]
-    async fn connect_time_is_seen_only_for_new_connections() {
-        let (out, took) = with_connect_time(async {
-            record_connect(Duration::from_millis(3));
-            7
-        })
-        .await;
-        assert_eq!((out, took), (7, Some(Duration::from_millis(3))));
-        assert_eq!(with_connect_time(async { 7 }).await, (7, None));
-        // Outside a scope: ignored, no panic.
-        record_connect(Duration::from_millis(1));
-
+    async fn connect_time_is_reported_for_new_connections_only() {
         // A real TCP connection to a local listener is timed.
         let listener = tokio::net::TcpListener::bind("127.0.0.1:0")
             .await
             .expect("bind");
         let addr = listener.local_addr().expect("addr");
-        let accept = tokio::spawn(async move { listener.accept().await.map(|(s, _)| s) });
-        let tls = UpstreamTls::new().expect("tls");
-        let (sender, took) = with_connect_time(connect::h1(
-            &tls,
-            addr,
-            BackendProtocol::Http,
-            Duration::from_secs(5),
-            send_timeout::SendTimeout::new(Duration::from_secs(5)),
-        ))
-        .await;
-        assert!(sender.is_ok());
-        assert!(took.is_some_and(|d| d < Duration::from_secs(5)), "{took:?}");
-        let _server_side = accept.await.expect("join").expect("accept");
-        // A failed connect records nothing.
+        let server = tokio::spawn(async move {
+            let (mut s, _) = listener.accept().await.expect("accept");
+            let mut buf = vec![0u8; 4096];
+            for _ in 0..2 {
+                let mut head = Vec::new();
+                while !head.windows(4).any(|w| w == b"\r\n\r\n") {
+                    let n = tokio::io::AsyncReadExt::read(&mut s, &mut buf)
+                        .await
+                        .expect("read");
+                    assert!(n > 0, "client closed early");
+                    head.extend_from_slice(&buf[..n]);
+                }
+                tokio::io::AsyncWriteExt::write_all(
+                    &mut s,
+                    b"HTTP/1.1 200 OK\r\ncontent-length: 2\r\n\r\nok",
+                )
+                .await
+                .expect("write");
+            }
+        });
+        let upstreams = Upstreams::new().expect("tls");
+        let t = Timeouts {
+            connect: Duration::from_secs(5),
+            send: Duration::from_secs(5),
+            read: Duration::from_secs(5),
+        };
+        let get = || {
+            Request::get("/")
+                .header(http::header::HOST, "x")
+                .body(RequestBody::empty())
+                .expect("request")
+        };
+        for first in [true, false] {
+            let Ok(sent) = upstreams.send(addr, BackendProtocol::Http, get(), t).await else {
+                panic!("request failed");
+            };
+            assert_eq!(sent.connect.is_some(), first, "first request: {first}");
+            assert!(sent.connect.is_none_or(|d| d < Duration::from_secs(5)));
+            let body = http_body_util::BodyExt::collect(ResponseBody::new(
+                sent.response.into_body(),
+                sent.lease,
+                t.read,
+            ))
+            .await
+            .expect("body");
+            assert_eq!(&body.to_bytes()[..], b"ok");
+        }
+        server.await.expect("server");
+
+        // A failed connect reports no connect time and hands the request back.
         let closed = tokio::net::TcpListener::bind("127.0.0.1:0")
             .await
             .expect("bind")
             .local_addr()
             .expect("addr");
-        let (r, took) = with_connect_time(connect::h1(
-            &tls,
-            closed,
-            BackendProtocol::Http,
-            Duration::from_secs(5),
-            send_timeout::SendTimeout::new(Duration::from_secs(5)),
-        ))
-        .await;
-        assert!(r.is_err());
-        assert_eq!(took, None);
+        let Err(failed) = upstreams
+            .send(closed, BackendProtocol::Http, get(), t)
+            .await
+        else {
+            panic!("a closed port accepted");
+        };
+        assert!(failed.error.is_connect());
+        assert!(failed.connect.is_none());
+        assert!(failed.request.is_some());
     }
 }
