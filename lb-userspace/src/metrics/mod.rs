@@ -421,14 +421,14 @@ mod tests {
     fn record(observer: &Arc<Observer>, connect: Option<Duration>) {
         let rec = RequestRecord {
             host: "h.example".into(),
-            method: "GET".into(),
-            route: Some(RouteInfo {
+            method: http::Method::GET,
+            route: Some(Arc::new(RouteInfo {
                 path: "/p".into(),
                 namespace: "ml".into(),
                 ingress: "ing".into(),
                 service: "svc".into(),
                 canary: false,
-            }),
+            })),
             upstream_duration: Some(Duration::from_millis(2)),
             upstream_connect: connect,
             ..RequestRecord::default()

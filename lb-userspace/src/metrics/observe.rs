@@ -32,13 +32,14 @@ use crate::proxy::Body;
 pub struct RequestRecord {
     pub client: Option<SocketAddr>,
     pub host: String,
-    pub method: String,
-    /// The request path (access log only; metrics use the Ingress path).
+    pub method: http::Method,
+    /// The request path (access log only, left empty when it is off; metrics use the
+    /// Ingress path).
     pub request_path: String,
-    pub request_id: String,
+    pub request_id: Option<http::HeaderValue>,
     pub bytes_in: u64,
-    /// Filled when a route matched.
-    pub route: Option<RouteInfo>,
+    /// Filled when a route matched (shared with the route table: no copy per request).
+    pub route: Option<Arc<RouteInfo>>,
     pub upstream_addr: Option<SocketAddr>,
     pub upstream_duration: Option<Duration>,
     /// TCP(+TLS) connect time of the new upstream connection the request opened; `None`
@@ -46,14 +47,7 @@ pub struct RequestRecord {
     pub upstream_connect: Option<Duration>,
 }
 
-#[derive(Debug, Default, Clone)]
-pub struct RouteInfo {
-    pub path: String,
-    pub namespace: String,
-    pub ingress: String,
-    pub service: String,
-    pub canary: bool,
-}
+pub use crate::routes::RouteInfo;
 
 /// `--access-log`.
 #[derive(Clone, Debug, PartialEq, Eq)]
@@ -124,6 +118,11 @@ impl Observer {
         ))
     }
 
+    /// Whether requests go to an access log (else the record's `request_path` is unused).
+    pub fn logs_requests(&self) -> bool {
+        self.access_log.is_some()
+    }
+
     /// Wraps the response so the request is recorded when its body ends.
     pub fn wrap(
         self: &Arc<Self>,
@@ -147,11 +146,11 @@ impl Observer {
         self.metrics.active_requests.dec();
         let duration = started.elapsed();
         let no_route = RouteInfo::default();
-        let route = rec.route.as_ref().unwrap_or(&no_route);
+        let route = rec.route.as_deref().unwrap_or(&no_route);
         let key = SeriesKey {
             observer: self.id,
             status,
-            method: &rec.method,
+            method: rec.method.as_str(),
             path: &route.path,
             namespace: &route.namespace,
             ingress: &route.ingress,
@@ -195,7 +194,7 @@ fn access_line(
         "time": rfc3339(SystemTime::now()),
         "client": rec.client.map(|c| c.ip().to_string()).unwrap_or_default(),
         "host": rec.host,
-        "method": rec.method,
+        "method": rec.method.as_str(),
         "path": rec.request_path,
         "status": status,
         "bytes_in": rec.bytes_in,
@@ -207,7 +206,7 @@ fn access_line(
         "ingress": route.ingress,
         "service": route.service,
         "canary": route.canary,
-        "request_id": rec.request_id,
+        "request_id": rec.request_id.as_ref().and_then(|v| v.to_str().ok()).unwrap_or_default(),
     })
     .to_string()
 }

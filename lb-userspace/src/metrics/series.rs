@@ -5,7 +5,7 @@
 //! handle stays the family's series.
 use std::{
     cell::RefCell,
-    collections::{HashMap, hash_map::RandomState},
+    collections::HashMap,
     hash::{BuildHasher, BuildHasherDefault, Hasher},
 };
 
@@ -121,7 +121,7 @@ impl Hasher for PassHasher {
 struct Cache {
     /// Keyed by the label values' hash under `state` (random per thread: hosts come from
     /// clients).
-    state: RandomState,
+    state: foldhash::fast::RandomState,
     entries: HashMap<u64, Vec<Entry>, BuildHasherDefault<PassHasher>>,
     len: usize,
 }

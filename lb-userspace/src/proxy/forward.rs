@@ -264,7 +264,7 @@ fn hop_headers(parts: &mut Parts, conn: &ConnInfo) -> Option<HeaderValue> {
         &mut parts.headers,
         conn.peer,
         conn.scheme(),
-        authority.as_ref().map_or("", |a| a.to_str().unwrap_or("")),
+        authority.as_ref(),
         conn.local_port,
     );
     authority

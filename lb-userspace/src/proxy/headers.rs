@@ -1,5 +1,5 @@
 //! Request/response header handling at the proxy boundary (RFC 9110 section 7.6.1).
-use std::net::SocketAddr;
+use std::{io::Write as _, net::SocketAddr};
 
 use http::{HeaderMap, HeaderName, HeaderValue, header};
 
@@ -11,8 +11,23 @@ static X_REAL_IP: HeaderName = HeaderName::from_static("x-real-ip");
 static KEEP_ALIVE: HeaderName = HeaderName::from_static("keep-alive");
 static PROXY_CONNECTION: HeaderName = HeaderName::from_static("proxy-connection");
 
+/// The hop-by-hop headers RFC 9110 7.6.1 names (and `Proxy-Connection`).
+fn is_hop_by_hop(name: &HeaderName) -> bool {
+    name == header::CONNECTION
+        || name == header::TE
+        || name == header::TRAILER
+        || name == header::TRANSFER_ENCODING
+        || name == header::UPGRADE
+        || name == KEEP_ALIVE
+        || name == PROXY_CONNECTION
+}
+
 /// Removes hop-by-hop headers: the fixed list and every header named in `Connection`.
 pub fn strip_hop_by_hop(headers: &mut HeaderMap) {
+    // Most messages have none: one pass over the names instead of seven removals.
+    if !headers.keys().any(is_hop_by_hop) {
+        return;
+    }
     let named: Vec<HeaderName> = headers
         .get_all(header::CONNECTION)
         .iter()
@@ -42,24 +57,40 @@ pub fn set_forwarded(
     headers: &mut HeaderMap,
     client: SocketAddr,
     proto: &'static str,
-    host: &str,
+    host: Option<&HeaderValue>,
     port: u16,
 ) {
-    let ip = client.ip().to_string();
-    let xff = match headers.get(&X_FORWARDED_FOR).and_then(|v| v.to_str().ok()) {
-        Some(prev) if !prev.is_empty() => format!("{prev}, {ip}"),
-        _ => ip.clone(),
+    // The address is formatted once, on the stack; X-Real-IP shares its bytes.
+    let mut buf = [0u8; 64];
+    let ip = {
+        let mut w = &mut buf[..];
+        let _ = write!(w, "{}", client.ip());
+        let left = w.len();
+        &buf[..buf.len() - left]
     };
-    if let Ok(v) = HeaderValue::from_str(&xff) {
+    let Ok(ip_value) = HeaderValue::from_bytes(ip) else {
+        return;
+    };
+    let xff = match headers.get(&X_FORWARDED_FOR).map(HeaderValue::as_bytes) {
+        Some(prev) if !prev.is_empty() => {
+            let mut v = Vec::with_capacity(prev.len() + 2 + ip.len());
+            v.extend_from_slice(prev);
+            v.extend_from_slice(b", ");
+            v.extend_from_slice(ip);
+            HeaderValue::from_bytes(&v).ok()
+        }
+        _ => Some(ip_value.clone()),
+    };
+    if let Some(v) = xff {
         headers.insert(X_FORWARDED_FOR.clone(), v);
     }
-    if let Ok(v) = HeaderValue::from_str(&ip) {
-        headers.insert(X_REAL_IP.clone(), v);
-    }
+    headers.insert(X_REAL_IP.clone(), ip_value);
     headers.insert(X_FORWARDED_PROTO.clone(), HeaderValue::from_static(proto));
-    if let Ok(v) = HeaderValue::from_str(host) {
-        headers.insert(X_FORWARDED_HOST.clone(), v);
-    }
+    // The client's Host value itself (a cheap clone of bytes already received).
+    let host = host
+        .cloned()
+        .unwrap_or_else(|| HeaderValue::from_static(""));
+    headers.insert(X_FORWARDED_HOST.clone(), host);
     headers.insert(X_FORWARDED_PORT.clone(), HeaderValue::from(port));
 }
 
@@ -91,7 +122,7 @@ mod tests {
             &mut h,
             "198.18.0.1:5555".parse().expect("addr"),
             "http",
-            "a.example",
+            Some(&HeaderValue::from_static("a.example")),
             80,
         );
         assert_eq!(h["x-forwarded-for"], "203.0.113.9, 198.18.0.1");
@@ -99,5 +130,28 @@ mod tests {
         assert_eq!(h["x-forwarded-proto"], "http");
         assert_eq!(h["x-forwarded-host"], "a.example");
         assert_eq!(h["x-forwarded-port"], "80");
+
+        // First hop, IPv6 client, no Host: the longest address fits.
+        let mut h = HeaderMap::new();
+        let v6 = "[ffff:ffff:ffff:ffff:ffff:ffff:ffff:ffff]:443";
+        set_forwarded(&mut h, v6.parse().expect("addr"), "https", None, 443);
+        let ip = "ffff:ffff:ffff:ffff:ffff:ffff:ffff:ffff";
+        assert_eq!(h["x-forwarded-for"], ip);
+        assert_eq!(h["x-real-ip"], ip);
+        assert_eq!(h["x-forwarded-host"], "");
+    }
+
+    #[test]
+    fn messages_without_hop_by_hop_headers_are_untouched() {
+        let mut h = HeaderMap::new();
+        h.insert(header::HOST, HeaderValue::from_static("a"));
+        h.append("x-multi", HeaderValue::from_static("1"));
+        h.append("x-multi", HeaderValue::from_static("2"));
+        let before = h.clone();
+        strip_hop_by_hop(&mut h);
+        assert_eq!(h, before);
+        h.insert("proxy-connection", HeaderValue::from_static("keep-alive"));
+        strip_hop_by_hop(&mut h);
+        assert_eq!(h, before);
     }
 }

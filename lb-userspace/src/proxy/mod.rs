@@ -20,7 +20,7 @@ use hyper::body::Incoming;
 use tokio::{net::TcpListener, sync::watch};
 
 use crate::{
-    metrics::observe::{Observer, RequestRecord, RouteInfo},
+    metrics::observe::{Observer, RequestRecord},
     policy::{self, auth::AuthClient, ratelimit::RateLimiters},
     routes::{RouteStore, request_host},
     translate::annotations::access::canonical,
@@ -86,20 +86,19 @@ impl Proxy {
         let started = Instant::now();
         let mut rec = RequestRecord {
             client: Some(peer),
-            method: req.method().as_str().to_owned(),
-            request_path: req.uri().path().to_owned(),
+            method: req.method().clone(),
+            request_path: if self.observer.logs_requests() {
+                req.uri().path().to_owned()
+            } else {
+                String::new()
+            },
             bytes_in: req
                 .headers()
                 .get(header::CONTENT_LENGTH)
                 .and_then(|v| v.to_str().ok())
                 .and_then(|v| v.parse().ok())
                 .unwrap_or(0),
-            request_id: req
-                .headers()
-                .get("x-request-id")
-                .and_then(|v| v.to_str().ok())
-                .unwrap_or_default()
-                .to_owned(),
+            request_id: req.headers().get(&request_id::X_REQUEST_ID).cloned(),
             ..RequestRecord::default()
         };
         let resp = self.route_and_forward(req, peer, port, &mut rec).await;
@@ -202,13 +201,7 @@ impl Proxy {
         }
         let origin = req.headers().get(header::ORIGIN).cloned();
         let (backend, canary) = policy::canary::choose(route, req.headers());
-        rec.route = Some(RouteInfo {
-            path: route.path.clone(),
-            namespace: route.ingress.namespace.clone(),
-            ingress: route.ingress.name.clone(),
-            service: backend.service.clone(),
-            canary: canary.is_some(),
-        });
+        rec.route = Some(canary.map_or(&route.labels, |c| &c.labels).clone());
         let backend = if backend.endpoints.is_empty() {
             route.fallback.as_ref().unwrap_or(backend)
         } else {

@@ -26,6 +26,18 @@ impl fmt::Display for IngressRef {
     }
 }
 
+/// What metrics and the access log say about the route a request took: built once per
+/// route (and canary) when the table is translated, shared by its requests.
+#[derive(Debug, Default, Clone, PartialEq, Eq)]
+pub struct RouteInfo {
+    /// The path as written in the Ingress.
+    pub path: String,
+    pub namespace: String,
+    pub ingress: String,
+    pub service: String,
+    pub canary: bool,
+}
+
 /// One compiled Ingress path.
 #[derive(Debug)]
 pub struct Route {
@@ -42,6 +54,8 @@ pub struct Route {
     pub canaries: Vec<Canary>,
     /// `default-backend` annotation: serves when `backend` has no ready endpoint.
     pub fallback: Option<Arc<Backend>>,
+    /// Metrics and log labels of requests served by `backend`.
+    pub labels: Arc<RouteInfo>,
 }
 
 /// A canary Ingress attached to a main route (ingress-nginx allows one per rule; ebpf-lb
@@ -52,6 +66,9 @@ pub struct Canary {
     pub backend: Arc<Backend>,
     pub policy: Arc<IngressPolicy>,
     pub rule: crate::translate::annotations::canary::CanaryPolicy,
+    /// Metrics and log labels of requests this canary serves: the main route's path and
+    /// Ingress, this canary's service (set when it is attached to the main route).
+    pub labels: Arc<RouteInfo>,
 }
 
 /// Where a request goes.

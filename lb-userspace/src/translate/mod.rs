@@ -18,7 +18,7 @@ use crate::{
     balance::StateRegistry,
     diagnostics::Diagnostic,
     provider::{Snapshot, object_ref},
-    routes::{Canary, IngressRef, PathType, Route, RouteTable},
+    routes::{Canary, IngressRef, PathType, Route, RouteInfo, RouteTable},
 };
 
 /// The result of one translation.
@@ -109,6 +109,7 @@ fn translate_on(
                                 backend: route.backend,
                                 policy: route.policy,
                                 rule,
+                                labels: route.labels,
                             });
                     }
                 }
@@ -127,7 +128,14 @@ fn translate_on(
     }
     for mut compiled in mains {
         for (host, route) in &mut compiled.routes {
-            if let Some(c) = canaries.remove(&route_key(host, route)) {
+            if let Some(mut c) = canaries.remove(&route_key(host, route)) {
+                for canary in &mut c {
+                    canary.labels = Arc::new(RouteInfo {
+                        service: canary.backend.service.clone(),
+                        canary: true,
+                        ..(*route.labels).clone()
+                    });
+                }
                 route.canaries = c;
             }
         }
@@ -265,6 +273,13 @@ fn compile_ingress(
         resolver
             .resolve(&iref.namespace, backend, &object, &field, service_upstream)
             .map(|b| Route {
+                labels: Arc::new(RouteInfo {
+                    path: path.to_owned(),
+                    namespace: iref.namespace.clone(),
+                    ingress: iref.name.clone(),
+                    service: b.service.clone(),
+                    canary: false,
+                }),
                 ingress: iref.clone(),
                 path: path.to_owned(),
                 path_type,

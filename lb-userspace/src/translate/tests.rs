@@ -384,6 +384,23 @@ fn canary_attaches_to_the_main_route() {
     assert_eq!(r.canaries.len(), 1);
     assert_eq!(r.canaries[0].backend.to_string(), "ml/mlflow:5000");
     assert_eq!(r.canaries[0].rule.weight, 20);
+    // Metrics labels: the main route's path and Ingress; the service that served.
+    let main_labels = crate::routes::RouteInfo {
+        path: "/predict".into(),
+        namespace: "ml".into(),
+        ingress: "main".into(),
+        service: "model".into(),
+        canary: false,
+    };
+    assert_eq!(*r.labels, main_labels);
+    assert_eq!(
+        *r.canaries[0].labels,
+        crate::routes::RouteInfo {
+            service: "mlflow".into(),
+            canary: true,
+            ..main_labels
+        }
+    );
     assert!(t.routes.lookup("other.company.com", "/x").is_none());
     assert_eq!(t.diagnostics.len(), 1, "{:?}", t.diagnostics);
     assert!(t.diagnostics[0].message.contains("canary is idle"));
