@@ -216,15 +216,12 @@ fn serve_conn<I>(
             req.extensions_mut().insert(Smuggled);
         }
         super::request_id::ensure(req.headers_mut());
-        req.extensions_mut().insert(info);
         // Boxed: hyper stores the service's future in the connection's state, and moving a
         // future of the whole request path there (several KiB) cost ~5% of the CPU. This is
         // the only box on the HTTP/1.1 pooled path: the forwarding future lives inline in
         // it (~6 KiB in all; boxing it too, behind a task-local for the connect time, made
         // it 10 KiB + 4 KiB and cost 3-4% of the proxy's CPU per keep-alive request).
-        Box::pin(
-            async move { Ok::<_, Infallible>(proxy.handle(req, info.peer, info.local_port).await) },
-        )
+        Box::pin(async move { Ok::<_, Infallible>(proxy.handle(req, info).await) })
     });
     let builder = match h2 {
         Some(true) => http.clone().http2_only(),

@@ -8,7 +8,6 @@ pub mod listen;
 pub mod request_id;
 
 use std::{
-    net::SocketAddr,
     sync::Arc,
     time::{Duration, Instant},
 };
@@ -77,15 +76,10 @@ impl Proxy {
 
     /// Routes and forwards one request, recording it when its response ends. Never fails:
     /// problems become 4xx/5xx responses.
-    pub async fn handle(
-        &self,
-        req: Request<Incoming>,
-        peer: SocketAddr,
-        port: u16,
-    ) -> Response<Body> {
+    pub async fn handle(&self, req: Request<Incoming>, info: listen::ConnInfo) -> Response<Body> {
         let started = Instant::now();
         let mut rec = RequestRecord {
-            client: Some(peer),
+            client: Some(info.peer),
             method: req.method().clone(),
             request_path: if self.observer.logs_requests() {
                 req.uri().path().to_owned()
@@ -101,15 +95,14 @@ impl Proxy {
             request_id: req.headers().get(&request_id::X_REQUEST_ID).cloned(),
             ..RequestRecord::default()
         };
-        let resp = self.route_and_forward(req, peer, port, &mut rec).await;
+        let resp = self.route_and_forward(req, info, &mut rec).await;
         self.observer.wrap(rec, started, resp)
     }
 
     async fn route_and_forward(
         &self,
         mut req: Request<Incoming>,
-        peer: SocketAddr,
-        port: u16,
+        info: listen::ConnInfo,
         rec: &mut RequestRecord,
     ) -> Response<Body> {
         if req.extensions().get::<framing::Smuggled>().is_some() {
@@ -123,33 +116,18 @@ impl Proxy {
             return resp;
         }
         let table = self.routes.load();
-        let info = req
-            .extensions()
-            .get::<listen::ConnInfo>()
-            .copied()
-            .unwrap_or(listen::ConnInfo {
-                peer,
-                local_port: port,
-                tls: false,
-            });
-        let raw_host = req
-            .headers()
-            .get(header::HOST)
-            .and_then(|h| h.to_str().ok())
-            .or_else(|| req.uri().authority().map(|a| a.as_str()))
-            .unwrap_or("")
-            .to_owned();
-        let raw_host = raw_host.as_str();
-        let host = request_host(raw_host);
-        rec.host.clone_from(&host);
-        let Some(route) = table.lookup(&host, req.uri().path()) else {
+        let peer = info.peer;
+        // The record owns the host; the request path borrows it from there.
+        rec.host = request_host(raw_host(&req));
+        let host = rec.host.as_str();
+        let Some(route) = table.lookup(host, req.uri().path()) else {
             return local(StatusCode::NOT_FOUND, "no route for this host and path\n");
         };
         let conn = policy::Conn {
             client: peer,
             scheme: info.scheme(),
-            host: &host,
-            host_has_tls: table.tls.lookup(&host).is_some(),
+            host,
+            host_has_tls: table.tls.lookup(host).is_some(),
         };
         if let Err(resp) = policy::screen(route, &req, conn) {
             return resp;
@@ -184,8 +162,9 @@ impl Proxy {
                 method: req.method(),
                 headers: req.headers(),
                 url: format!(
-                    "{}://{raw_host}{}",
+                    "{}://{}{}",
                     conn.scheme,
+                    raw_host(&req),
                     req.uri().path_and_query().map_or("/", |pq| pq.as_str())
                 ),
             };
@@ -218,6 +197,15 @@ impl Proxy {
         policy::finish_response(route, origin.as_ref(), &mut resp);
         resp
     }
+}
+
+/// The authority a request names: Host (HTTP/1.1) or :authority (h2), as sent.
+fn raw_host<B>(req: &Request<B>) -> &str {
+    req.headers()
+        .get(header::HOST)
+        .and_then(|h| h.to_str().ok())
+        .or_else(|| req.uri().authority().map(|a| a.as_str()))
+        .unwrap_or("")
 }
 
 /// A response the proxy produces itself.
