@@ -117,7 +117,7 @@ impl Proxy {
         }
         let table = self.routes.load();
         let peer = info.peer;
-        // The record owns the host; the request path borrows it from there.
+        // The record owns the host; the rest of this function borrows it from there.
         rec.host = request_host(raw_host(&req));
         let host = rec.host.as_str();
         let Some(route) = table.lookup(host, req.uri().path()) else {
