@@ -90,7 +90,7 @@ async fn h1_handshake<I>(
 where
     I: AsyncRead + AsyncWrite + Unpin + Send + 'static,
 {
-    // One flat buffer per write, as on the client side (see `proxy::listen::builder`).
+    // One flat buffer per write, as on the server side (see `proxy::listen::builder`).
     let (sender, conn) = http1::Builder::new()
         .writev(false)
         .handshake(TokioIo::new(io))
