@@ -192,7 +192,7 @@ pub fn run() -> Result<()> {
     let lb_pids = vec![lb.0.id()];
 
     let mut scenarios = Vec::new();
-    for c in [32, 128] {
+    for c in KEEPALIVE_CONNECTIONS {
         for (target, port) in [
             (Target::Backend, BACKEND),
             (Target::Nginx, NGINX_HTTP),
@@ -263,11 +263,7 @@ pub fn run() -> Result<()> {
             let mut sample = load(s, SECONDS)?;
             let ticks = cpu_ticks(pids).saturating_sub(before);
             sample.cpu_seconds = ticks as f64 / 100.0;
-            sample.per_cpu_second = if ticks > 0 {
-                sample.requests / sample.cpu_seconds
-            } else {
-                0.0
-            };
+            sample.per_cpu_second = per_cpu_second(sample.requests, ticks);
             eprintln!(
                 "run {} {:<24} {:<15} {:>9.0} rps  {:>9.0} req/cpu-s  p50 {:.2} ms  p99 {:.2} ms",
                 run + 1,
@@ -285,6 +281,9 @@ pub fn run() -> Result<()> {
     let latency = fixed_rate_latency(&l7_load)?;
     report(&root, &scenarios, &results, &paired, &latency)
 }
+
+/// Connection counts of the HTTP/1.1 keep-alive scenarios (sequential and paired).
+const KEEPALIVE_CONNECTIONS: [u32; 2] = [32, 128];
 
 /// Rounds of the paired keep-alive comparison.
 const PAIRED_ROUNDS: usize = 5;
@@ -304,13 +303,10 @@ struct Pair {
 /// batching: the ratio, not the absolute figures, is the result.
 fn paired_keepalive(nginx_pids: &[u32], lb_pids: &[u32]) -> Result<Vec<Pair>> {
     let mut pairs = Vec::new();
-    for connections in [32u32, 128] {
+    for connections in KEEPALIVE_CONNECTIONS {
         for _ in 0..PAIRED_ROUNDS {
             let spawn = |port: u16| {
-                Command::new("taskset")
-                    .args(["-c", "1", "wrk", "-t1"])
-                    .arg(format!("-c{connections}"))
-                    .arg(format!("-d{SECONDS}s"))
+                wrk_command(connections, SECONDS)
                     .arg(format!("http://127.0.0.1:{port}/"))
                     .stdout(Stdio::piped())
                     .stderr(Stdio::null())
@@ -329,17 +325,10 @@ fn paired_keepalive(nginx_pids: &[u32], lb_pids: &[u32]) -> Result<Vec<Pair>> {
             };
             let (rn, rl) = (requests(to_nginx)?, requests(to_lb)?);
             let (n1, l1) = (cpu_ticks(nginx_pids), cpu_ticks(lb_pids));
-            let per_cpu = |r: f64, ticks: u64| {
-                if ticks == 0 {
-                    0.0
-                } else {
-                    r * 100.0 / ticks as f64
-                }
-            };
             let pair = Pair {
                 connections,
-                nginx: per_cpu(rn, n1.saturating_sub(n0)),
-                ebpf_lb: per_cpu(rl, l1.saturating_sub(l0)),
+                nginx: per_cpu_second(rn, n1.saturating_sub(n0)),
+                ebpf_lb: per_cpu_second(rl, l1.saturating_sub(l0)),
             };
             eprintln!(
                 "paired keep-alive c{connections}: nginx {:.0}, ebpf-lb {:.0} req/cpu-s ({:.3}x)",
@@ -415,9 +404,7 @@ fn report(
     latency: &[(u32, Target, Vec<Latency>)],
 ) -> Result<()> {
     let stat = |v: &[Sample], f: fn(&Sample) -> f64| -> (f64, f64, f64) {
-        let mut xs: Vec<f64> = v.iter().map(f).collect();
-        xs.sort_by(f64::total_cmp);
-        (xs[xs.len() / 2], xs[0], xs[xs.len() - 1])
+        median_min_max(v.iter().map(f).collect()).unwrap_or((f64::NAN, f64::NAN, f64::NAN))
     };
     let mut json = String::from("{\n  \"runs\": 3,\n  \"seconds\": 5,\n  \"rows\": [\n");
     let mut table = String::new();
@@ -523,17 +510,15 @@ fn report(
         "\nHTTP/1.1 keep-alive, both proxies loaded at once (sharing CPU 0; {PAIRED_ROUNDS} rounds):"
     );
     let mut sep = "";
-    for connections in [32u32, 128] {
-        let mut ratios: Vec<f64> = paired
+    for connections in KEEPALIVE_CONNECTIONS {
+        let ratios = paired
             .iter()
             .filter(|p| p.connections == connections && p.nginx > 0.0)
             .map(|p| p.ebpf_lb / p.nginx)
             .collect();
-        ratios.sort_by(f64::total_cmp);
-        let (Some(lo), Some(hi)) = (ratios.first(), ratios.last()) else {
+        let Some((med, lo, hi)) = median_min_max(ratios) else {
             continue;
         };
-        let med = ratios[ratios.len() / 2];
         let _ = writeln!(
             table,
             "  c{connections:<4} ebpf-lb / nginx requests per CPU-second {med:.3}x [{lo:.3}-{hi:.3}]"
@@ -553,9 +538,7 @@ fn report(
     );
     for (k, (rate, target, runs)) in latency.iter().enumerate() {
         let med = |f: fn(&Latency) -> f64| -> f64 {
-            let mut xs: Vec<f64> = runs.iter().map(f).collect();
-            xs.sort_by(f64::total_cmp);
-            xs.get(xs.len() / 2).copied().unwrap_or(f64::NAN)
+            median_min_max(runs.iter().map(f).collect()).map_or(f64::NAN, |(m, _, _)| m)
         };
         let (p50, p99, p999, errors) = (
             med(|l| l.p50),
@@ -668,11 +651,33 @@ fn parse_h2load(out: &str) -> Option<Sample> {
     (s.requests > 0.0).then_some(s)
 }
 
-fn wrk(s: &Scenario, seconds: u32) -> Result<Sample> {
+/// wrk on CPU 1, one thread, `connections` for `seconds` (the caller adds the URL).
+fn wrk_command(connections: u32, seconds: u32) -> Command {
     let mut c = Command::new("taskset");
-    c.args(["-c", "1", "wrk", "-t1", "--latency"])
-        .arg(format!("-c{}", s.connections))
+    c.args(["-c", "1", "wrk", "-t1"])
+        .arg(format!("-c{connections}"))
         .arg(format!("-d{seconds}s"));
+    c
+}
+
+/// Requests per CPU-second from a request count and the CPU clock ticks (1/100 s) spent.
+fn per_cpu_second(requests: f64, ticks: u64) -> f64 {
+    if ticks == 0 {
+        0.0
+    } else {
+        requests * 100.0 / ticks as f64
+    }
+}
+
+/// Median, minimum and maximum (`None` for no values).
+fn median_min_max(mut xs: Vec<f64>) -> Option<(f64, f64, f64)> {
+    xs.sort_by(f64::total_cmp);
+    Some((*xs.get(xs.len() / 2)?, *xs.first()?, *xs.last()?))
+}
+
+fn wrk(s: &Scenario, seconds: u32) -> Result<Sample> {
+    let mut c = wrk_command(s.connections, seconds);
+    c.arg("--latency");
     if s.close {
         c.args(["-H", "Connection: close"]);
     }
@@ -856,6 +861,14 @@ fn lb_manifests(cert: &Path, key: &Path) -> Result<String> {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn median_min_max_of_runs() {
+        assert_eq!(median_min_max(vec![]), None);
+        assert_eq!(median_min_max(vec![3.0, 1.0, 2.0]), Some((2.0, 1.0, 3.0)));
+        assert_eq!(per_cpu_second(500.0, 0), 0.0);
+        assert_eq!(per_cpu_second(500.0, 50), 1000.0);
+    }
 
     #[test]
     fn h2load_summary_parses() {
