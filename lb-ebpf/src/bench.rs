@@ -36,21 +36,23 @@ pub fn lb_xdp_parse_drop(ctx: XdpContext) -> u32 {
     }
 }
 
-#[xdp]
-pub fn lb_xdp_restore(ctx: XdpContext) -> u32 {
+xdp_program!(lb_xdp_restore => restore);
+
+#[inline(always)]
+fn restore(ctx: &XdpContext) -> u32 {
     // Frames without a VLAN tag only: what the benchmark sends.
-    let Some(eth) = ptr_at::<[u8; ETH_HLEN]>(&ctx, 0) else {
+    let Some(eth) = ptr_at::<[u8; ETH_HLEN]>(ctx, 0) else {
         return xdp_action::XDP_ABORTED;
     };
     // SAFETY: bounds checked by ptr_at.
     let saved = unsafe { *eth };
-    let action = crate::xdp::run(&ctx);
+    let action = crate::xdp::run(ctx);
     if action != xdp_action::XDP_TX && action != xdp_action::XDP_REDIRECT {
         return action;
     }
     // What an encapsulation added: an outer IPv4 header carrying IPIP (protocol 4), or an
     // outer IPv6 header carrying IPv6 (next header 41).
-    let Some(l3) = ptr_at::<[u8; 24]>(&ctx, 0) else {
+    let Some(l3) = ptr_at::<[u8; 24]>(ctx, 0) else {
         return xdp_action::XDP_ABORTED;
     };
     // SAFETY: bounds checked by ptr_at.
@@ -65,7 +67,7 @@ pub fn lb_xdp_restore(ctx: XdpContext) -> u32 {
         if unsafe { bpf_xdp_adjust_head(ctx.ctx, grown) } != 0 {
             return xdp_action::XDP_ABORTED;
         }
-        let Some(eth) = ptr_at_mut::<[u8; ETH_HLEN]>(&ctx, 0) else {
+        let Some(eth) = ptr_at_mut::<[u8; ETH_HLEN]>(ctx, 0) else {
             return xdp_action::XDP_ABORTED;
         };
         // SAFETY: bounds checked by ptr_at_mut.

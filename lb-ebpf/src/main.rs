@@ -16,9 +16,14 @@
 //! `flow_cache` (per-CPU copy of established TCP flows in front of `FLOWS`), `syncookie`
 //! (SYN-ACKs carrying SYN cookies above the SYN-rate threshold, and the check of the ACKs
 //! that return them), `encap` + `csum` (outer headers), `redirect` (frames out of another interface), `decap`, `stats` (counter updates),
-//! `clock` (cheap tick time), `xdp` (the order of it all).
+//! `clock` (cheap tick time), `xdp` (the order of it all), `entry` (entry points without
+//! a BPF-to-BPF call).
 #![cfg_attr(target_arch = "bpf", no_std)]
 #![cfg_attr(target_arch = "bpf", no_main)]
+
+#[cfg(target_arch = "bpf")]
+#[macro_use]
+mod entry;
 
 #[cfg(target_arch = "bpf")]
 mod acl;

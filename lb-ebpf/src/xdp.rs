@@ -16,10 +16,7 @@ use crate::{
     vips,
 };
 
-#[xdp]
-pub fn lb_xdp(ctx: XdpContext) -> u32 {
-    run(&ctx)
-}
+xdp_program!(lb_xdp => run);
 
 /// A trivial program that passes everything: the benchmark baseline, and what test
 /// topologies attach to the far end of a veth that must receive XDP_TX frames.
