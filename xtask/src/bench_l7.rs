@@ -352,32 +352,25 @@ struct Latency {
     achieved: f64,
 }
 
-/// Each rate in [`RATES`], each proxy, [`RUNS`] runs of `l7-load` on CPU 1.
+/// Runs of `l7-load` per rate and proxy (even, so each proxy goes first equally often).
+const LATENCY_RUNS: usize = 6;
+
+/// Each rate in [`RATES`]: [`LATENCY_RUNS`] runs of `l7-load` on CPU 1 against each proxy,
+/// the two proxies alternating (nginx, ebpf-lb, ebpf-lb, nginx, ...), so the VM's slow and
+/// fast phases fall on both alike and run `i` of one can be compared with run `i` of the
+/// other. Returns per rate the runs of nginx and of ebpf-lb, in that order.
 fn fixed_rate_latency(l7_load: &Path) -> Result<Vec<(u32, Target, Vec<Latency>)>> {
     let mut out = Vec::new();
     for rate in RATES {
-        for (target, port) in [(Target::Nginx, NGINX_HTTP), (Target::EbpfLb, LB_HTTP)] {
-            let mut runs = Vec::new();
-            for run in 0..RUNS {
-                let text = cmd::capture(
-                    Command::new("taskset")
-                        .args(["-c", "1"])
-                        .arg(l7_load)
-                        .args(["--addr", &format!("127.0.0.1:{port}")])
-                        .args(["--rate", &rate.to_string()])
-                        .args(["--seconds", &SECONDS.to_string(), "--connections", "32"]),
-                )?;
-                let f = |k: &str| json_number(&text, k).unwrap_or(f64::NAN);
-                if json_number(&text, "requests").is_none() {
-                    bail!("l7-load printed no result: {text}");
-                }
-                let l = Latency {
-                    p50: f("p50_ms"),
-                    p99: f("p99_ms"),
-                    p999: f("p999_ms"),
-                    errors: f("errors"),
-                    achieved: f("achieved_rps"),
-                };
+        let mut nginx = Vec::new();
+        let mut lb = Vec::new();
+        for run in 0..LATENCY_RUNS {
+            let mut order = [(Target::Nginx, NGINX_HTTP), (Target::EbpfLb, LB_HTTP)];
+            if run % 2 == 1 {
+                order.reverse();
+            }
+            for (target, port) in order {
+                let l = fixed_rate_run(l7_load, port, rate)?;
                 eprintln!(
                     "run {} fixed rate {rate:>6}/s {:<15} p50 {:.3} ms  p99 {:.3} ms  p99.9 {:.3} ms  errors {}  achieved {:.0}/s",
                     run + 1,
@@ -388,12 +381,48 @@ fn fixed_rate_latency(l7_load: &Path) -> Result<Vec<(u32, Target, Vec<Latency>)>
                     l.errors,
                     l.achieved
                 );
-                runs.push(l);
+                match target {
+                    Target::Nginx => nginx.push(l),
+                    _ => lb.push(l),
+                }
             }
-            out.push((rate, target, runs));
         }
+        out.push((rate, Target::Nginx, nginx));
+        out.push((rate, Target::EbpfLb, lb));
     }
     Ok(out)
+}
+
+/// One `l7-load` run at `rate` against `port`.
+fn fixed_rate_run(l7_load: &Path, port: u16, rate: u32) -> Result<Latency> {
+    let text = cmd::capture(
+        Command::new("taskset")
+            .args(["-c", "1"])
+            .arg(l7_load)
+            .args(["--addr", &format!("127.0.0.1:{port}")])
+            .args(["--rate", &rate.to_string()])
+            .args(["--seconds", &SECONDS.to_string(), "--connections", "32"]),
+    )?;
+    let f = |k: &str| json_number(&text, k).unwrap_or(f64::NAN);
+    if json_number(&text, "requests").is_none() {
+        bail!("l7-load printed no result: {text}");
+    }
+    Ok(Latency {
+        p50: f("p50_ms"),
+        p99: f("p99_ms"),
+        p999: f("p999_ms"),
+        errors: f("errors"),
+        achieved: f("achieved_rps"),
+    })
+}
+
+/// Run-by-run comparison of the two proxies' p99 at one rate (runs `i` of each were taken
+/// back to back): the median, min and max of ebpf-lb's p99 over nginx's, and in how many
+/// runs ebpf-lb's p99 was at or below nginx's.
+fn paired_p99(nginx: &[Latency], lb: &[Latency]) -> Option<((f64, f64, f64), usize)> {
+    let ratios: Vec<f64> = nginx.iter().zip(lb).map(|(n, l)| l.p99 / n.p99).collect();
+    let at_or_below = ratios.iter().filter(|r| **r <= 1.0).count();
+    Some((median_min_max(ratios)?, at_or_below))
 }
 
 fn report(
@@ -532,7 +561,7 @@ fn report(
     json.push_str("\n  ],\n  \"fixed_rate_latency_ms\": [");
     let _ = writeln!(
         table,
-        "\nlatency at fixed rates (l7-load, open loop, 32 connections; medians of {RUNS} runs):\n\
+        "\nlatency at fixed rates (l7-load, open loop, 32 connections; medians of {LATENCY_RUNS} runs, the proxies alternating):\n\
          {:>8} {:<15} {:>9} {:>9} {:>9} {:>7}",
         "rate/s", "target", "p50 ms", "p99 ms", "p99.9 ms", "errors"
     );
@@ -557,6 +586,36 @@ fn report(
             if k == 0 { "" } else { "," },
             target.label()
         );
+    }
+    json.push_str("\n  ],\n  \"paired_p99\": [");
+    let _ = writeln!(
+        table,
+        "\nebpf-lb p99 / nginx p99, run by run (runs taken back to back):"
+    );
+    let mut sep = "";
+    for rate in RATES {
+        let runs = |t: Target| {
+            latency
+                .iter()
+                .find(|(r, target, _)| *r == rate && *target == t)
+                .map(|(_, _, runs)| runs.as_slice())
+        };
+        let (Some(nginx), Some(lb)) = (runs(Target::Nginx), runs(Target::EbpfLb)) else {
+            continue;
+        };
+        let Some(((med, lo, hi), at_or_below)) = paired_p99(nginx, lb) else {
+            continue;
+        };
+        let n = nginx.len().min(lb.len());
+        let _ = writeln!(
+            table,
+            "  {rate:>6}/s {med:.3}x [{lo:.3}-{hi:.3}], at or below nginx's in {at_or_below} of {n} runs"
+        );
+        let _ = write!(
+            json,
+            "{sep}\n    {{\"rate\": {rate}, \"ratio\": {{\"median\": {med:.3}, \"min\": {lo:.3}, \"max\": {hi:.3}}}, \"at_or_below\": {at_or_below}, \"runs\": {n}}}"
+        );
+        sep = ",";
     }
     json.push_str("\n  ]\n}\n");
     println!("{table}");
@@ -868,6 +927,19 @@ mod tests {
         assert_eq!(median_min_max(vec![3.0, 1.0, 2.0]), Some((2.0, 1.0, 3.0)));
         assert_eq!(per_cpu_second(500.0, 0), 0.0);
         assert_eq!(per_cpu_second(500.0, 50), 1000.0);
+    }
+
+    #[test]
+    fn p99_compared_run_by_run() {
+        let p99 = |ms: f64| Latency {
+            p99: ms,
+            ..Latency::default()
+        };
+        let nginx = [p99(1.0), p99(2.0), p99(0.5)];
+        let lb = [p99(0.9), p99(3.0), p99(0.5)];
+        // Ratios 0.9, 1.5, 1.0: two at or below.
+        assert_eq!(paired_p99(&nginx, &lb), Some(((1.0, 0.9, 1.5), 2)));
+        assert_eq!(paired_p99(&[], &[]), None);
     }
 
     #[test]
