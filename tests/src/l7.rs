@@ -270,6 +270,8 @@ async fn answer(ctx: &Ctx, mut req: Request<Incoming>) -> Response<Body> {
                 "path": path,
                 "query": req.uri().query().unwrap_or(""),
                 "version": format!("{:?}", req.version()),
+                // h2's :authority (HTTP/1.1 requests arrive in origin-form: empty).
+                "authority": req.uri().authority().map_or("", |a| a.as_str()),
                 "headers": headers,
             });
             let mut r = full(StatusCode::OK, format!("{body}\n"));

@@ -184,6 +184,68 @@ fn http1_h2c_and_h2_over_tls_with_request_ids() {
     assert_eq!(json(&body)["backend"], "h2c");
 }
 
+/// Which authority a request asked for (RFC 9112 3.2.2): an absolute-form target's wins over
+/// Host for routing, `$host` and what the backend sees; `upstream-vhost` replaces the
+/// upstream Host (HTTP/1.1) or :authority (h2) while X-Forwarded-Host keeps the client's.
+#[test]
+fn the_request_target_authority_routes_and_upstream_vhost_replaces_the_upstream_one() {
+    let a = TestBackend::start("a");
+    let b = TestBackend::start("b");
+    let h2c = TestBackend::start("h2c");
+    let mut yaml = service(&[&a]);
+    yaml.push_str(&ingress("a", Some("a.test"), &[], ""));
+    yaml.push_str(&service(&[&b]).replace("name: svc", "name: svc2"));
+    yaml.push_str(
+        &ingress("b", Some("b.test"), &[("upstream-vhost", "internal.b")], "")
+            .replace("name: svc,", "name: svc2,"),
+    );
+    yaml.push_str(&service(&[&h2c]).replace("name: svc", "name: svc3"));
+    yaml.push_str(
+        &ingress(
+            "h2",
+            Some("h2.test"),
+            &[
+                ("backend-protocol", "H2C"),
+                ("upstream-vhost", "internal.h2"),
+            ],
+            "",
+        )
+        .replace("name: svc,", "name: svc3,"),
+    );
+    let lb = start("l7-authority", &yaml);
+    let port = lb.lb.http_port;
+
+    // Absolute-form: routed by the target's authority, not by Host.
+    let out = raw(
+        port,
+        b"GET http://a.test/x HTTP/1.1\r\nHost: b.test\r\nConnection: close\r\n\r\n",
+        |_| false,
+    );
+    let body = out.split_once("\r\n\r\n").map_or("", |(_, b)| b);
+    let v = json(body.trim());
+    assert_eq!(v["backend"], "a", "{out}");
+    assert_eq!(v["path"], "/x");
+    assert_eq!(v["headers"]["host"], "a.test");
+    assert_eq!(v["headers"]["x-forwarded-host"], "a.test");
+
+    // upstream-vhost over HTTP/1.1.
+    let url = lb.lb.url("/y");
+    let (status, _, body) = fetch(&["-H", "Host: b.test", &url]);
+    assert_eq!(status, 200, "{body}");
+    let v = json(&body);
+    assert_eq!(v["backend"], "b");
+    assert_eq!(v["headers"]["host"], "internal.b");
+    assert_eq!(v["headers"]["x-forwarded-host"], "b.test");
+
+    // upstream-vhost to an h2 backend from an h2 client: the client's :authority is replaced.
+    let out = curl(&["--http2-prior-knowledge", "-H", "Host: h2.test", &url]).expect("h2c");
+    let v = json(&out);
+    assert_eq!(v["backend"], "h2c", "{out}");
+    assert_eq!(v["version"], "HTTP/2.0");
+    assert_eq!(v["authority"], "internal.h2");
+    assert_eq!(v["headers"]["x-forwarded-host"], "h2.test");
+}
+
 fn openssl_san(port: u16, sni: Option<&str>) -> String {
     let mut cmd = Command::new("sh");
     let servername = sni.map_or(String::new(), |s| format!("-servername {s}"));

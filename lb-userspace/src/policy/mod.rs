@@ -11,7 +11,7 @@ pub mod redirect;
 
 use std::net::SocketAddr;
 
-use http::{HeaderValue, Request, Response, StatusCode, Uri, header};
+use http::{HeaderValue, Request, Response, StatusCode, Uri};
 
 use crate::{
     proxy::{Body, local},
@@ -50,8 +50,8 @@ pub fn screen<B>(route: &Route, req: &Request<B>, conn: Conn<'_>) -> Result<(), 
     Ok(())
 }
 
-/// Rewrites the path (regex captures), and sets X-Forwarded-Prefix, the upstream Host and
-/// the configured request headers. `path_and_query` is the original one.
+/// Rewrites the path (regex captures), and sets X-Forwarded-Prefix and the configured
+/// request headers (`upstream-vhost` is the forwarder's: see `forward::Authorities`).
 pub fn rewrite_request<B>(route: &Route, req: &mut Request<B>) {
     let p = &route.policy;
     if let (Some(target), Some(re)) = (&p.rewrite.target, &route.regex) {
@@ -74,9 +74,6 @@ pub fn rewrite_request<B>(route: &Route, req: &mut Request<B>) {
         && let Ok(v) = HeaderValue::from_str(prefix)
     {
         headers.insert("x-forwarded-prefix", v);
-    }
-    if let Some(vhost) = &p.headers.upstream_vhost {
-        headers.insert(header::HOST, vhost.clone());
     }
     for (name, value) in &p.headers.request {
         headers.insert(name.clone(), value.clone());

@@ -52,12 +52,22 @@ impl Forwarded {
     }
 }
 
+/// The authority the client asked for (see `headers::requested_authority`), for
+/// X-Forwarded-Host, and the one the upstream request carries (`upstream-vhost`, else the
+/// client's): its Host header over HTTP/1.1, its `:authority` over h2.
+#[derive(Clone, Debug, Default)]
+pub struct Authorities {
+    pub client: Option<HeaderValue>,
+    pub upstream: Option<HeaderValue>,
+}
+
 /// Forwards `req` to an endpoint of `backend` under `policy`.
 pub async fn forward(
     upstreams: &Upstreams,
     backend: &Arc<Backend>,
     policy: &UpstreamPolicy,
     conn: ConnInfo,
+    authorities: Authorities,
     req: Request<Incoming>,
 ) -> Forwarded {
     if backend.endpoints.is_empty() {
@@ -92,7 +102,19 @@ pub async fn forward(
         return match idx {
             // Boxed, as the other rare branches: the forwarding future is moved into place
             // for every request, and its size is that of its largest branch.
-            Some(i) => Box::pin(upgrade(upstreams, backend, i, policy, conn, req, timeouts)).await,
+            Some(i) => {
+                let to = Endpoint { backend, idx: i };
+                Box::pin(upgrade(
+                    upstreams,
+                    to,
+                    policy,
+                    conn,
+                    authorities,
+                    req,
+                    timeouts,
+                ))
+                .await
+            }
             None => Forwarded::local(StatusCode::SERVICE_UNAVAILABLE, "no endpoint\n"),
         };
     }
@@ -103,8 +125,8 @@ pub async fn forward(
         .get(header::TE)
         .and_then(|v| v.to_str().ok())
         .is_some_and(|v| v.contains("trailers"));
-    let authority = hop_headers(&mut parts, &conn);
-    shape_for_backend(&mut parts, policy, authority, te_trailers);
+    hop_headers(&mut parts, &conn, authorities.client.as_ref());
+    shape_for_backend(&mut parts, policy, authorities.upstream, te_trailers);
 
     let n = backend.endpoints.len();
     let tries = match policy.tries {
@@ -255,33 +277,21 @@ impl Template {
     }
 }
 
-/// Removes hop-by-hop headers and sets the X-Forwarded-* ones for this hop; returns the
-/// authority the client asked for (for the upstream request's URI and Host).
-fn hop_headers(parts: &mut Parts, conn: &ConnInfo) -> Option<HeaderValue> {
-    let authority = authority(parts);
+/// Removes hop-by-hop headers and sets the X-Forwarded-* ones for this hop.
+fn hop_headers(parts: &mut Parts, conn: &ConnInfo, client_authority: Option<&HeaderValue>) {
     headers::strip_hop_by_hop(&mut parts.headers);
     headers::set_forwarded(
         &mut parts.headers,
         conn.peer,
         conn.scheme(),
-        authority.as_ref(),
+        client_authority,
         conn.local_port,
     );
-    authority
 }
 
-/// The authority the client asked for: Host (HTTP/1.1) or :authority (h2).
-fn authority(parts: &Parts) -> Option<HeaderValue> {
-    parts.headers.get(header::HOST).cloned().or_else(|| {
-        parts
-            .uri
-            .authority()
-            .and_then(|a| HeaderValue::from_str(a.as_str()).ok())
-    })
-}
-
-/// HTTP/1.1 backends get an origin-form target and a Host header; h2 backends an absolute
-/// URI (:scheme, :authority) and `te: trailers` when the client sent it (gRPC).
+/// HTTP/1.1 backends get an origin-form target and `authority` as Host; h2 backends an
+/// absolute URI (:scheme, `authority` as :authority) and `te: trailers` when the client
+/// sent it (gRPC).
 fn shape_for_backend(
     parts: &mut Parts,
     policy: &UpstreamPolicy,
@@ -298,10 +308,11 @@ fn shape_for_backend(
         };
         let mut uri = std::mem::take(&mut parts.uri).into_parts();
         uri.scheme = Some(scheme);
-        if uri.authority.is_none() {
-            uri.authority = authority
-                .as_ref()
-                .and_then(|a| http::uri::Authority::try_from(a.as_bytes()).ok());
+        if let Some(a) = authority
+            .as_ref()
+            .and_then(|a| http::uri::Authority::try_from(a.as_bytes()).ok())
+        {
+            uri.authority = Some(a);
         }
         if uri.path_and_query.is_none() {
             uri.path_and_query = Some(http::uri::PathAndQuery::from_static("/"));
@@ -323,9 +334,7 @@ fn shape_for_backend(
                 .unwrap_or_else(|| http::uri::PathAndQuery::from_static("/"));
             parts.uri = Uri::from(pq);
         }
-        if !parts.headers.contains_key(header::HOST)
-            && let Some(a) = authority
-        {
+        if let Some(a) = authority {
             parts.headers.insert(header::HOST, a);
         }
     }
@@ -360,10 +369,8 @@ fn hash_key(parts: &[HashPart], req: &Request<Incoming>, peer: SocketAddr) -> u6
                     .as_bytes(),
             ),
             HashPart::Host => {
-                if let Some(h) = req.headers().get(header::HOST) {
-                    key.extend_from_slice(h.as_bytes());
-                } else if let Some(a) = req.uri().authority() {
-                    key.extend_from_slice(a.as_str().as_bytes());
+                if let Some(a) = headers::requested_authority(req.uri(), req.headers()) {
+                    key.extend_from_slice(a.as_bytes());
                 }
             }
             HashPart::Header(name) => {
@@ -405,24 +412,31 @@ fn is_upgrade(req: &Request<Incoming>) -> bool {
             .any(|t| t.trim().eq_ignore_ascii_case("upgrade"))
 }
 
+/// Where an upgrade goes: endpoint `idx` of `backend`.
+struct Endpoint<'a> {
+    backend: &'a Arc<Backend>,
+    idx: usize,
+}
+
 /// Passes an upgrade (WebSocket) through: the backend's 101 goes to the client, then bytes
 /// are copied both ways until either side closes.
 async fn upgrade(
     upstreams: &Upstreams,
-    backend: &Arc<Backend>,
-    idx: usize,
+    to: Endpoint<'_>,
     policy: &UpstreamPolicy,
     conn: ConnInfo,
+    authorities: Authorities,
     mut req: Request<Incoming>,
     timeouts: Timeouts,
 ) -> Forwarded {
+    let Endpoint { backend, idx } = to;
     let Some(addr) = backend.endpoints.get(idx).copied() else {
         return Forwarded::local(StatusCode::SERVICE_UNAVAILABLE, "no endpoint\n");
     };
     let client_side = hyper::upgrade::on(&mut req);
     let (mut parts, body) = req.into_parts();
     let upgrade_to = parts.headers.get(header::UPGRADE).cloned();
-    let authority = hop_headers(&mut parts, &conn);
+    hop_headers(&mut parts, &conn, authorities.client.as_ref());
     if let Some(u) = upgrade_to.clone() {
         parts.headers.insert(header::UPGRADE, u);
         parts
@@ -438,7 +452,7 @@ async fn upgrade(
             crate::translate::annotations::upstream::BackendProtocol::Http
         };
     }
-    shape_for_backend(&mut parts, &h1_policy, authority, false);
+    shape_for_backend(&mut parts, &h1_policy, authorities.upstream, false);
     let req = Request::from_parts(parts, RequestBody::new(body, policy.body_size));
     let started = Instant::now();
     backend.start(idx);

@@ -1,7 +1,7 @@
 //! Request/response header handling at the proxy boundary (RFC 9110 section 7.6.1).
 use std::{io::Write as _, net::SocketAddr};
 
-use http::{HeaderMap, HeaderName, HeaderValue, header};
+use http::{HeaderMap, HeaderName, HeaderValue, Uri, header, uri};
 
 static X_FORWARDED_FOR: HeaderName = HeaderName::from_static("x-forwarded-for");
 static X_FORWARDED_PROTO: HeaderName = HeaderName::from_static("x-forwarded-proto");
@@ -21,6 +21,50 @@ static HOP_BY_HOP: [&HeaderName; 7] = [
     &header::TRANSFER_ENCODING,
     &header::UPGRADE,
 ];
+
+/// The authority a request asked for, borrowed from it (see [`requested_authority`]).
+#[derive(Clone, Copy, Debug)]
+pub enum Authority<'a> {
+    /// From the request target: HTTP/1.1 absolute-form, or h2's `:authority`.
+    Target(&'a uri::Authority),
+    /// From the Host header.
+    Host(&'a HeaderValue),
+}
+
+impl<'a> Authority<'a> {
+    /// The raw bytes (a Host header need not be UTF-8).
+    pub fn as_bytes(self) -> &'a [u8] {
+        match self {
+            Authority::Target(a) => a.as_str().as_bytes(),
+            Authority::Host(h) => h.as_bytes(),
+        }
+    }
+
+    /// As text; `None` for a Host header that is not UTF-8.
+    pub fn to_str(self) -> Option<&'a str> {
+        std::str::from_utf8(self.as_bytes()).ok()
+    }
+
+    /// As a header value: a Host header is shared, not copied.
+    pub fn to_value(self) -> Option<HeaderValue> {
+        match self {
+            Authority::Target(a) => HeaderValue::from_str(a.as_str()).ok(),
+            Authority::Host(h) => Some(h.clone()),
+        }
+    }
+}
+
+/// The authority the client asked for, the one answer routing, `$host`, X-Forwarded-Host
+/// and the upstream request use: the request target's when it has one (a proxy must
+/// ignore Host for an absolute-form target, RFC 9112 3.2.2; h2's `:authority` wins over
+/// Host, RFC 9113 8.3.1; nginx's `$host` takes the request line's first too), else the
+/// Host header.
+pub fn requested_authority<'a>(uri: &'a Uri, headers: &'a HeaderMap) -> Option<Authority<'a>> {
+    match uri.authority() {
+        Some(a) => Some(Authority::Target(a)),
+        None => headers.get(header::HOST).map(Authority::Host),
+    }
+}
 
 fn is_hop_by_hop(name: &HeaderName) -> bool {
     HOP_BY_HOP.contains(&name)
@@ -97,6 +141,34 @@ pub fn set_forwarded(
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn the_request_target_authority_wins_over_host() {
+        let mut h = HeaderMap::new();
+        h.insert(header::HOST, HeaderValue::from_static("b.example"));
+        let absolute: Uri = "http://a.example:8080/x".parse().expect("uri");
+        let origin: Uri = "/x".parse().expect("uri");
+        let a = requested_authority(&absolute, &h).expect("authority");
+        assert!(matches!(a, Authority::Target(_)));
+        assert_eq!(a.to_str(), Some("a.example:8080"));
+        assert_eq!(
+            a.to_value(),
+            Some(HeaderValue::from_static("a.example:8080"))
+        );
+        let a = requested_authority(&origin, &h).expect("authority");
+        assert!(matches!(a, Authority::Host(_)));
+        assert_eq!(a.as_bytes(), b"b.example");
+        assert!(requested_authority(&origin, &HeaderMap::new()).is_none());
+
+        // A Host that is not UTF-8: the bytes as sent, no text.
+        let mut h = HeaderMap::new();
+        let raw = HeaderValue::from_bytes(b"caf\xe9.example").expect("obs-text is a valid value");
+        h.insert(header::HOST, raw.clone());
+        let a = requested_authority(&origin, &h).expect("authority");
+        assert_eq!(a.as_bytes(), b"caf\xe9.example");
+        assert_eq!(a.to_str(), None);
+        assert_eq!(a.to_value(), Some(raw));
+    }
 
     #[test]
     fn hop_by_hop_and_connection_named_headers_go() {

@@ -18,6 +18,7 @@ use http_body_util::{BodyExt, Full, combinators::BoxBody};
 use hyper::body::Incoming;
 use tokio::{net::TcpListener, sync::watch};
 
+use self::headers::Authority;
 use crate::{
     metrics::observe::{Observer, RequestRecord},
     policy::{self, auth::AuthClient, ratelimit::RateLimiters},
@@ -117,8 +118,15 @@ impl Proxy {
         }
         let table = self.routes.load();
         let peer = info.peer;
+        // The client's authority, kept before any rewrite (X-Forwarded-Host, auth-url).
+        let client_authority =
+            headers::requested_authority(req.uri(), req.headers()).and_then(Authority::to_value);
+        let raw_host = client_authority
+            .as_ref()
+            .and_then(|v| std::str::from_utf8(v.as_bytes()).ok())
+            .unwrap_or("");
         // The record owns the host; the rest of this function borrows it from there.
-        rec.host = request_host(raw_host(&req));
+        rec.host = request_host(raw_host);
         let host = rec.host.as_str();
         let Some(route) = table.lookup(host, req.uri().path()) else {
             return local(StatusCode::NOT_FOUND, "no route for this host and path\n");
@@ -164,7 +172,7 @@ impl Proxy {
                 url: format!(
                     "{}://{}{}",
                     conn.scheme,
-                    raw_host(&req),
+                    raw_host,
                     req.uri().path_and_query().map_or("/", |pq| pq.as_str())
                 ),
             };
@@ -188,8 +196,20 @@ impl Proxy {
         };
         policy::rewrite_request(route, &mut req);
         let upstream_started = Instant::now();
-        let forwarded =
-            forward::forward(&self.upstreams, backend, &route.policy.upstream, info, req).await;
+        let authorities = forward::Authorities {
+            upstream: (route.policy.headers.upstream_vhost.clone())
+                .or_else(|| client_authority.clone()),
+            client: client_authority,
+        };
+        let forwarded = forward::forward(
+            &self.upstreams,
+            backend,
+            &route.policy.upstream,
+            info,
+            authorities,
+            req,
+        )
+        .await;
         rec.upstream_connect = forwarded.connect;
         rec.upstream_addr = forwarded.endpoint;
         rec.upstream_duration = Some(upstream_started.elapsed());
@@ -197,15 +217,6 @@ impl Proxy {
         policy::finish_response(route, origin.as_ref(), &mut resp);
         resp
     }
-}
-
-/// The authority a request names: Host (HTTP/1.1) or :authority (h2), as sent.
-fn raw_host<B>(req: &Request<B>) -> &str {
-    req.headers()
-        .get(header::HOST)
-        .and_then(|h| h.to_str().ok())
-        .or_else(|| req.uri().authority().map(|a| a.as_str()))
-        .unwrap_or("")
 }
 
 /// A response the proxy produces itself.
