@@ -318,3 +318,82 @@ fn rate_limit_source_ranges_and_redirects() {
     assert_eq!(status, 302);
     assert!(head.contains("location: /app/"), "{head}");
 }
+
+#[test]
+fn www_redirect_and_redirect_codes() {
+    let bin = backend_bin();
+    let (_app, port) = start_backend(&bin, "app");
+    let dir = TempDir::new("ann-redirects");
+    let with_host = |yaml: String, host: &str| {
+        yaml.replace("  - http:", &format!("  - host: {host}\n    http:"))
+    };
+    let mut m = service("app", port);
+    m += &with_host(
+        ingress(
+            "models",
+            &[("from-to-www-redirect", "true")],
+            "/",
+            "Prefix",
+            "app",
+        ),
+        "models.test",
+    );
+    m += &ingress(
+        "moved",
+        &[
+            ("permanent-redirect", "https://new.example.com/x"),
+            ("permanent-redirect-code", "308"),
+        ],
+        "/moved",
+        "Prefix",
+        "app",
+    );
+    m += &ingress(
+        "temp",
+        &[("temporal-redirect", "https://elsewhere.example.com/")],
+        "/temp",
+        "Prefix",
+        "app",
+    );
+    m += &ingress(
+        "forced",
+        &[("force-ssl-redirect", "true")],
+        "/secure",
+        "Prefix",
+        "app",
+    );
+    dir.write("m.yaml", &m);
+    let lb = LocalLb::start(&ebpf_lb_bin(&bin), &dir.0);
+
+    // The other host of an Ingress with from-to-www-redirect goes to the Ingress's host...
+    let (status, head, _) = fetch(&["-H", "Host: www.models.test", &lb.url("/v2/x?q=1")]);
+    assert_eq!(status, 308, "{head}");
+    assert!(
+        head.contains("location: http://models.test/v2/x?q=1"),
+        "{head}"
+    );
+    // ...and the Ingress's own host is served.
+    let (status, _, body) = fetch(&["-H", "Host: models.test", &lb.url("/v2/x")]);
+    assert_eq!(status, 200, "{body}");
+    assert_eq!(json(&body)["backend"], "app");
+
+    let (status, head, _) = fetch(&[&lb.url("/moved/a")]);
+    assert_eq!(status, 308);
+    assert!(
+        head.contains("location: https://new.example.com/x"),
+        "{head}"
+    );
+    let (status, head, _) = fetch(&[&lb.url("/temp")]);
+    assert_eq!(status, 302);
+    assert!(
+        head.contains("location: https://elsewhere.example.com/"),
+        "{head}"
+    );
+    // force-ssl-redirect applies although the host has no TLS section.
+    let (status, head, _) = fetch(&["-H", "Host: plain.test", &lb.url("/secure/p?a=b")]);
+    assert_eq!(status, 308);
+    assert!(
+        head.contains("location: https://plain.test/secure/p?a=b"),
+        "{head}"
+    );
+}

@@ -18,13 +18,6 @@ pub fn check<B>(p: &IngressPolicy, req: &Request<B>, conn: Conn<'_>) -> Result<(
         // 308 keeps the method and body (ingress-nginx's default ssl-redirect code).
         return Err(redirect(308, &format!("https://{}{pq}", conn.host)));
     }
-    if p.redirect.from_to_www {
-        let target = match conn.host.strip_prefix("www.") {
-            Some(bare) => bare.to_owned(),
-            None => format!("www.{}", conn.host),
-        };
-        return Err(redirect(308, &format!("{}://{target}{pq}", conn.scheme)));
-    }
     if let Some(root) = &p.rewrite.app_root
         && req.uri().path() == "/"
     {

@@ -128,6 +128,13 @@ impl Proxy {
         // The record owns the host; the rest of this function borrows it from there.
         rec.host = request_host(raw_host);
         let host = rec.host.as_str();
+        if !table.www_redirects.is_empty()
+            && let Some(to) = table.www_redirects.get(host)
+        {
+            let pq = req.uri().path_and_query().map_or("/", |pq| pq.as_str());
+            let location = format!("{}://{to}{pq}", info.scheme());
+            return policy::redirect::redirect(308, &location);
+        }
         let Some(route) = table.lookup(host, req.uri().path()) else {
             return local(StatusCode::NOT_FOUND, "no route for this host and path\n");
         };

@@ -32,6 +32,11 @@ impl<T: Default> HostMatcher<T> {
 }
 
 impl<T> HostMatcher<T> {
+    /// Whether `host` (lower-case) is a rule host itself, not only covered by a wildcard.
+    pub fn has_exact(&self, host: &str) -> bool {
+        self.exact.contains_key(host)
+    }
+
     /// The entry for a request host (already lower-case, without port).
     pub fn lookup(&self, host: &str) -> Option<&T> {
         if let Some(v) = self.exact.get(host) {

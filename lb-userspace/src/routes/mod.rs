@@ -4,7 +4,7 @@
 pub mod host;
 pub mod path;
 
-use std::{fmt, sync::Arc};
+use std::{collections::HashMap, fmt, sync::Arc};
 
 use arc_swap::ArcSwap;
 
@@ -84,6 +84,10 @@ pub struct RouteTable {
     pub tls: Arc<CertTable>,
     /// What a rate-limited request is answered with (ConfigMap `ebpf-lb`).
     pub limit_status: LimitStatus,
+    /// `from-to-www-redirect`: a request for one of these hosts is redirected (308) to the
+    /// host it maps to (`www.foo.com` -> `foo.com` for an Ingress of `foo.com`, and the
+    /// reverse), unless some Ingress has rules for it (as ingress-nginx does).
+    pub www_redirects: HashMap<String, String>,
 }
 
 /// Statuses for requests refused by an Ingress's limits (ingress-nginx's

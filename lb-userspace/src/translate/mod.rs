@@ -126,7 +126,16 @@ fn translate_on(
             }
         }
     }
+    // Hosts whose Ingress asks for `from-to-www-redirect`, oldest Ingress first.
+    let mut www: Vec<(String, IngressRef)> = Vec::new();
     for mut compiled in mains {
+        if compiled.policy.redirect.from_to_www {
+            for host in compiled.routes.iter().filter_map(|(h, _)| h.as_ref()) {
+                if !www.iter().any(|(h, _)| h == host) {
+                    www.push((host.clone(), compiled.ingress.clone()));
+                }
+            }
+        }
         for (host, route) in &mut compiled.routes {
             if let Some(mut c) = canaries.remove(&route_key(host, route)) {
                 for canary in &mut c {
@@ -141,6 +150,7 @@ fn translate_on(
         }
         install(&mut out, compiled);
     }
+    www_redirects(&mut out, www);
     for ((host, path, path_type), orphans) in canaries {
         for c in orphans {
             out.diagnostics.push(Diagnostic::warning(
@@ -399,6 +409,36 @@ fn validate_host(host: &str) -> Result<(), String> {
 
 /// Adds an accepted Ingress's routes; a host+path already taken by an older Ingress stays
 /// with it and the newer one gets a warning.
+/// `from-to-www-redirect` as ingress-nginx does it: for an Ingress of `foo.com`, requests
+/// for `www.foo.com` are redirected to `foo.com` (and for `www.foo.com`, `foo.com` to it),
+/// unless an Ingress has rules for that other host, which are then served as usual.
+fn www_redirects(out: &mut Translation, hosts: Vec<(String, IngressRef)>) {
+    const FIELD: &str = "metadata.annotations[nginx.ingress.kubernetes.io/from-to-www-redirect]";
+    for (host, ingress) in hosts {
+        if host.starts_with("*.") {
+            out.diagnostics.push(Diagnostic::warning(
+                ingress.to_string(),
+                FIELD,
+                format!("ignored for the wildcard host {host:?}"),
+            ));
+            continue;
+        }
+        let other = match host.strip_prefix("www.") {
+            Some(bare) => bare.to_owned(),
+            None => format!("www.{host}"),
+        };
+        if out.routes.hosts.has_exact(&other) {
+            out.diagnostics.push(Diagnostic::warning(
+                ingress.to_string(),
+                FIELD,
+                format!("ignored for host {host:?}: {other:?} has rules of its own"),
+            ));
+            continue;
+        }
+        out.routes.www_redirects.entry(other).or_insert(host);
+    }
+}
+
 fn install(out: &mut Translation, compiled: Compiled) {
     let object = compiled.ingress.to_string();
     out.diagnostics.extend(compiled.warnings);

@@ -219,6 +219,82 @@ spec:
 }
 
 #[test]
+fn from_to_www_redirect_maps_the_other_host_unless_it_has_rules() {
+    let www = |name: &str, created: &str, host: &str| {
+        format!(
+            r#"
+---
+apiVersion: networking.k8s.io/v1
+kind: Ingress
+metadata:
+  name: {name}
+  namespace: ml
+  creationTimestamp: "{created}"
+  annotations: {{nginx.ingress.kubernetes.io/from-to-www-redirect: "true"}}
+spec:
+  ingressClassName: ebpf-lb
+  rules:
+  - host: "{host}"
+    http: {{paths: [{{path: /, pathType: Prefix, backend: {{service: {{name: model, port: {{number: 80}}}}}}}}]}}
+"#
+        )
+    };
+    let rules = |host: &str| {
+        format!(
+            "  - host: {host}\n    http: {{paths: [{{path: /, pathType: Prefix, backend: {{service: {{name: mlflow, port: {{number: 5000}}}}}}}}]}}"
+        )
+    };
+    let yaml = format!(
+        "{SERVICES}{}{}{}{}{}",
+        www("bare", "2026-01-01T00:00:00Z", "models.example"),
+        www("prefixed", "2026-01-01T00:00:01Z", "www.mlflow.example"),
+        www("taken", "2026-01-01T00:00:02Z", "serve.example"),
+        ingress(
+            "other",
+            "2026-01-01T00:00:03Z",
+            "ebpf-lb",
+            &rules("www.serve.example")
+        ),
+        www("wild", "2026-01-01T00:00:04Z", "*.wild.example"),
+    );
+    let t = translate(&snapshot(&yaml), &ClassFilter::default());
+    let w = &t.routes.www_redirects;
+    assert_eq!(
+        w.get("www.models.example").map(String::as_str),
+        Some("models.example")
+    );
+    assert_eq!(
+        w.get("mlflow.example").map(String::as_str),
+        Some("www.mlflow.example")
+    );
+    // The Ingress's own host is served, not redirected.
+    assert!(!w.contains_key("models.example"));
+    assert_eq!(
+        lookup(&t, "models.example", "/x").as_deref(),
+        Some("ml/bare ml/model:80")
+    );
+    // An Ingress of the other host keeps it; the annotation is ignored, with a warning.
+    assert!(!w.contains_key("www.serve.example"));
+    assert_eq!(
+        lookup(&t, "www.serve.example", "/").as_deref(),
+        Some("ml/other ml/mlflow:5000")
+    );
+    assert_eq!(w.len(), 2, "{w:?}");
+    let warnings: Vec<String> = t.diagnostics.iter().map(|d| d.to_string()).collect();
+    assert_eq!(warnings.len(), 2, "{warnings:?}");
+    assert!(
+        warnings[0].contains("ml/taken")
+            && warnings[0].contains("from-to-www-redirect")
+            && warnings[0].contains("\"www.serve.example\" has rules of its own"),
+        "{warnings:?}"
+    );
+    assert!(
+        warnings[1].contains("ml/wild") && warnings[1].contains("wildcard"),
+        "{warnings:?}"
+    );
+}
+
+#[test]
 fn class_selection_rules() {
     let base = format!(
         "{SERVICES}\n---\napiVersion: networking.k8s.io/v1\nkind: Ingress\nmetadata: {{name: noclass, namespace: ml}}\nspec: {{defaultBackend: {{service: {{name: model, port: {{number: 80}}}}}}}}\n"

@@ -10,7 +10,7 @@ pub struct RedirectPolicy {
     pub force_ssl_redirect: bool,
     /// Every request answered with this redirect (code, location).
     pub to: Option<(u16, String)>,
-    /// `www.host` <-> `host` redirect.
+    /// `www.host` <-> `host` redirect (built into `RouteTable::www_redirects`).
     pub from_to_www: bool,
 }
 
