@@ -55,3 +55,83 @@ fn set(h: &mut HeaderMap, name: header::HeaderName, value: &str) {
         h.insert(name, v);
     }
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::translate::annotations::cors::DEFAULT_METHODS;
+
+    fn policy(origins: &[&str], credentials: bool, expose: &str) -> CorsPolicy {
+        CorsPolicy {
+            origins: origins.iter().map(|o| o.to_string()).collect(),
+            methods: DEFAULT_METHODS.into(),
+            headers: "X-Model,Content-Type".into(),
+            expose_headers: expose.into(),
+            credentials,
+            max_age: 600,
+        }
+    }
+
+    fn request(method: Method, headers: &[(&str, &str)]) -> Request<()> {
+        let mut b = Request::builder().method(method).uri("/infer");
+        for (k, v) in headers {
+            b = b.header(*k, *v);
+        }
+        b.body(()).expect("request")
+    }
+
+    #[test]
+    fn preflight_is_answered_only_for_options_with_a_requested_method() {
+        let p = policy(&["https://app.example.com"], false, "");
+        assert!(preflight(&p, &request(Method::OPTIONS, &[])).is_none());
+        assert!(
+            preflight(
+                &p,
+                &request(Method::POST, &[("access-control-request-method", "POST")])
+            )
+            .is_none()
+        );
+        let resp = preflight(
+            &p,
+            &request(
+                Method::OPTIONS,
+                &[
+                    ("origin", "https://app.example.com"),
+                    ("access-control-request-method", "POST"),
+                ],
+            ),
+        )
+        .expect("preflight");
+        assert_eq!(resp.status(), StatusCode::NO_CONTENT);
+        let h = resp.headers();
+        assert_eq!(h["access-control-allow-origin"], "https://app.example.com");
+        assert_eq!(h["access-control-allow-methods"], DEFAULT_METHODS);
+        assert_eq!(h["access-control-allow-headers"], "X-Model,Content-Type");
+        assert_eq!(h["access-control-max-age"], "600");
+        assert_eq!(h["vary"], "Origin");
+        assert!(!h.contains_key("access-control-allow-credentials"));
+        assert!(!h.contains_key(header::CONTENT_TYPE));
+    }
+
+    #[test]
+    fn responses_are_decorated_for_allowed_origins_only() {
+        let p = policy(&["https://app.example.com"], true, "X-Request-ID");
+        let mut h = HeaderMap::new();
+        decorate(&p, Some("https://evil.example.com"), &mut h);
+        assert!(h.is_empty(), "{h:?}");
+        decorate(&p, None, &mut h);
+        assert!(h.is_empty(), "{h:?}");
+        decorate(&p, Some("https://app.example.com"), &mut h);
+        assert_eq!(h["access-control-allow-origin"], "https://app.example.com");
+        assert_eq!(h["access-control-allow-credentials"], "true");
+        assert_eq!(h["access-control-expose-headers"], "X-Request-ID");
+        assert_eq!(h["vary"], "Origin");
+
+        // "*" without credentials: a literal "*" and no Vary.
+        let any = policy(&["*"], false, "");
+        let mut h = HeaderMap::new();
+        decorate(&any, Some("https://x.example.com"), &mut h);
+        assert_eq!(h["access-control-allow-origin"], "*");
+        assert!(!h.contains_key("vary"));
+    }
+}

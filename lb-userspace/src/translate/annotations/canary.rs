@@ -166,5 +166,19 @@ mod tests {
             Decision::Canary,
             "falls through to the cookie"
         );
+        // canary-by-header-pattern: a match routes to the canary; no match (and no cookie)
+        // leaves it to the weight, "never" included (only without value and pattern is
+        // "never" a forced main).
+        let with_pattern = CanaryPolicy {
+            header_pattern: Some(regex::Regex::new("^(v2|v3)-.*$").expect("regex")),
+            by_cookie: None,
+            ..policy()
+        };
+        h.insert("x-canary", http::HeaderValue::from_static("v3-beta"));
+        assert_eq!(with_pattern.decide(&h), Decision::Canary);
+        for other in ["v4-beta", "never"] {
+            h.insert("x-canary", http::HeaderValue::from_static(other));
+            assert_eq!(with_pattern.decide(&h), Decision::Weight, "{other}");
+        }
     }
 }
