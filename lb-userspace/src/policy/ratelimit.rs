@@ -150,6 +150,31 @@ mod tests {
     }
 
     #[test]
+    fn whitelisted_sources_are_never_limited() {
+        let l = RateLimiters::default();
+        let ing = IngressRef {
+            namespace: "ns".into(),
+            name: "i".into(),
+        };
+        let p = RateLimitPolicy {
+            whitelist: vec!["198.18.0.0/30".parse().expect("cidr")],
+            ..policy(1.0, 1.0, Some(1))
+        };
+        let t0 = Instant::now();
+        let inside: IpAddr = "198.18.0.2".parse().expect("ip");
+        let outside: IpAddr = "198.18.0.9".parse().expect("ip");
+        let mut slots = Vec::new();
+        for _ in 0..10 {
+            let admitted = l.admit(&ing, &p, inside, t0);
+            assert!(matches!(admitted, Ok(None)), "no slot taken either");
+            slots.push(admitted);
+        }
+        let first = l.admit(&ing, &p, outside, t0);
+        assert!(first.is_ok());
+        assert!(l.admit(&ing, &p, outside, t0).is_err());
+    }
+
+    #[test]
     fn bucket_refills_at_the_rate() {
         let l = RateLimiters::default();
         let ing = IngressRef {

@@ -54,3 +54,62 @@ pub fn parse(r: &Reader<'_>) -> Option<RateLimitPolicy> {
         whitelist,
     })
 }
+
+#[cfg(test)]
+mod tests {
+    use std::collections::BTreeMap;
+
+    use crate::{diagnostics::Severity, translate::annotations};
+
+    fn parse(pairs: &[(&str, &str)]) -> (Option<super::RateLimitPolicy>, Vec<String>) {
+        let a: BTreeMap<String, String> = pairs
+            .iter()
+            .map(|(k, v)| (format!("nginx.ingress.kubernetes.io/{k}"), v.to_string()))
+            .collect();
+        let (p, d) = annotations::parse(&a, "ns/i");
+        let errors = d
+            .iter()
+            .filter(|d| d.severity == Severity::Error)
+            .map(|d| d.to_string())
+            .collect();
+        (p.rate_limit, errors)
+    }
+
+    #[test]
+    fn rates_bursts_connections_and_whitelist() {
+        assert_eq!(parse(&[]).0, None);
+        // limit-rpm alone: per second; burst = rate x 5 (ingress-nginx's multiplier).
+        let p = parse(&[("limit-rpm", "120")]).0.expect("policy");
+        assert_eq!((p.rate_per_sec, p.burst), (Some(2.0), 10.0));
+        // Both: the stricter; an explicit multiplier.
+        let (p, e) = parse(&[
+            ("limit-rps", "5"),
+            ("limit-rpm", "60"),
+            ("limit-burst-multiplier", "3"),
+        ]);
+        assert!(e.is_empty(), "{e:?}");
+        let p = p.expect("policy");
+        assert_eq!((p.rate_per_sec, p.burst), (Some(1.0), 3.0));
+        // A slow rate still allows one request at once.
+        let p = parse(&[("limit-rpm", "6")]).0.expect("policy");
+        assert_eq!(p.burst, 1.0);
+        // Connections only; whitelist of ranges.
+        let p = parse(&[
+            ("limit-connections", "3"),
+            ("limit-whitelist", "198.18.0.0/24, 2001:db8::1"),
+        ])
+        .0
+        .expect("policy");
+        assert_eq!((p.rate_per_sec, p.connections), (None, Some(3)));
+        assert_eq!(p.whitelist.len(), 2);
+        // Zero is refused, naming the annotation.
+        let (_, e) = parse(&[("limit-rps", "0")]);
+        assert!(
+            e.iter()
+                .any(|e| e.contains("limit-rps") && e.contains("greater than 0")),
+            "{e:?}"
+        );
+        let (_, e) = parse(&[("limit-rpm", "many")]);
+        assert!(e.iter().any(|e| e.contains("limit-rpm")), "{e:?}");
+    }
+}
