@@ -1,6 +1,7 @@
 //! The L7 proxy end to end on loopback: the real `ebpf-lb run`, in-process backends
 //! (`tests::l7`), real curl / openssl / raw sockets. HTTP/1.1, h2c and h2 over TLS (ALPN),
-//! SNI, WebSocket, SSE streaming, balancing and affinity, retries and ejection when a
+//! SNI, WebSocket, SSE streaming, balancing and affinity, retries on the statuses in
+//! `proxy-next-upstream`, retries and ejection when a
 //! backend dies, request limits and smuggling attempts, a 100 MB upload with the proxy's
 //! memory bounded, graceful shutdown with a request in flight.
 use std::{
@@ -383,7 +384,12 @@ fn round_robin_hashing_and_cookie_affinity() {
     yaml.push_str(&ingress(
         "sticky",
         Some("sticky.test"),
-        &[("affinity", "cookie"), ("session-cookie-name", "route")],
+        &[
+            ("affinity", "cookie"),
+            ("session-cookie-name", "route"),
+            ("session-cookie-path", "/models"),
+            ("session-cookie-max-age", "3600"),
+        ],
         "",
     ));
     let lb = start("l7-balance", &yaml);
@@ -421,10 +427,15 @@ fn round_robin_hashing_and_cookie_affinity() {
     // Cookie affinity: the first answer sets the cookie, which then pins the backend.
     let (_, head, body) = fetch(&["-H", "Host: sticky.test", &url]);
     let pinned = json(&body)["backend"].as_str().expect("backend").to_owned();
-    let cookie = head
+    let set_cookie = head
         .lines()
         .find_map(|l| l.strip_prefix("set-cookie: "))
-        .expect("set-cookie")
+        .expect("set-cookie");
+    // (fetch gives the head lower-cased.)
+    for attribute in ["path=/models", "max-age=3600", "httponly"] {
+        assert!(set_cookie.contains(attribute), "{set_cookie}");
+    }
+    let cookie = set_cookie
         .split(';')
         .next()
         .expect("cookie pair")
@@ -440,6 +451,82 @@ fn round_robin_hashing_and_cookie_affinity() {
             ]),
             pinned
         );
+    }
+}
+
+/// A backend that answers every request with 503 (and keeps the connection).
+fn always_503() -> u16 {
+    let listener = std::net::TcpListener::bind("127.0.0.1:0").expect("bind");
+    let port = listener.local_addr().expect("addr").port();
+    std::thread::spawn(move || {
+        for stream in listener.incoming().flatten() {
+            std::thread::spawn(move || {
+                let mut s = stream;
+                let mut buf = [0u8; 4096];
+                let mut seen = Vec::new();
+                while let Ok(n) = s.read(&mut buf) {
+                    if n == 0 {
+                        return;
+                    }
+                    seen.extend_from_slice(&buf[..n]);
+                    // Requests without a body (GET, and the empty POST below).
+                    while let Some(end) = seen.windows(4).position(|w| w == b"\r\n\r\n") {
+                        seen.drain(..end + 4);
+                        let answer =
+                            b"HTTP/1.1 503 Service Unavailable\r\ncontent-length: 4\r\n\r\nbusy";
+                        if s.write_all(answer).is_err() {
+                            return;
+                        }
+                    }
+                }
+            });
+        }
+    });
+    port
+}
+
+#[test]
+fn statuses_in_proxy_next_upstream_are_retried_for_idempotent_requests() {
+    let good = TestBackend::start("good");
+    let bad = always_503();
+    let mut yaml = service_on(&[good.addr.port(), bad]);
+    yaml.push_str(&ingress(
+        "retry",
+        Some("retry.test"),
+        &[
+            ("proxy-next-upstream", "error timeout http_503"),
+            ("proxy-next-upstream-tries", "2"),
+        ],
+        "",
+    ));
+    yaml.push_str(&ingress("plain", Some("plain.test"), &[], ""));
+    let lb = start("l7-next-upstream", &yaml);
+    let url = lb.lb.url("/");
+    // Round robin sends every other request to the 503 backend. Without http_503 in the
+    // list (the default "error timeout"), the 503 is the answer.
+    let statuses: Vec<u16> = (0..4)
+        .map(|_| fetch(&["-H", "Host: plain.test", &url]).0)
+        .collect();
+    assert_eq!(
+        statuses.iter().filter(|s| **s == 503).count(),
+        2,
+        "{statuses:?}"
+    );
+    // A POST is not idempotent: never sent twice, even with http_503 in the list.
+    let statuses: Vec<u16> = (0..4)
+        .map(|_| fetch(&["-X", "POST", "-H", "Host: retry.test", &url]).0)
+        .collect();
+    assert_eq!(
+        statuses.iter().filter(|s| **s == 503).count(),
+        2,
+        "{statuses:?}"
+    );
+    // With it, each GET that meets the 503 backend is retried on the good one (the
+    // failures also eject that endpoint for a while, as they should).
+    for i in 0..10 {
+        let (status, _, body) = fetch(&["-H", "Host: retry.test", &url]);
+        assert_eq!(status, 200, "request {i}: {body}");
+        assert_eq!(json(&body)["backend"], "good");
     }
 }
 
