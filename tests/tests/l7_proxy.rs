@@ -1,9 +1,9 @@
 //! The L7 proxy end to end on loopback: the real `ebpf-lb run`, in-process backends
 //! (`tests::l7`), real curl / openssl / raw sockets. HTTP/1.1, h2c and h2 over TLS (ALPN),
 //! SNI, WebSocket, SSE streaming, balancing and affinity, retries on the statuses in
-//! `proxy-next-upstream`, retries and ejection when a
-//! backend dies, request limits and smuggling attempts, a 100 MB upload with the proxy's
-//! memory bounded, graceful shutdown with a request in flight.
+//! `proxy-next-upstream`, retries and ejection when a backend dies, request limits and
+//! smuggling attempts, a 100 MB upload with the proxy's memory bounded, graceful shutdown
+//! with a request in flight.
 use std::{
     io::{Read as _, Write as _},
     net::TcpStream,
