@@ -295,6 +295,107 @@ spec:
 }
 
 #[test]
+fn default_backend_annotation_and_service_upstream() {
+    let annotated = |name: &str, annotations: &str, svc: &str| {
+        format!(
+            r#"
+---
+apiVersion: networking.k8s.io/v1
+kind: Ingress
+metadata:
+  name: {name}
+  namespace: ml
+  annotations: {{{annotations}}}
+spec:
+  ingressClassName: ebpf-lb
+  rules:
+  - host: {name}.example
+    http: {{paths: [{{path: /, pathType: Prefix, backend: {{service: {{name: {svc}, port: {{number: 80}}}}}}}}]}}
+"#
+        )
+    };
+    let empty = r#"
+---
+apiVersion: v1
+kind: Service
+metadata: {name: empty, namespace: ml}
+spec: {ports: [{port: 80}]}
+---
+apiVersion: v1
+kind: Service
+metadata: {name: clustered, namespace: ml}
+spec: {clusterIP: 198.18.9.9, ports: [{port: 80, targetPort: 8080}]}
+---
+apiVersion: discovery.k8s.io/v1
+kind: EndpointSlice
+metadata: {name: clustered-1, namespace: ml, labels: {kubernetes.io/service-name: clustered}}
+addressType: IPv4
+ports: [{port: 8080}]
+endpoints: [{addresses: ["198.18.3.3"]}]
+"#;
+    let yaml = format!(
+        "{SERVICES}{empty}{}{}{}{}",
+        annotated(
+            "fallback",
+            "nginx.ingress.kubernetes.io/default-backend: mlflow",
+            "empty"
+        ),
+        annotated(
+            "direct",
+            "nginx.ingress.kubernetes.io/service-upstream: \"true\"",
+            "clustered"
+        ),
+        annotated("pods", "", "clustered"),
+        annotated(
+            "missing",
+            "nginx.ingress.kubernetes.io/default-backend: nope",
+            "empty"
+        ),
+    );
+    let t = translate(&snapshot(&yaml), &ClassFilter::default());
+    let route = |host: &str| t.routes.lookup(host, "/").expect(host);
+    // default-backend: the route keeps its own (endpoint-less) backend and falls back to
+    // the named Service's first port.
+    let r = route("fallback.example");
+    assert!(r.backend.endpoints.is_empty());
+    let fallback = r.fallback.as_ref().expect("fallback");
+    assert_eq!(
+        fallback.endpoints,
+        vec![
+            "198.18.2.2:5000"
+                .parse::<std::net::SocketAddr>()
+                .expect("addr")
+        ]
+    );
+    // service-upstream: the ClusterIP and Service port instead of the pods.
+    assert_eq!(
+        route("direct.example").backend.endpoints,
+        vec![
+            "198.18.9.9:80"
+                .parse::<std::net::SocketAddr>()
+                .expect("addr")
+        ]
+    );
+    assert_eq!(
+        route("pods.example").backend.endpoints,
+        vec![
+            "198.18.3.3:8080"
+                .parse::<std::net::SocketAddr>()
+                .expect("addr")
+        ]
+    );
+    // A default-backend that does not exist rejects the Ingress, naming the annotation.
+    assert!(t.routes.lookup("missing.example", "/").is_none());
+    let lines: Vec<String> = t.diagnostics.iter().map(|d| d.to_string()).collect();
+    assert!(
+        lines.iter().any(|l| l.starts_with(
+            "ml/missing: metadata.annotations[nginx.ingress.kubernetes.io/default-backend]"
+        )),
+        "{lines:?}"
+    );
+}
+
+#[test]
 fn class_selection_rules() {
     let base = format!(
         "{SERVICES}\n---\napiVersion: networking.k8s.io/v1\nkind: Ingress\nmetadata: {{name: noclass, namespace: ml}}\nspec: {{defaultBackend: {{service: {{name: model, port: {{number: 80}}}}}}}}\n"
