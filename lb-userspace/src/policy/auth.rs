@@ -141,11 +141,107 @@ fn encode(s: &str) -> String {
 
 #[cfg(test)]
 mod tests {
+    use http::Uri;
+    use tokio::io::{AsyncReadExt as _, AsyncWriteExt as _};
+
+    use super::*;
+
+    /// A one-request auth service: answers `answer` and hands back the request head.
+    async fn auth_service(answer: &'static str) -> (Uri, tokio::task::JoinHandle<String>) {
+        let listener = tokio::net::TcpListener::bind("127.0.0.1:0")
+            .await
+            .expect("bind");
+        let url: Uri = format!("http://{}/check", listener.local_addr().expect("addr"))
+            .parse()
+            .expect("url");
+        let seen = tokio::spawn(async move {
+            let (mut s, _) = listener.accept().await.expect("accept");
+            let mut head = Vec::new();
+            let mut buf = [0u8; 4096];
+            while !head.windows(4).any(|w| w == b"\r\n\r\n") {
+                let n = s.read(&mut buf).await.expect("read");
+                assert!(n > 0, "closed before the head");
+                head.extend_from_slice(&buf[..n]);
+            }
+            s.write_all(answer.as_bytes()).await.expect("write");
+            String::from_utf8_lossy(&head).to_lowercase()
+        });
+        (url, seen)
+    }
+
+    fn policy(url: Uri) -> AuthPolicy {
+        AuthPolicy {
+            url,
+            method: http::Method::POST,
+            signin: None,
+            response_headers: vec![header::HeaderName::from_static("x-auth-user")],
+            proxy_set_headers_configmap: Some("ml/auth-headers".into()),
+            proxy_set_headers: vec![(
+                header::HeaderName::from_static("x-tenant"),
+                HeaderValue::from_static("mlops"),
+            )],
+        }
+    }
+
+    #[tokio::test]
+    async fn the_subrequest_carries_auth_method_original_and_configured_headers() {
+        let (url, seen) = auth_service(
+            "HTTP/1.1 200 OK\r\nx-auth-user: alice\r\nx-other: no\r\ncontent-length: 0\r\n\r\n",
+        )
+        .await;
+        let mut headers = HeaderMap::new();
+        headers.insert(header::HOST, HeaderValue::from_static("models.example"));
+        headers.insert(header::AUTHORIZATION, HeaderValue::from_static("Bearer t"));
+        headers.insert(header::CONTENT_LENGTH, HeaderValue::from_static("12"));
+        let original = Original {
+            method: &http::Method::PUT,
+            headers: &headers,
+            url: "https://models.example/v2/infer?x=1".into(),
+        };
+        let copied = AuthClient::default()
+            .check(&policy(url), original)
+            .await
+            .expect("allowed");
+        assert_eq!(
+            copied,
+            vec![(
+                header::HeaderName::from_static("x-auth-user"),
+                HeaderValue::from_static("alice")
+            )]
+        );
+        let head = seen.await.expect("auth service");
+        // auth-method, not the client's method; the client's headers but not its Host or
+        // body framing; the original URL and method; auth-proxy-set-headers.
+        assert!(head.starts_with("post /check http/1.1\r\n"), "{head}");
+        assert!(head.contains("authorization: bearer t\r\n"), "{head}");
+        assert!(!head.contains("host: models.example"), "{head}");
+        assert!(!head.contains("content-length: 12"), "{head}");
+        assert!(
+            head.contains("x-original-url: https://models.example/v2/infer?x=1\r\n"),
+            "{head}"
+        );
+        assert!(head.contains("x-original-method: put\r\n"), "{head}");
+        assert!(head.contains("x-tenant: mlops\r\n"), "{head}");
+    }
+
+    #[tokio::test]
+    async fn an_unexpected_auth_status_refuses_with_500() {
+        let (url, _seen) =
+            auth_service("HTTP/1.1 302 Found\r\nlocation: /x\r\ncontent-length: 0\r\n\r\n").await;
+        let headers = HeaderMap::new();
+        let original = Original {
+            method: &http::Method::GET,
+            headers: &headers,
+            url: "http://a/".into(),
+        };
+        let Err(resp) = AuthClient::default().check(&policy(url), original).await else {
+            panic!("a 302 from the auth service let the request through");
+        };
+        assert_eq!(resp.status(), StatusCode::INTERNAL_SERVER_ERROR);
+    }
+
     #[test]
     fn rd_is_encoded() {
-        assert_eq!(
-            super::encode("http://a/b?c=d e"),
-            "http%3A%2F%2Fa%2Fb%3Fc%3Dd%20e"
-        );
+        assert_eq!(encode("http://a/b?c=d e"), "http%3A%2F%2Fa%2Fb%3Fc%3Dd%20e");
     }
 }
