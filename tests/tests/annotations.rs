@@ -1,6 +1,7 @@
 //! ingress-nginx annotations through the real daemon on loopback: the seed's regex path
 //! with rewrite and CORS, canary by weight / header / cookie, auth-url, rate limits, source
-//! ranges, redirects. Real `ebpf-lb`, real echo backends, real curl.
+//! ranges, redirects (codes, force-ssl, from-to-www), custom and response headers. Real
+//! `ebpf-lb`, real echo backends, real curl.
 use std::path::PathBuf;
 
 use tests::local::{LocalLb, TempDir, ebpf_lb_bin, fetch, start_backend};
@@ -396,4 +397,39 @@ fn www_redirect_and_redirect_codes() {
         head.contains("location: https://plain.test/secure/p?a=b"),
         "{head}"
     );
+}
+
+#[test]
+fn custom_and_response_headers_reach_the_client() {
+    let bin = backend_bin();
+    let (_app, port) = start_backend(&bin, "app");
+    let dir = TempDir::new("ann-headers");
+    let mut m = service("app", port);
+    m += "---\napiVersion: v1\nkind: ConfigMap\nmetadata: {name: resp-headers, namespace: ml}\n\
+          data: {X-Served-By: ebpf-lb, Cache-Control: no-store}\n";
+    m += &ingress(
+        "headers",
+        &[
+            ("custom-headers", "ml/resp-headers"),
+            (
+                "ebpf-lb.io/response-headers",
+                "Seldon-Model: fraud-detector",
+            ),
+        ],
+        "/",
+        "Prefix",
+        "app",
+    );
+    dir.write("m.yaml", &m);
+    let lb = LocalLb::start(&ebpf_lb_bin(&bin), &dir.0);
+
+    let (status, head, body) = fetch(&[&lb.url("/predict")]);
+    assert_eq!(status, 200, "{body}");
+    for line in [
+        "x-served-by: ebpf-lb",
+        "cache-control: no-store",
+        "seldon-model: fraud-detector",
+    ] {
+        assert!(head.contains(line), "{line} missing: {head}");
+    }
 }
