@@ -522,6 +522,49 @@ fn invalid_regex_and_missing_configmap_reject_the_ingress() {
 }
 
 #[test]
+fn canary_weight_is_a_share_of_canary_weight_total() {
+    let rule = "  - host: w.example\n    http: {paths: [{path: /, pathType: Prefix, backend: {service: {name: mlflow, port: {number: 5000}}}}]}";
+    let main = ingress(
+        "main",
+        "2026-01-01T00:00:00Z",
+        "ebpf-lb",
+        &rule.replace(
+            "name: mlflow, port: {number: 5000}",
+            "name: model, port: {number: 80}",
+        ),
+    );
+    let table = |weight: &str, total: &str| {
+        let canary = ingress("canary", "2026-01-02T00:00:00Z", "ebpf-lb", rule).replace(
+            "creationTimestamp: \"2026-01-02T00:00:00Z\"}",
+            &format!(
+                "creationTimestamp: \"2026-01-02T00:00:00Z\", annotations: {{nginx.ingress.kubernetes.io/canary: \"true\", nginx.ingress.kubernetes.io/canary-weight: \"{weight}\", nginx.ingress.kubernetes.io/canary-weight-total: \"{total}\"}}}}"
+            ),
+        );
+        let t = translate(
+            &snapshot(&format!("{SERVICES}{main}{canary}")),
+            &ClassFilter::default(),
+        );
+        assert!(t.diagnostics.is_empty(), "{:?}", t.diagnostics);
+        t
+    };
+    let share = |t: &Translation| {
+        let r = t.routes.lookup("w.example", "/").expect("route");
+        let headers = http::HeaderMap::new();
+        let n = 4000;
+        let canary = (0..n)
+            .filter(|_| crate::policy::canary::choose(r, &headers).1.is_some())
+            .count();
+        canary as f64 / f64::from(n)
+    };
+    assert_eq!(share(&table("1000", "1000")), 1.0);
+    assert_eq!(share(&table("0", "1000")), 0.0);
+    // 30 of 60 is a half (of the default total of 100 it would be 30%); 4000 draws put the
+    // share within +-4 points with overwhelming probability.
+    let half = share(&table("30", "60"));
+    assert!((0.46..=0.54).contains(&half), "{half}");
+}
+
+#[test]
 fn canary_attaches_to_the_main_route() {
     let main = ingress(
         "main",
