@@ -700,6 +700,36 @@ fn a_100_mb_upload_streams_through_with_proxy_memory_bounded() {
 }
 
 #[test]
+fn limit_connections_counts_requests_in_flight_per_client() {
+    let b = TestBackend::start("slow");
+    let mut yaml = service(&[&b]);
+    yaml.push_str(&ingress("conns", None, &[("limit-connections", "1")], ""));
+    let lb = start("l7-limit-connections", &yaml);
+    // A server-sent event stream that stays open until the gate opens: in flight for as
+    // long as it streams, not only until its response head.
+    let sse_url = lb.lb.url("/sse");
+    let held = std::thread::spawn(move || fetch(&[&sse_url]));
+    wait_until(Duration::from_secs(10), || {
+        (b.hits.load(Ordering::Relaxed) > 0).then_some(())
+    })
+    .expect("the stream reached the backend");
+    let url = lb.lb.url("/");
+    // The same client's second request while the first is in flight: refused.
+    assert_eq!(fetch(&[&url]).0, 503);
+    // Another client has its own count.
+    assert_eq!(fetch(&["--interface", "127.0.0.2", &url]).0, 200);
+    b.gate.open();
+    let (status, _, body) = held.join().expect("client thread");
+    assert_eq!(status, 200);
+    assert_eq!(body, "data: first\n\ndata: second\n\n");
+    // The slot is free again once the stream has ended.
+    wait_until(Duration::from_secs(5), || {
+        (fetch(&[&url]).0 == 200).then_some(())
+    })
+    .expect("a request after the stream ended");
+}
+
+#[test]
 fn graceful_shutdown_lets_the_request_in_flight_finish() {
     let b = TestBackend::start("slow");
     let mut yaml = service(&[&b]);

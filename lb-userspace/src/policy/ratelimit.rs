@@ -5,9 +5,13 @@
 use std::{
     collections::HashMap,
     net::IpAddr,
+    pin::Pin,
     sync::{Arc, Mutex},
+    task::{Context, Poll},
     time::{Duration, Instant},
 };
+
+use hyper::body::{Body, Frame, SizeHint};
 
 use crate::{routes::IngressRef, translate::annotations::ratelimit::RateLimitPolicy};
 
@@ -43,6 +47,48 @@ pub struct Limited {
 pub struct ConnSlot {
     conns: Arc<Mutex<HashMap<IpAddr, u32>>>,
     ip: IpAddr,
+}
+
+impl ConnSlot {
+    /// `body` holding this slot until it ends or is dropped: a streamed response (SSE, token
+    /// streaming) is in flight for as long as it streams, as nginx's `limit_conn` counts a
+    /// request until it is finished, not until its response head.
+    pub fn hold<B>(self, body: B) -> Holding<B> {
+        Holding {
+            body,
+            slot: Some(self),
+        }
+    }
+}
+
+/// A response body holding a [`ConnSlot`] (see [`ConnSlot::hold`]).
+pub struct Holding<B> {
+    body: B,
+    slot: Option<ConnSlot>,
+}
+
+impl<B: Body + Unpin> Body for Holding<B> {
+    type Data = B::Data;
+    type Error = B::Error;
+
+    fn poll_frame(
+        mut self: Pin<&mut Self>,
+        cx: &mut Context<'_>,
+    ) -> Poll<Option<Result<Frame<B::Data>, B::Error>>> {
+        let polled = Pin::new(&mut self.body).poll_frame(cx);
+        if let Poll::Ready(None | Some(Err(_))) = polled {
+            self.slot = None;
+        }
+        polled
+    }
+
+    fn is_end_stream(&self) -> bool {
+        self.body.is_end_stream()
+    }
+
+    fn size_hint(&self) -> SizeHint {
+        self.body.size_hint()
+    }
 }
 
 impl Drop for ConnSlot {

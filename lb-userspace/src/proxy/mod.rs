@@ -147,7 +147,7 @@ impl Proxy {
         if let Err(resp) = policy::screen(route, &req, conn) {
             return resp;
         }
-        let _slot = match &route.policy.rate_limit {
+        let slot = match &route.policy.rate_limit {
             Some(limit) => {
                 let ip = canonical(peer.ip());
                 match self
@@ -222,7 +222,11 @@ impl Proxy {
         rec.upstream_duration = Some(upstream_started.elapsed());
         let mut resp = forwarded.response;
         policy::finish_response(route, origin.as_ref(), &mut resp);
-        resp
+        match slot {
+            // limit-connections: the request is in flight until its body has been sent.
+            Some(slot) => resp.map(|body| slot.hold(body).boxed()),
+            None => resp,
+        }
     }
 }
 
