@@ -456,6 +456,11 @@ fn round_robin_hashing_and_cookie_affinity() {
 
 /// A backend that answers every request with 503 (and keeps the connection).
 fn always_503() -> u16 {
+    always_503_after(Duration::ZERO)
+}
+
+/// [`always_503`], answering each request `delay` after it arrived.
+fn always_503_after(delay: Duration) -> u16 {
     let listener = std::net::TcpListener::bind("127.0.0.1:0").expect("bind");
     let port = listener.local_addr().expect("addr").port();
     std::thread::spawn(move || {
@@ -472,6 +477,7 @@ fn always_503() -> u16 {
                     // Requests without a body (GET, and the empty POST below).
                     while let Some(end) = seen.windows(4).position(|w| w == b"\r\n\r\n") {
                         seen.drain(..end + 4);
+                        std::thread::sleep(delay);
                         let answer =
                             b"HTTP/1.1 503 Service Unavailable\r\ncontent-length: 4\r\n\r\nbusy";
                         if s.write_all(answer).is_err() {
@@ -527,6 +533,60 @@ fn statuses_in_proxy_next_upstream_are_retried_for_idempotent_requests() {
         let (status, _, body) = fetch(&["-H", "Host: retry.test", &url]);
         assert_eq!(status, 200, "request {i}: {body}");
         assert_eq!(json(&body)["backend"], "good");
+    }
+}
+
+#[test]
+fn retries_that_run_out_of_time_or_endpoints_pass_the_last_response_on() {
+    let good = TestBackend::start("good");
+    let slow = always_503_after(Duration::from_millis(400));
+    let bad = always_503();
+    let refused = free_port();
+    let mut yaml = service_on(&[good.addr.port(), slow]);
+    yaml.push_str(&ingress(
+        "deadline",
+        Some("deadline.test"),
+        &[
+            ("proxy-next-upstream", "error timeout http_503"),
+            ("proxy-next-upstream-tries", "2"),
+            ("proxy-next-upstream-timeout", "200ms"),
+        ],
+        "",
+    ));
+    yaml.push_str(&service_on(&[bad, refused]).replace("name: svc", "name: svc2"));
+    yaml.push_str(
+        &ingress(
+            "exhausted",
+            Some("exhausted.test"),
+            &[
+                ("proxy-next-upstream", "error timeout http_503"),
+                ("proxy-next-upstream-tries", "2"),
+            ],
+            "",
+        )
+        .replace("name: svc,", "name: svc2,"),
+    );
+    let lb = start("l7-next-upstream-last", &yaml);
+    let url = lb.lb.url("/");
+    // The slow endpoint's 503 comes after proxy-next-upstream-timeout: not retried, and
+    // the client gets that 503 (not a 502 of the proxy's own).
+    let answers: Vec<(u16, String)> = (0..4)
+        .map(|_| {
+            let (status, _, body) = fetch(&["-H", "Host: deadline.test", &url]);
+            (status, body)
+        })
+        .collect();
+    let busy = answers
+        .iter()
+        .filter(|(s, b)| *s == 503 && b == "busy")
+        .count();
+    let ok = answers.iter().filter(|(s, _)| *s == 200).count();
+    assert_eq!((busy, ok), (2, 2), "{answers:?}");
+    // One endpoint answers 503, the other refuses connections: whichever comes first, the
+    // backend's 503 is the answer.
+    for i in 0..4 {
+        let (status, _, body) = fetch(&["-H", "Host: exhausted.test", &url]);
+        assert_eq!((status, body.as_str()), (503, "busy"), "request {i}");
     }
 }
 

@@ -21,7 +21,7 @@ use super::{Body, headers, listen::ConnInfo, local};
 use crate::{
     balance::{Backend, Outcome, Strategy, hash::hash_bytes},
     translate::annotations::upstream::{HashPart, UpstreamPolicy},
-    upstream::{Failed, RequestBody, ResponseBody, Timeouts, UpstreamError, Upstreams},
+    upstream::{Failed, RequestBody, ResponseBody, Sent, Timeouts, UpstreamError, Upstreams},
 };
 
 /// What the caller needs besides the response (for logs and metrics).
@@ -150,6 +150,10 @@ pub async fn forward(
     let mut last_error: Option<UpstreamError> = None;
     let mut last_endpoint = None;
     let mut connect = None;
+    // A response with a status `proxy-next-upstream` lists, kept while the next endpoint
+    // is tried: it is what the client gets if no further attempt answers (as nginx passes
+    // the last response on when it runs out of tries or time).
+    let mut held: Option<(Sent, usize)> = None;
 
     for attempt in 0..tries {
         if attempt > 0 && deadline.is_some_and(|d| Instant::now() >= d) {
@@ -180,32 +184,18 @@ pub async fn forward(
             Ok(sent) => {
                 connect = sent.connect.or(connect);
                 let status = sent.response.status().as_u16();
-                let more = attempt + 1 < tries && template.is_some();
+                let more = attempt + 1 < tries
+                    && template.is_some()
+                    && deadline.is_none_or(|d| Instant::now() < d);
                 if more && policy.next_upstream.statuses.contains(&status) {
                     debug!(%addr, status, "retrying on another endpoint");
                     backend.report(idx, Outcome::Failure, started.elapsed());
+                    held = Some((sent, idx));
                     continue;
                 }
                 backend.report(idx, Outcome::Success, started.elapsed());
-                let set_cookie = match (&policy.affinity, affinity_hit) {
-                    (Some(a), None) => backend.token(idx).and_then(|token| {
-                        let mut c = format!("{}={token}; Path={}; HttpOnly", a.name, a.path);
-                        if let Some(age) = a.max_age {
-                            c.push_str(&format!("; Max-Age={age}"));
-                        }
-                        HeaderValue::from_str(&c).ok()
-                    }),
-                    _ => None,
-                };
-                let (mut rparts, rbody) = sent.response.into_parts();
-                headers::strip_hop_by_hop(&mut rparts.headers);
-                if let Some(c) = set_cookie {
-                    rparts.headers.append(header::SET_COOKIE, c);
-                }
-                let body = ResponseBody::new(rbody, sent.lease, policy.read_timeout)
-                    .map_err(Into::into)
-                    .boxed();
-                return Forwarded::at(Response::from_parts(rparts, body), Some(addr), connect);
+                let set_cookie = affinity_cookie(policy, backend, affinity_hit, idx);
+                return respond(sent, addr, set_cookie, policy, connect);
             }
             Err(Failed {
                 error,
@@ -242,11 +232,56 @@ pub async fn forward(
             }
         }
     }
+    if let Some((sent, idx)) = held
+        && let Some(addr) = backend.endpoints.get(idx).copied()
+    {
+        let set_cookie = affinity_cookie(policy, backend, affinity_hit, idx);
+        return respond(sent, addr, set_cookie, policy, connect);
+    }
     let response = match &last_error {
         Some(e) if e.is_timeout() => local(StatusCode::GATEWAY_TIMEOUT, "upstream timed out\n"),
         _ => local(StatusCode::BAD_GATEWAY, "upstream unavailable\n"),
     };
     Forwarded::at(response, last_endpoint, connect)
+}
+
+/// The `Set-Cookie` of cookie affinity for endpoint `idx`, when the request had no valid
+/// affinity cookie.
+fn affinity_cookie(
+    policy: &UpstreamPolicy,
+    backend: &Backend,
+    affinity_hit: Option<usize>,
+    idx: usize,
+) -> Option<HeaderValue> {
+    let (Some(a), None) = (&policy.affinity, affinity_hit) else {
+        return None;
+    };
+    let token = backend.token(idx)?;
+    let mut c = format!("{}={token}; Path={}; HttpOnly", a.name, a.path);
+    if let Some(age) = a.max_age {
+        c.push_str(&format!("; Max-Age={age}"));
+    }
+    HeaderValue::from_str(&c).ok()
+}
+
+/// The backend's response on its way to the client: hop-by-hop headers removed, the
+/// affinity cookie added, the body streamed with the read timeout.
+fn respond(
+    sent: Sent,
+    addr: SocketAddr,
+    set_cookie: Option<HeaderValue>,
+    policy: &UpstreamPolicy,
+    connect: Option<Duration>,
+) -> Forwarded {
+    let (mut rparts, rbody) = sent.response.into_parts();
+    headers::strip_hop_by_hop(&mut rparts.headers);
+    if let Some(c) = set_cookie {
+        rparts.headers.append(header::SET_COOKIE, c);
+    }
+    let body = ResponseBody::new(rbody, sent.lease, policy.read_timeout)
+        .map_err(Into::into)
+        .boxed();
+    Forwarded::at(Response::from_parts(rparts, body), Some(addr), connect)
 }
 
 /// The request head again, for a retry after the first copy was sent.
