@@ -153,7 +153,8 @@ pub async fn forward(
     // A response with a status `proxy-next-upstream` lists, kept while the next endpoint
     // is tried: it is what the client gets if no further attempt answers (as nginx passes
     // the last response on when it runs out of tries or time).
-    let mut held: Option<(Sent, usize)> = None;
+    // (Boxed: a rare case kept out of the request future's size.)
+    let mut held: Option<Box<(Sent, usize)>> = None;
 
     for attempt in 0..tries {
         if attempt > 0 && deadline.is_some_and(|d| Instant::now() >= d) {
@@ -190,7 +191,7 @@ pub async fn forward(
                 if more && policy.next_upstream.statuses.contains(&status) {
                     debug!(%addr, status, "retrying on another endpoint");
                     backend.report(idx, Outcome::Failure, started.elapsed());
-                    held = Some((sent, idx));
+                    held = Some(Box::new((sent, idx)));
                     continue;
                 }
                 backend.report(idx, Outcome::Success, started.elapsed());
@@ -232,7 +233,7 @@ pub async fn forward(
             }
         }
     }
-    if let Some((sent, idx)) = held
+    if let Some((sent, idx)) = held.map(|h| *h)
         && let Some(addr) = backend.endpoints.get(idx).copied()
     {
         let set_cookie = affinity_cookie(policy, backend, affinity_hit, idx);
