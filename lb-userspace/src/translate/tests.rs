@@ -51,6 +51,35 @@ spec:
     )
 }
 
+/// An Ingress `name` in `ml` with `annotations` (the inside of a YAML flow mapping)
+/// sending every path of `host` to `service` port `port`.
+fn annotated(
+    name: &str,
+    created: &str,
+    annotations: &str,
+    host: &str,
+    service: &str,
+    port: u16,
+) -> String {
+    format!(
+        r#"
+---
+apiVersion: networking.k8s.io/v1
+kind: Ingress
+metadata:
+  name: {name}
+  namespace: ml
+  creationTimestamp: "{created}"
+  annotations: {{{annotations}}}
+spec:
+  ingressClassName: ebpf-lb
+  rules:
+  - host: "{host}"
+    http: {{paths: [{{path: /, pathType: Prefix, backend: {{service: {{name: {service}, port: {{number: {port}}}}}}}}}]}}
+"#
+    )
+}
+
 fn lookup(t: &Translation, host: &str, path: &str) -> Option<String> {
     t.routes
         .lookup(host, path)
@@ -221,23 +250,8 @@ spec:
 #[test]
 fn from_to_www_redirect_maps_the_other_host_unless_it_has_rules() {
     let www = |name: &str, created: &str, host: &str| {
-        format!(
-            r#"
----
-apiVersion: networking.k8s.io/v1
-kind: Ingress
-metadata:
-  name: {name}
-  namespace: ml
-  creationTimestamp: "{created}"
-  annotations: {{nginx.ingress.kubernetes.io/from-to-www-redirect: "true"}}
-spec:
-  ingressClassName: ebpf-lb
-  rules:
-  - host: "{host}"
-    http: {{paths: [{{path: /, pathType: Prefix, backend: {{service: {{name: model, port: {{number: 80}}}}}}}}]}}
-"#
-        )
+        let on = r#"nginx.ingress.kubernetes.io/from-to-www-redirect: "true""#;
+        annotated(name, created, on, host, "model", 80)
     };
     let rules = |host: &str| {
         format!(
@@ -297,22 +311,8 @@ spec:
 #[test]
 fn default_backend_annotation_and_service_upstream() {
     let annotated = |name: &str, annotations: &str, svc: &str| {
-        format!(
-            r#"
----
-apiVersion: networking.k8s.io/v1
-kind: Ingress
-metadata:
-  name: {name}
-  namespace: ml
-  annotations: {{{annotations}}}
-spec:
-  ingressClassName: ebpf-lb
-  rules:
-  - host: {name}.example
-    http: {{paths: [{{path: /, pathType: Prefix, backend: {{service: {{name: {svc}, port: {{number: 80}}}}}}}}]}}
-"#
-        )
+        let host = format!("{name}.example");
+        annotated(name, "2026-01-01T00:00:00Z", annotations, &host, svc, 80)
     };
     let empty = r#"
 ---
@@ -354,35 +354,21 @@ endpoints: [{addresses: ["198.18.3.3"]}]
     );
     let t = translate(&snapshot(&yaml), &ClassFilter::default());
     let route = |host: &str| t.routes.lookup(host, "/").expect(host);
+    let addr = |a: &str| vec![a.parse::<std::net::SocketAddr>().expect("addr")];
     // default-backend: the route keeps its own (endpoint-less) backend and falls back to
     // the named Service's first port.
     let r = route("fallback.example");
     assert!(r.backend.endpoints.is_empty());
     let fallback = r.fallback.as_ref().expect("fallback");
-    assert_eq!(
-        fallback.endpoints,
-        vec![
-            "198.18.2.2:5000"
-                .parse::<std::net::SocketAddr>()
-                .expect("addr")
-        ]
-    );
+    assert_eq!(fallback.endpoints, addr("198.18.2.2:5000"));
     // service-upstream: the ClusterIP and Service port instead of the pods.
     assert_eq!(
         route("direct.example").backend.endpoints,
-        vec![
-            "198.18.9.9:80"
-                .parse::<std::net::SocketAddr>()
-                .expect("addr")
-        ]
+        addr("198.18.9.9:80")
     );
     assert_eq!(
         route("pods.example").backend.endpoints,
-        vec![
-            "198.18.3.3:8080"
-                .parse::<std::net::SocketAddr>()
-                .expect("addr")
-        ]
+        addr("198.18.3.3:8080")
     );
     // A default-backend that does not exist rejects the Ingress, naming the annotation.
     assert!(t.routes.lookup("missing.example", "/").is_none());
