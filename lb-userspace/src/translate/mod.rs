@@ -415,6 +415,8 @@ fn validate_host(host: &str) -> Result<(), String> {
 fn www_redirects(out: &mut Translation, hosts: Vec<(String, IngressRef)>) {
     const FIELD: &str = "metadata.annotations[nginx.ingress.kubernetes.io/from-to-www-redirect]";
     for (host, ingress) in hosts {
+        // Request hosts are matched lower-case (`routes::request_host`).
+        let host = host.to_ascii_lowercase();
         if host.starts_with("*.") {
             out.diagnostics.push(Diagnostic::warning(
                 ingress.to_string(),
