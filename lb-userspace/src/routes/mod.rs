@@ -179,6 +179,19 @@ pub fn render_table(table: &RouteTable) -> String {
             }
         );
     }
+    let mut redirects: Vec<_> = table.www_redirects.iter().collect();
+    redirects.sort();
+    for (from, to) in redirects {
+        let _ = writeln!(
+            s,
+            "{:<26} {:<32} {:<6} {:<44} {:<30} from-to-www-redirect",
+            from,
+            "*",
+            "-",
+            format!("308 -> {to}"),
+            "-"
+        );
+    }
     s
 }
 

@@ -294,6 +294,13 @@ fn from_to_www_redirect_maps_the_other_host_unless_it_has_rules() {
         Some("ml/other ml/mlflow:5000")
     );
     assert_eq!(w.len(), 2, "{w:?}");
+    // `ebpf-lb routes` and /debug/routes list them.
+    let table = crate::routes::render_table(&t.routes);
+    let line = table
+        .lines()
+        .find(|l| l.starts_with("www.models.example "))
+        .unwrap_or_else(|| panic!("{table}"));
+    assert!(line.contains("308 -> models.example") && line.ends_with("from-to-www-redirect"));
     let warnings: Vec<String> = t.diagnostics.iter().map(|d| d.to_string()).collect();
     assert_eq!(warnings.len(), 2, "{warnings:?}");
     assert!(
