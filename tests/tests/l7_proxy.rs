@@ -590,6 +590,75 @@ fn retries_that_run_out_of_time_or_endpoints_pass_the_last_response_on() {
     }
 }
 
+/// A port that takes no new connection: a listener with a backlog of 0 whose one queued
+/// connection is never accepted, so the kernel drops further SYNs (accept queue full) and a
+/// connect hangs. Loopback only. Dropping the guard closes both sockets.
+struct Blackhole {
+    port: u16,
+    _rt: tokio::runtime::Runtime,
+    _listener: tokio::net::TcpListener,
+    _queued: TcpStream,
+}
+
+fn blackhole() -> Blackhole {
+    let rt = tokio::runtime::Builder::new_current_thread()
+        .enable_io()
+        .build()
+        .expect("runtime");
+    let listener = {
+        let _in_rt = rt.enter();
+        let socket = tokio::net::TcpSocket::new_v4().expect("socket");
+        socket
+            .bind("127.0.0.1:0".parse().expect("addr"))
+            .expect("bind");
+        socket.listen(0).expect("listen")
+    };
+    let port = listener.local_addr().expect("addr").port();
+    let queued = TcpStream::connect(("127.0.0.1", port)).expect("fills the accept queue");
+    Blackhole {
+        port,
+        _rt: rt,
+        _listener: listener,
+        _queued: queued,
+    }
+}
+
+#[test]
+fn proxy_connect_timeout_gives_up_and_moves_on() {
+    let hole = blackhole();
+    let good = TestBackend::start("good");
+    // Alone: the connect times out after 300 ms (not the 5 s default, which curl's 5 s
+    // limit in `fetch` would not wait for) and the answer is 504.
+    let mut yaml = service_on(&[hole.port]);
+    yaml.push_str(&ingress(
+        "alone",
+        Some("alone.test"),
+        &[("proxy-connect-timeout", "300ms")],
+        "",
+    ));
+    // Beside a working endpoint: a connect timeout is a "timeout" for proxy-next-upstream
+    // (in the default list), so the request goes on to the other endpoint.
+    yaml.push_str(&service_on(&[hole.port, good.addr.port()]).replace("name: svc", "name: svc2"));
+    yaml.push_str(
+        &ingress(
+            "pair",
+            Some("pair.test"),
+            &[("proxy-connect-timeout", "300ms")],
+            "",
+        )
+        .replace("name: svc,", "name: svc2,"),
+    );
+    let lb = start("l7-connect-timeout", &yaml);
+    let url = lb.lb.url("/");
+    let (status, _, body) = fetch(&["-H", "Host: alone.test", &url]);
+    assert_eq!((status, body.as_str()), (504, "upstream timed out\n"));
+    for i in 0..4 {
+        let (status, _, body) = fetch(&["-H", "Host: pair.test", &url]);
+        assert_eq!(status, 200, "request {i}: {body}");
+        assert_eq!(json(&body)["backend"], "good");
+    }
+}
+
 #[test]
 fn a_backend_dying_mid_test_fails_no_idempotent_request() {
     let mut bs: Vec<TestBackend> = ["a", "b", "c"]
