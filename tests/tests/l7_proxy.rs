@@ -259,7 +259,12 @@ fn openssl_san(port: u16, sni: Option<&str>) -> String {
 }
 
 fn tls_secret(name: &str, host: &str) -> String {
-    let (_, crt, key) = lb_userspace::tls::self_signed(&[host]).expect("self-signed");
+    tls_secret_for(name, &[host])
+}
+
+/// A kubernetes.io/tls Secret `name` in `t` with a new self-signed certificate for `hosts`.
+fn tls_secret_for(name: &str, hosts: &[&str]) -> String {
+    let (_, crt, key) = lb_userspace::tls::self_signed(hosts).expect("self-signed");
     let indent = |s: &str| -> String { s.lines().map(|l| format!("    {l}\n")).collect() };
     format!(
         "---\napiVersion: v1\nkind: Secret\nmetadata: {{name: {name}, namespace: t}}\n\
@@ -295,6 +300,50 @@ fn sni_chooses_the_certificate_per_host_and_the_default_otherwise() {
     assert!(other.contains("DNS:ebpf-lb.invalid"), "{other}");
     assert!(openssl_san(p, None).contains("DNS:ebpf-lb.invalid"));
     // And the request goes through with SNI.
+    let out = curl(&[
+        "-k",
+        "--resolve",
+        &format!("a.test:{p}:127.0.0.1"),
+        &format!("https://a.test:{p}/"),
+    ])
+    .expect("curl a.test");
+    assert_eq!(json(&out)["backend"], "a");
+}
+
+#[test]
+fn default_certificate_from_a_secret_and_a_certificate_replaced_live() {
+    let b = TestBackend::start("a");
+    let a_cert = tls_secret("a-cert", "a.test");
+    let mut yaml = service(&[&b]);
+    yaml.push_str(&tls_secret("default-cert", "fallback.test"));
+    yaml.push_str(&a_cert);
+    yaml.push_str(&ingress(
+        "a",
+        Some("a.test"),
+        &[],
+        "  tls: [{hosts: [a.test], secretName: a-cert}]\n",
+    ));
+    let lb = start_with(
+        "l7-certs",
+        &yaml,
+        &["--default-ssl-certificate", "t/default-cert"],
+    );
+    let p = lb.https_port;
+    // --default-ssl-certificate: names nobody configured get the Secret's certificate.
+    let other = openssl_san(p, Some("unknown.test"));
+    assert!(other.contains("DNS:fallback.test"), "{other}");
+    assert!(openssl_san(p, Some("a.test")).contains("DNS:a.test"));
+
+    // The Secret is replaced (a renewal that adds a name): new handshakes get the new
+    // certificate without a restart, and a client keeps being served.
+    let renewed = tls_secret_for("a-cert", &["a.test", "www.a.test"]);
+    lb._dir.write("m.yaml", &yaml.replace(&a_cert, &renewed));
+    wait_until(Duration::from_secs(10), || {
+        openssl_san(p, Some("a.test"))
+            .contains("DNS:www.a.test")
+            .then_some(())
+    })
+    .expect("the renewed certificate is served");
     let out = curl(&[
         "-k",
         "--resolve",
