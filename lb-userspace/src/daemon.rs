@@ -56,6 +56,11 @@ pub async fn run(args: RunArgs) -> anyhow::Result<()> {
             let mut opts = KubeOptions::new(&args.manifests.namespace, kube::default_identity());
             opts.node_selector = args.manifests.node_selector.clone();
             opts.vips = args.vips.clone();
+            opts.default_certificate = args
+                .default_ssl_certificate
+                .as_deref()
+                .and_then(|s| s.split_once('/'))
+                .map(|(ns, name)| (ns.to_owned(), name.to_owned()));
             let client = KubeProvider::default_client().await?;
             let provider = KubeProvider::start(&client, &opts)
                 .await
@@ -76,15 +81,14 @@ pub async fn run(args: RunArgs) -> anyhow::Result<()> {
             .register_collector(Box::new(XdpCollector::new(args.bpffs.clone())));
     }
     let metrics = Arc::new(metrics);
-    let publisher = Arc::new(Publisher::new(routes.clone(), classes).with_metrics(metrics.clone()));
+    let publisher = Arc::new(
+        Publisher::new(routes.clone(), classes)
+            .with_metrics(metrics.clone())
+            .with_default_certificate(args.default_ssl_certificate.as_deref()),
+    );
     publisher.apply(&initial);
     ready.config_loaded.store(true, Ordering::Release);
-    let tls = crate::tls::acceptor(
-        routes.clone(),
-        &initial.snapshot,
-        args.default_ssl_certificate.as_deref(),
-    )
-    .context("setting up the HTTPS listener")?;
+    let tls = crate::tls::acceptor(routes.clone()).context("setting up the HTTPS listener")?;
     let (updates_tx, updates_rx) = watch::channel(Arc::new(initial));
 
     let listeners = crate::proxy::listen::Listeners::bind(

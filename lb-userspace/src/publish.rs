@@ -17,7 +17,7 @@ use crate::{
     metrics::Metrics,
     provider::Update,
     routes::RouteStore,
-    translate::{ClassFilter, Translation, translate_with},
+    translate::{ClassFilter, Translation, tls::load_secret, translate_with},
 };
 
 /// Called with every update before its route table is published.
@@ -33,6 +33,8 @@ pub struct Publisher {
     metrics: Option<Arc<Metrics>>,
     /// Called with every update before its route table is published (kernel policy sync).
     on_update: std::sync::OnceLock<UpdateHook>,
+    /// `--default-ssl-certificate` as (namespace, name).
+    default_certificate: Option<(String, String)>,
 }
 
 impl Publisher {
@@ -44,7 +46,24 @@ impl Publisher {
             balance_state: StateRegistry::default(),
             metrics: None,
             on_update: std::sync::OnceLock::new(),
+            default_certificate: None,
         }
+    }
+
+    /// Serves the certificate of Secret `namespace/name` (`--default-ssl-certificate`) to
+    /// names no Ingress has one for, as of each published snapshot. A value that is not
+    /// `namespace/name` is refused with a warning (the self-signed certificate is served).
+    pub fn with_default_certificate(mut self, secret: Option<&str>) -> Self {
+        self.default_certificate = secret.and_then(|s| match s.split_once('/') {
+            Some((ns, name)) if !ns.is_empty() && !name.is_empty() => {
+                Some((ns.to_owned(), name.to_owned()))
+            }
+            _ => {
+                warn!(secret = s, "--default-ssl-certificate wants namespace/name");
+                None
+            }
+        });
+        self
     }
 
     /// From now on, calls `hook` with every update (e.g. to write ConfigMap policy into
@@ -72,7 +91,17 @@ impl Publisher {
                 Severity::Warning => warn!(object = %d.object, field = %d.field, "{}", d.message),
             }
         }
-        let routes = std::mem::take(&mut translation.routes);
+        let mut routes = std::mem::take(&mut translation.routes);
+        if let Some((ns, name)) = &self.default_certificate {
+            match load_secret(&update.snapshot, ns, name) {
+                Ok(key) => routes.default_certificate = Some(Arc::new(key)),
+                Err(e) => warn!(
+                    secret = %format!("{ns}/{name}"),
+                    error = %e,
+                    "--default-ssl-certificate unusable; serving the self-signed certificate"
+                ),
+            }
+        }
         if let Some(m) = &self.metrics {
             m.set_certificates(&routes.tls);
         }

@@ -122,6 +122,22 @@ fn latest(rx: &watch::Receiver<Arc<Update>>) -> Arc<Update> {
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn the_default_certificate_secret_is_kept_though_no_ingress_names_it() {
+    let fake = FakeApiServer::start().await.expect("fake");
+    seed(&fake);
+    fake.apply(ingress("a", "ebpf-lb", "model", Some("used-tls")));
+    let mut opts = options();
+    opts.default_certificate = Some(("ml".into(), "unused-tls".into()));
+    let provider = KubeProvider::start(&client(&fake), &opts)
+        .await
+        .expect("first lists complete");
+    assert_eq!(
+        names(&provider.update().snapshot.secrets),
+        BTreeSet::from(["used-tls".into(), "unused-tls".into()])
+    );
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn snapshot_watch_bookmark_and_relist_after_410() {
     let fake = FakeApiServer::start().await.expect("fake");
     seed(&fake);

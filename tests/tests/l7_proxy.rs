@@ -314,8 +314,9 @@ fn sni_chooses_the_certificate_per_host_and_the_default_otherwise() {
 fn default_certificate_from_a_secret_and_a_certificate_replaced_live() {
     let b = TestBackend::start("a");
     let a_cert = tls_secret("a-cert", "a.test");
+    let default_cert = tls_secret("default-cert", "fallback.test");
     let mut yaml = service(&[&b]);
-    yaml.push_str(&tls_secret("default-cert", "fallback.test"));
+    yaml.push_str(&default_cert);
     yaml.push_str(&a_cert);
     yaml.push_str(&ingress(
         "a",
@@ -334,16 +335,22 @@ fn default_certificate_from_a_secret_and_a_certificate_replaced_live() {
     assert!(other.contains("DNS:fallback.test"), "{other}");
     assert!(openssl_san(p, Some("a.test")).contains("DNS:a.test"));
 
-    // The Secret is replaced (a renewal that adds a name): new handshakes get the new
-    // certificate without a restart, and a client keeps being served.
+    // Both Secrets are replaced (renewals that add a name): new handshakes get the new
+    // certificates without a restart, and a client keeps being served.
     let renewed = tls_secret_for("a-cert", &["a.test", "www.a.test"]);
-    lb._dir.write("m.yaml", &yaml.replace(&a_cert, &renewed));
+    let renewed_default = tls_secret_for("default-cert", &["fallback.test", "renewed.test"]);
+    let yaml = yaml
+        .replace(&a_cert, &renewed)
+        .replace(&default_cert, &renewed_default);
+    lb._dir.write("m.yaml", &yaml);
     wait_until(Duration::from_secs(10), || {
         openssl_san(p, Some("a.test"))
             .contains("DNS:www.a.test")
             .then_some(())
     })
     .expect("the renewed certificate is served");
+    let other = openssl_san(p, Some("unknown.test"));
+    assert!(other.contains("DNS:renewed.test"), "{other}");
     let out = curl(&[
         "-k",
         "--resolve",

@@ -88,6 +88,10 @@ pub struct RouteTable {
     /// host it maps to (`www.foo.com` -> `foo.com` for an Ingress of `foo.com`, and the
     /// reverse), unless some Ingress has rules for it (as ingress-nginx does).
     pub www_redirects: HashMap<String, String>,
+    /// The `--default-ssl-certificate` Secret's certificate in this snapshot (`None`: not
+    /// set, or unusable; the self-signed one is served then). Taken from each snapshot, so
+    /// a renewed default certificate is served without a restart.
+    pub default_certificate: Option<Arc<rustls::sign::CertifiedKey>>,
 }
 
 /// Statuses for requests refused by an Ingress's limits (ingress-nginx's

@@ -1,12 +1,13 @@
-//! The HTTPS listener's acceptor: the default certificate (`--default-ssl-certificate
-//! ns/name`, else a self-signed one generated now) behind the SNI resolver.
+//! The HTTPS listener's acceptor: the SNI resolver over the route table, with a self-signed
+//! certificate generated now for names nothing else covers (`--default-ssl-certificate`
+//! comes with each route table: see `publish::Publisher::with_default_certificate`), as
+//! ingress-nginx serves its fake certificate.
 use std::sync::Arc;
 
 use tokio_rustls::TlsAcceptor;
-use tracing::{info, warn};
 
 use super::{CertError, SniResolver, self_signed, server_config};
-use crate::{provider::Snapshot, routes::RouteStore, translate::tls::load_secret};
+use crate::routes::RouteStore;
 
 /// Why the HTTPS listener could not be set up.
 #[derive(Debug, thiserror::Error)]
@@ -17,34 +18,9 @@ pub enum AcceptorError {
     Config(#[from] rustls::Error),
 }
 
-/// The acceptor for the HTTPS listener. `default_secret` is `namespace/name`; when it is
-/// missing or unusable the self-signed certificate is served instead (and a warning says
-/// why), as ingress-nginx does with its fake certificate.
-pub fn acceptor(
-    routes: Arc<RouteStore>,
-    snapshot: &Snapshot,
-    default_secret: Option<&str>,
-) -> Result<TlsAcceptor, AcceptorError> {
-    let from_secret = default_secret.and_then(|s| {
-        let Some((ns, name)) = s.split_once('/') else {
-            warn!(secret = s, "--default-ssl-certificate wants namespace/name");
-            return None;
-        };
-        match load_secret(snapshot, ns, name) {
-            Ok(k) => {
-                info!(secret = s, "default certificate loaded");
-                Some(k)
-            }
-            Err(e) => {
-                warn!(secret = s, error = %e, "default certificate unusable; serving a self-signed one");
-                None
-            }
-        }
-    });
-    let default = match from_secret {
-        Some(k) => k,
-        None => self_signed(&["ebpf-lb.invalid"])?.0,
-    };
-    let resolver = Arc::new(SniResolver::new(routes, Arc::new(default)));
+/// The acceptor for the HTTPS listener.
+pub fn acceptor(routes: Arc<RouteStore>) -> Result<TlsAcceptor, AcceptorError> {
+    let fallback = self_signed(&["ebpf-lb.invalid"])?.0;
+    let resolver = Arc::new(SniResolver::new(routes, Arc::new(fallback)));
     Ok(TlsAcceptor::from(Arc::new(server_config(resolver)?)))
 }

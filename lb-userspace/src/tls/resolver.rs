@@ -9,17 +9,20 @@ use rustls::{
 use crate::routes::RouteStore;
 
 /// Picks the certificate for a ClientHello: the route table's certificate for the SNI name
-/// (exact, then wildcard), else the default one (`--default-ssl-certificate`, or the
-/// self-signed certificate generated at start).
+/// (exact, then wildcard), else the table's default (`--default-ssl-certificate`), else the
+/// self-signed certificate generated at start.
 #[derive(Debug)]
 pub struct SniResolver {
     routes: Arc<RouteStore>,
-    default: Arc<CertifiedKey>,
+    self_signed: Arc<CertifiedKey>,
 }
 
 impl SniResolver {
-    pub fn new(routes: Arc<RouteStore>, default: Arc<CertifiedKey>) -> Self {
-        Self { routes, default }
+    pub fn new(routes: Arc<RouteStore>, self_signed: Arc<CertifiedKey>) -> Self {
+        Self {
+            routes,
+            self_signed,
+        }
     }
 
     /// The certificate served for `server_name` (None: no SNI) right now.
@@ -27,7 +30,8 @@ impl SniResolver {
         let table = self.routes.load();
         server_name
             .and_then(|name| table.tls.lookup(name))
-            .unwrap_or(&self.default)
+            .or(table.default_certificate.as_ref())
+            .unwrap_or(&self.self_signed)
             .clone()
     }
 }

@@ -61,6 +61,9 @@ pub struct KubeOptions {
     pub debounce: Duration,
     /// How long the first complete list of every kind may take.
     pub ready_timeout: Duration,
+    /// `--default-ssl-certificate` (namespace, name): kept in snapshots although no Ingress
+    /// names it (other TLS Secrets are left out unless an Ingress does).
+    pub default_certificate: Option<(String, String)>,
 }
 
 impl KubeOptions {
@@ -73,6 +76,7 @@ impl KubeOptions {
             lease: LeaseTiming::default(),
             debounce: Duration::from_millis(100),
             ready_timeout: Duration::from_secs(60),
+            default_certificate: None,
         }
     }
 }

@@ -41,6 +41,8 @@ pub struct Stores {
     pub pods: Store<Pod>,
     /// The controller's namespace (where ConfigMap `ebpf-lb` is read).
     pub namespace: String,
+    /// The `--default-ssl-certificate` Secret, kept in snapshots.
+    pub default_certificate: Option<(String, String)>,
 }
 
 /// The running watchers: aborted when dropped.
@@ -87,6 +89,7 @@ pub fn start(client: &Client, opts: &KubeOptions) -> Watchers {
             &mut tasks,
         ),
         namespace: ns.to_owned(),
+        default_certificate: opts.default_certificate.clone(),
     };
     Watchers {
         stores,
@@ -201,11 +204,12 @@ impl Stores {
     }
 
     /// The objects translation reads. Secrets are limited to those an Ingress names in
-    /// `spec.tls[].secretName` (same namespace): the rest of a cluster's TLS keys stay out of
-    /// every snapshot. ConfigMaps likewise: `ebpf-lb` and those Ingress annotations name.
+    /// `spec.tls[].secretName` (same namespace) and the `--default-ssl-certificate` one: the
+    /// rest of a cluster's TLS keys stay out of every snapshot. ConfigMaps likewise:
+    /// `ebpf-lb` and those Ingress annotations name.
     pub fn snapshot(&self) -> Snapshot {
         let ingresses = owned(&self.ingresses);
-        let referenced: HashSet<(String, String)> = ingresses
+        let mut referenced: HashSet<(String, String)> = ingresses
             .iter()
             .flat_map(|i| {
                 let ns = i.namespace().unwrap_or_else(|| "default".into());
@@ -215,6 +219,7 @@ impl Stores {
                     .filter_map(move |t| t.secret_name.clone().map(|n| (ns.clone(), n)))
             })
             .collect();
+        referenced.extend(self.default_certificate.clone());
         let secrets = self
             .secrets
             .state()
