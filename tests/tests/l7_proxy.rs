@@ -47,6 +47,22 @@ fn service_on(ports: &[u16]) -> String {
     s
 }
 
+/// [`service_on`] for a Service called `name` (its slices named after it).
+fn service_named(name: &str, ports: &[u16]) -> String {
+    service_on(ports).replace("name: svc", &format!("name: {name}"))
+}
+
+/// [`ingress`], sending to the Service called `svc`.
+fn ingress_to(
+    svc: &str,
+    name: &str,
+    host: Option<&str>,
+    annotations: &[(&str, &str)],
+    tls: &str,
+) -> String {
+    ingress(name, host, annotations, tls).replace("name: svc,", &format!("name: {svc},"))
+}
+
 /// An Ingress `name` sending `host` (or every host) to `svc`, with nginx annotations.
 fn ingress(name: &str, host: Option<&str>, annotations: &[(&str, &str)], tls: &str) -> String {
     let ann: String = if annotations.is_empty() {
@@ -122,11 +138,14 @@ fn http1_h2c_and_h2_over_tls_with_request_ids() {
     let h2c = TestBackend::start("h2c");
     let mut yaml = service(&[&b]);
     yaml.push_str(&ingress("plain", Some("plain.test"), &[], ""));
-    yaml.push_str(&service(&[&h2c]).replace("name: svc", "name: svc2"));
-    yaml.push_str(
-        &ingress("h2c", Some("h2c.test"), &[("backend-protocol", "H2C")], "")
-            .replace("name: svc,", "name: svc2,"),
-    );
+    yaml.push_str(&service_named("svc2", &[h2c.addr.port()]));
+    yaml.push_str(&ingress_to(
+        "svc2",
+        "h2c",
+        Some("h2c.test"),
+        &[("backend-protocol", "H2C")],
+        "",
+    ));
     let lb = start("l7-protocols", &yaml);
     let url = lb.lb.url("/hello?x=1");
 
@@ -195,24 +214,25 @@ fn the_request_target_authority_routes_and_upstream_vhost_replaces_the_upstream_
     let h2c = TestBackend::start("h2c");
     let mut yaml = service(&[&a]);
     yaml.push_str(&ingress("a", Some("a.test"), &[], ""));
-    yaml.push_str(&service(&[&b]).replace("name: svc", "name: svc2"));
-    yaml.push_str(
-        &ingress("b", Some("b.test"), &[("upstream-vhost", "internal.b")], "")
-            .replace("name: svc,", "name: svc2,"),
-    );
-    yaml.push_str(&service(&[&h2c]).replace("name: svc", "name: svc3"));
-    yaml.push_str(
-        &ingress(
-            "h2",
-            Some("h2.test"),
-            &[
-                ("backend-protocol", "H2C"),
-                ("upstream-vhost", "internal.h2"),
-            ],
-            "",
-        )
-        .replace("name: svc,", "name: svc3,"),
-    );
+    yaml.push_str(&service_named("svc2", &[b.addr.port()]));
+    yaml.push_str(&ingress_to(
+        "svc2",
+        "b",
+        Some("b.test"),
+        &[("upstream-vhost", "internal.b")],
+        "",
+    ));
+    yaml.push_str(&service_named("svc3", &[h2c.addr.port()]));
+    yaml.push_str(&ingress_to(
+        "svc3",
+        "h2",
+        Some("h2.test"),
+        &[
+            ("backend-protocol", "H2C"),
+            ("upstream-vhost", "internal.h2"),
+        ],
+        "",
+    ));
     let lb = start("l7-authority", &yaml);
     let port = lb.lb.http_port;
 
@@ -609,19 +629,17 @@ fn retries_that_run_out_of_time_or_endpoints_pass_the_last_response_on() {
         ],
         "",
     ));
-    yaml.push_str(&service_on(&[bad, refused]).replace("name: svc", "name: svc2"));
-    yaml.push_str(
-        &ingress(
-            "exhausted",
-            Some("exhausted.test"),
-            &[
-                ("proxy-next-upstream", "error timeout http_503"),
-                ("proxy-next-upstream-tries", "2"),
-            ],
-            "",
-        )
-        .replace("name: svc,", "name: svc2,"),
-    );
+    yaml.push_str(&service_named("svc2", &[bad, refused]));
+    yaml.push_str(&ingress_to(
+        "svc2",
+        "exhausted",
+        Some("exhausted.test"),
+        &[
+            ("proxy-next-upstream", "error timeout http_503"),
+            ("proxy-next-upstream-tries", "2"),
+        ],
+        "",
+    ));
     let lb = start("l7-next-upstream-last", &yaml);
     let url = lb.lb.url("/");
     // The slow endpoint's 503 comes after proxy-next-upstream-timeout: not retried, and
@@ -694,16 +712,14 @@ fn proxy_connect_timeout_gives_up_and_moves_on() {
     ));
     // Beside a working endpoint: a connect timeout is a "timeout" for proxy-next-upstream
     // (in the default list), so the request goes on to the other endpoint.
-    yaml.push_str(&service_on(&[hole.port, good.addr.port()]).replace("name: svc", "name: svc2"));
-    yaml.push_str(
-        &ingress(
-            "pair",
-            Some("pair.test"),
-            &[("proxy-connect-timeout", "300ms")],
-            "",
-        )
-        .replace("name: svc,", "name: svc2,"),
-    );
+    yaml.push_str(&service_named("svc2", &[hole.port, good.addr.port()]));
+    yaml.push_str(&ingress_to(
+        "svc2",
+        "pair",
+        Some("pair.test"),
+        &[("proxy-connect-timeout", "300ms")],
+        "",
+    ));
     let lb = start("l7-connect-timeout", &yaml);
     let url = lb.lb.url("/");
     let (status, _, body) = fetch(&["-H", "Host: alone.test", &url]);
