@@ -83,7 +83,22 @@ impl LocalLb {
     }
 
     /// Starts with extra `ebpf-lb run` arguments.
+    ///
+    /// The ports are free when picked, but another test's listener or connection may take
+    /// one before `ebpf-lb` binds it (it then exits: "cannot bind: Address already in use").
+    /// A start-up that exits is tried again on new ports, up to three times in all.
     pub fn start_with(ebpf_lb: &Path, manifests: &Path, extra: &[&str]) -> Self {
+        for attempt in 1..=3 {
+            match Self::try_start(ebpf_lb, manifests, extra) {
+                Some(lb) => return lb,
+                None => eprintln!("ebpf-lb exited during start-up (attempt {attempt} of 3)"),
+            }
+        }
+        panic!("ebpf-lb exited during start-up three times (its stderr says why)");
+    }
+
+    /// One start: `None` when the process exited before it was ready.
+    fn try_start(ebpf_lb: &Path, manifests: &Path, extra: &[&str]) -> Option<Self> {
         let (http_port, admin_port) = (free_port(), free_port());
         // Not the default 0.0.0.0:443: tests run side by side and need no root for it.
         let https = format!("127.0.0.1:{}", free_port());
@@ -107,19 +122,18 @@ impl LocalLb {
             .expect("start ebpf-lb");
         let mut child = ChildGuard::new("ebpf-lb", child);
         let ready = format!("http://127.0.0.1:{admin_port}/readyz");
-        wait_until(Duration::from_secs(20), || {
-            assert!(
-                child.try_status().is_none(),
-                "ebpf-lb exited during start-up"
-            );
-            curl(&["--fail", &ready]).ok()
+        let started = wait_until(Duration::from_secs(20), || {
+            if child.try_status().is_some() {
+                return Some(false);
+            }
+            curl(&["--fail", &ready]).ok().map(|_| true)
         })
-        .expect("ebpf-lb ready");
-        Self {
+        .expect("ebpf-lb ready within 20 s");
+        started.then_some(Self {
             http_port,
             admin_port,
             child,
-        }
+        })
     }
 
     pub fn url(&self, path: &str) -> String {
