@@ -74,6 +74,8 @@ impl Drop for TempDir {
 pub struct LocalLb {
     pub http_port: u16,
     pub admin_port: u16,
+    /// `--https-listen` on 127.0.0.1.
+    pub https_port: u16,
     pub child: ChildGuard,
 }
 
@@ -99,14 +101,7 @@ impl LocalLb {
 
     /// One start: `None` when the process exited before it was ready.
     fn try_start(ebpf_lb: &Path, manifests: &Path, extra: &[&str]) -> Option<Self> {
-        let (http_port, admin_port) = (free_port(), free_port());
-        // Not the default 0.0.0.0:443: tests run side by side and need no root for it.
-        let https = format!("127.0.0.1:{}", free_port());
-        let https_args: &[&str] = if extra.contains(&"--https-listen") {
-            &[]
-        } else {
-            &["--https-listen", &https]
-        };
+        let (http_port, admin_port, https_port) = (free_port(), free_port(), free_port());
         let child = Command::new(ebpf_lb)
             .arg("run")
             .arg("--manifests")
@@ -114,7 +109,8 @@ impl LocalLb {
             .args(extra)
             .args(["--http-listen", &format!("127.0.0.1:{http_port}")])
             .args(["--admin-listen", &format!("127.0.0.1:{admin_port}")])
-            .args(https_args)
+            // Not the default 0.0.0.0:443: tests run side by side and need no root for it.
+            .args(["--https-listen", &format!("127.0.0.1:{https_port}")])
             .stdin(Stdio::null())
             .stdout(Stdio::null())
             .env("RUST_LOG", "warn")
@@ -132,6 +128,7 @@ impl LocalLb {
         started.then_some(Self {
             http_port,
             admin_port,
+            https_port,
             child,
         })
     }

@@ -96,14 +96,12 @@ fn start(tag: &str, yaml: &str) -> Lb {
 fn start_with(tag: &str, yaml: &str, extra: &[&str]) -> Lb {
     let dir = TempDir::new(tag);
     dir.write("m.yaml", yaml);
-    let https_port = free_port();
-    let https = format!("127.0.0.1:{https_port}");
-    let mut args = vec!["--https-listen", https.as_str(), "--proxy-workers", "1"];
+    let mut args = vec!["--proxy-workers", "1"];
     args.extend_from_slice(extra);
     let lb = LocalLb::start_with(&ebpf_lb(), &dir.0, &args);
     Lb {
+        https_port: lb.https_port,
         lb,
-        https_port,
         _dir: dir,
     }
 }
