@@ -118,15 +118,12 @@ impl Proxy {
         }
         let table = self.routes.load();
         let peer = info.peer;
-        // The client's authority, kept before any rewrite (X-Forwarded-Host, auth-url).
-        let client_authority =
-            headers::requested_authority(req.uri(), req.headers()).and_then(Authority::to_value);
-        let raw_host = client_authority
-            .as_ref()
-            .and_then(|v| std::str::from_utf8(v.as_bytes()).ok())
-            .unwrap_or("");
+        let requested = headers::requested_authority(req.uri(), req.headers());
+        let raw_host = requested.and_then(Authority::to_str).unwrap_or("");
         // The record owns the host; the rest of this function borrows it from there.
         rec.host = request_host(raw_host);
+        // The client's authority, kept before any rewrite (X-Forwarded-Host, upstream).
+        let client_authority = requested.and_then(Authority::to_value);
         let host = rec.host.as_str();
         if !table.www_redirects.is_empty()
             && let Some(to) = table.www_redirects.get(host)
