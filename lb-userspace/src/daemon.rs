@@ -4,7 +4,7 @@ use std::sync::{Arc, atomic::Ordering};
 
 use anyhow::{Context as _, bail};
 use tokio::{net::TcpListener, signal::unix, sync::watch};
-use tracing::info;
+use tracing::{info, warn};
 
 use crate::{
     admin::{self, Readiness},
@@ -28,6 +28,21 @@ enum Source {
     Kube(Box<(KubeProvider, ::kube::Client, KubeOptions)>),
 }
 
+/// `--default-ssl-certificate` as (namespace, name). A value that is not `namespace/name`
+/// is refused with a warning (the self-signed certificate is served).
+fn secret_ref(arg: Option<&str>) -> Option<(String, String)> {
+    let s = arg?;
+    match s.split_once('/') {
+        Some((ns, name)) if !ns.is_empty() && !name.is_empty() => {
+            Some((ns.to_owned(), name.to_owned()))
+        }
+        _ => {
+            warn!(secret = s, "--default-ssl-certificate wants namespace/name");
+            None
+        }
+    }
+}
+
 pub async fn run(args: RunArgs) -> anyhow::Result<()> {
     let mut signals = Signals::install()?;
     if args.iface.is_some() && args.vips.is_empty() {
@@ -40,6 +55,7 @@ pub async fn run(args: RunArgs) -> anyhow::Result<()> {
         without_class: args.manifests.watch_ingress_without_class,
         namespace: args.manifests.namespace.clone(),
     };
+    let default_certificate = secret_ref(args.default_ssl_certificate.as_deref());
 
     // Configuration first: an unreadable directory or an unreachable API server is fatal,
     // a bad object is not.
@@ -56,11 +72,7 @@ pub async fn run(args: RunArgs) -> anyhow::Result<()> {
             let mut opts = KubeOptions::new(&args.manifests.namespace, kube::default_identity());
             opts.node_selector = args.manifests.node_selector.clone();
             opts.vips = args.vips.clone();
-            opts.default_certificate = args
-                .default_ssl_certificate
-                .as_deref()
-                .and_then(|s| s.split_once('/'))
-                .map(|(ns, name)| (ns.to_owned(), name.to_owned()));
+            opts.default_certificate = default_certificate.clone();
             let client = KubeProvider::default_client().await?;
             let provider = KubeProvider::start(&client, &opts)
                 .await
@@ -84,7 +96,7 @@ pub async fn run(args: RunArgs) -> anyhow::Result<()> {
     let publisher = Arc::new(
         Publisher::new(routes.clone(), classes)
             .with_metrics(metrics.clone())
-            .with_default_certificate(args.default_ssl_certificate.as_deref()),
+            .with_default_certificate(default_certificate),
     );
     publisher.apply(&initial);
     ready.config_loaded.store(true, Ordering::Release);

@@ -50,19 +50,10 @@ impl Publisher {
         }
     }
 
-    /// Serves the certificate of Secret `namespace/name` (`--default-ssl-certificate`) to
-    /// names no Ingress has one for, as of each published snapshot. A value that is not
-    /// `namespace/name` is refused with a warning (the self-signed certificate is served).
-    pub fn with_default_certificate(mut self, secret: Option<&str>) -> Self {
-        self.default_certificate = secret.and_then(|s| match s.split_once('/') {
-            Some((ns, name)) if !ns.is_empty() && !name.is_empty() => {
-                Some((ns.to_owned(), name.to_owned()))
-            }
-            _ => {
-                warn!(secret = s, "--default-ssl-certificate wants namespace/name");
-                None
-            }
-        });
+    /// Serves the certificate of Secret (namespace, name) (`--default-ssl-certificate`) to
+    /// names no Ingress has one for, as of each published snapshot.
+    pub fn with_default_certificate(mut self, secret: Option<(String, String)>) -> Self {
+        self.default_certificate = secret;
         self
     }
 
