@@ -8,7 +8,10 @@ pub mod configmaps;
 pub mod settings;
 pub mod tls;
 
-use std::{collections::HashMap, sync::Arc};
+use std::{
+    collections::{HashMap, HashSet},
+    sync::Arc,
+};
 
 use k8s_openapi::api::networking::v1::{HTTPIngressPath, Ingress, IngressBackend};
 
@@ -126,12 +129,14 @@ fn translate_on(
             }
         }
     }
-    // Hosts whose Ingress asks for `from-to-www-redirect`, oldest Ingress first.
+    // Hosts whose Ingress asks for `from-to-www-redirect`, oldest Ingress first (each host
+    // once: an Ingress has a route per path).
     let mut www: Vec<(String, IngressRef)> = Vec::new();
+    let mut www_seen: HashSet<String> = HashSet::new();
     for mut compiled in mains {
         if compiled.policy.redirect.from_to_www {
             for host in compiled.routes.iter().filter_map(|(h, _)| h.as_ref()) {
-                if !www.iter().any(|(h, _)| h == host) {
+                if www_seen.insert(host.clone()) {
                     www.push((host.clone(), compiled.ingress.clone()));
                 }
             }
