@@ -355,11 +355,18 @@ struct Latency {
 /// Runs of `l7-load` per rate and proxy (even, so each proxy goes first equally often).
 const LATENCY_RUNS: usize = 6;
 
+/// The fixed-rate runs at one rate; run `i` of each proxy were taken back to back.
+struct RateRuns {
+    rate: u32,
+    nginx: Vec<Latency>,
+    lb: Vec<Latency>,
+}
+
 /// Each rate in [`RATES`]: [`LATENCY_RUNS`] runs of `l7-load` on CPU 1 against each proxy,
 /// the two proxies alternating (nginx, ebpf-lb, ebpf-lb, nginx, ...), so the VM's slow and
 /// fast phases fall on both alike and run `i` of one can be compared with run `i` of the
-/// other. Returns per rate the runs of nginx and of ebpf-lb, in that order.
-fn fixed_rate_latency(l7_load: &Path) -> Result<Vec<(u32, Target, Vec<Latency>)>> {
+/// other.
+fn fixed_rate_latency(l7_load: &Path) -> Result<Vec<RateRuns>> {
     let mut out = Vec::new();
     for rate in RATES {
         let mut nginx = Vec::new();
@@ -387,8 +394,7 @@ fn fixed_rate_latency(l7_load: &Path) -> Result<Vec<(u32, Target, Vec<Latency>)>
                 }
             }
         }
-        out.push((rate, Target::Nginx, nginx));
-        out.push((rate, Target::EbpfLb, lb));
+        out.push(RateRuns { rate, nginx, lb });
     }
     Ok(out)
 }
@@ -430,7 +436,7 @@ fn report(
     scenarios: &[Scenario],
     results: &[(usize, Vec<Sample>)],
     paired: &[Pair],
-    latency: &[(u32, Target, Vec<Latency>)],
+    latency: &[RateRuns],
 ) -> Result<()> {
     let stat = |v: &[Sample], f: fn(&Sample) -> f64| -> (f64, f64, f64) {
         median_min_max(v.iter().map(f).collect()).unwrap_or((f64::NAN, f64::NAN, f64::NAN))
@@ -565,7 +571,13 @@ fn report(
          {:>8} {:<15} {:>9} {:>9} {:>9} {:>7}",
         "rate/s", "target", "p50 ms", "p99 ms", "p99.9 ms", "errors"
     );
-    for (k, (rate, target, runs)) in latency.iter().enumerate() {
+    let by_target = latency.iter().flat_map(|r| {
+        [
+            (r.rate, Target::Nginx, &r.nginx),
+            (r.rate, Target::EbpfLb, &r.lb),
+        ]
+    });
+    for (k, (rate, target, runs)) in by_target.enumerate() {
         let med = |f: fn(&Latency) -> f64| -> f64 {
             median_min_max(runs.iter().map(f).collect()).map_or(f64::NAN, |(m, _, _)| m)
         };
@@ -593,16 +605,7 @@ fn report(
         "\nebpf-lb p99 / nginx p99, run by run (runs taken back to back):"
     );
     let mut sep = "";
-    for rate in RATES {
-        let runs = |t: Target| {
-            latency
-                .iter()
-                .find(|(r, target, _)| *r == rate && *target == t)
-                .map(|(_, _, runs)| runs.as_slice())
-        };
-        let (Some(nginx), Some(lb)) = (runs(Target::Nginx), runs(Target::EbpfLb)) else {
-            continue;
-        };
+    for RateRuns { rate, nginx, lb } in latency {
         let Some(((med, lo, hi), at_or_below)) = paired_p99(nginx, lb) else {
             continue;
         };
