@@ -209,11 +209,9 @@ mod tests {
         let t0 = Instant::now();
         let inside: IpAddr = "198.18.0.2".parse().expect("ip");
         let outside: IpAddr = "198.18.0.9".parse().expect("ip");
-        let mut slots = Vec::new();
         for _ in 0..10 {
             let admitted = l.admit(&ing, &p, inside, t0);
             assert!(matches!(admitted, Ok(None)), "no slot taken either");
-            slots.push(admitted);
         }
         let first = l.admit(&ing, &p, outside, t0);
         assert!(first.is_ok());
