@@ -17,6 +17,7 @@ use crate::{
     metrics::Metrics,
     provider::Update,
     routes::RouteStore,
+    tls::ServedCert,
     translate::{ClassFilter, Translation, tls::load_secret, translate_with},
 };
 
@@ -83,9 +84,19 @@ impl Publisher {
             }
         }
         let mut routes = std::mem::take(&mut translation.routes);
+        let mut default_served = None;
         if let Some((ns, name)) = &self.default_certificate {
             match load_secret(&update.snapshot, ns, name) {
-                Ok(key) => routes.default_certificate = Some(Arc::new(key)),
+                Ok(key) => {
+                    let key = Arc::new(key);
+                    routes.default_certificate = Some(key.clone());
+                    default_served = Some(ServedCert {
+                        host: "_".to_owned(),
+                        namespace: ns.clone(),
+                        secret_name: name.clone(),
+                        key,
+                    });
+                }
                 Err(e) => warn!(
                     secret = %format!("{ns}/{name}"),
                     error = %e,
@@ -94,7 +105,7 @@ impl Publisher {
             }
         }
         if let Some(m) = &self.metrics {
-            m.set_certificates(&routes.tls);
+            m.set_certificates(routes.tls.served().iter().chain(&default_served));
         }
         self.routes.publish(routes);
         // Endpoints only the previous table held are forgotten once it is gone; those still
@@ -176,6 +187,39 @@ endpoints: [{addresses: ["198.18.1.2"]}, {addresses: ["198.18.1.3"]}, {addresses
             snapshot: crate::provider::files::fixture(yaml),
             ..Update::default()
         }
+    }
+
+    #[test]
+    fn the_default_certificate_is_in_the_certificate_metrics_as_the_catch_all_host() {
+        let routes = Arc::new(RouteStore::default());
+        let metrics = Arc::new(Metrics::new());
+        let publisher = Publisher::new(routes.clone(), ClassFilter::default())
+            .with_metrics(metrics.clone())
+            .with_default_certificate(Some(("ingress".into(), "fallback".into())));
+        let secret = crate::translate::tls::secret_fixture("ingress", "fallback", "lb.test");
+        let with_secret = format!("{SERVICE}{}{secret}", ingress("a", "a.test"));
+        publisher.apply(&update(&with_secret));
+        assert!(routes.load().default_certificate.is_some());
+        let text = metrics.encode();
+        for family in [
+            "nginx_ingress_controller_ssl_certificate_info{",
+            "nginx_ingress_controller_ssl_expire_time_seconds{",
+        ] {
+            let series = text
+                .lines()
+                .find(|l| l.starts_with(family) && l.contains("host=\"_\""))
+                .unwrap_or_else(|| panic!("no {family} series for host _:\n{text}"));
+            assert!(
+                series.contains("namespace=\"ingress\"")
+                    && series.contains("secret_name=\"fallback\""),
+                "{series}"
+            );
+        }
+
+        // The Secret is gone: the self-signed certificate is served, and not reported.
+        publisher.apply(&update(&format!("{SERVICE}{}", ingress("a", "a.test"))));
+        assert!(routes.load().default_certificate.is_none());
+        assert!(!metrics.encode().contains("host=\"_\""));
     }
 
     #[test]

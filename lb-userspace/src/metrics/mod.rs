@@ -28,7 +28,7 @@ use tracing::warn;
 
 use crate::{
     tls::{
-        CertTable,
+        ServedCert,
         x509::{self, CertSummary},
     },
     translate::CONTROLLER_NAME,
@@ -332,14 +332,15 @@ impl Metrics {
         }
     }
 
-    /// Sets the certificate families to the certificates `table` serves (replacing what
-    /// an earlier route table served). Called on every route-table publish.
-    pub fn set_certificates(&self, table: &CertTable) {
+    /// Sets the certificate families to the certificates a route table serves (its
+    /// `CertTable`, and the `--default-ssl-certificate` as host `_`, ingress-nginx's
+    /// catch-all server), replacing what an earlier table served. Called on every publish.
+    pub fn set_certificates<'a>(&self, served: impl IntoIterator<Item = &'a ServedCert>) {
         self.ssl_certificate_info.clear();
         self.ssl_expire_time.clear();
         // One parse per certificate, however many hosts share it.
         let mut parsed: HashMap<*const CertifiedKey, Option<CertSummary>> = HashMap::new();
-        for served in table.served() {
+        for served in served {
             let summary = parsed.entry(Arc::as_ptr(&served.key)).or_insert_with(|| {
                 let leaf = served.key.cert.first()?;
                 match x509::summarize(leaf.as_ref()) {
@@ -504,11 +505,11 @@ mod tests {
     #[test]
     fn certificate_families_follow_the_served_table() {
         let metrics = Metrics::new();
-        let mut table = CertTable::default();
+        let mut table = crate::tls::CertTable::default();
         let a = cert("Test CA", "Test Org", 4242, 2031);
         assert!(table.insert_from_secret("a.example.com", a.clone(), "ml", "a-tls"));
         assert!(table.insert_from_secret("*.models.example.com", a, "ml", "a-tls"));
-        metrics.set_certificates(&table);
+        metrics.set_certificates(table.served());
         let text = metrics.encode();
         let info = line(
             &text,
@@ -537,9 +538,9 @@ mod tests {
         );
 
         // A new table replaces the old series.
-        let mut next = CertTable::default();
+        let mut next = crate::tls::CertTable::default();
         assert!(next.insert_from_secret("b.example.com", cert("B", "", 7, 2030), "web", "b"));
-        metrics.set_certificates(&next);
+        metrics.set_certificates(next.served());
         let text = metrics.encode();
         assert!(!text.contains("a.example.com"), "{text}");
         assert!(

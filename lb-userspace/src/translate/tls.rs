@@ -121,23 +121,27 @@ fn secret_field(secret: &Secret, key: &str) -> Option<Vec<u8>> {
         .map(|b| b.0.clone())
 }
 
+/// Test fixture: a `kubernetes.io/tls` Secret manifest (YAML document) holding a new
+/// self-signed certificate for `host`.
+#[cfg(test)]
+pub(crate) fn secret_fixture(namespace: &str, name: &str, host: &str) -> String {
+    let indent = |s: &str| -> String { s.lines().map(|l| format!("      {l}\n")).collect() };
+    let (_, crt, key) = crate::tls::self_signed(&[host]).expect("self-signed");
+    format!(
+        "---\napiVersion: v1\nkind: Secret\nmetadata: {{name: {name}, namespace: {namespace}}}\n\
+         type: kubernetes.io/tls\nstringData:\n  tls.crt: |\n{}  tls.key: |\n{}",
+        indent(&crt),
+        indent(&key)
+    )
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::{diagnostics::Severity, tls::self_signed};
-
-    fn indent(s: &str) -> String {
-        s.lines().map(|l| format!("      {l}\n")).collect()
-    }
+    use crate::diagnostics::Severity;
 
     fn secret_yaml(name: &str, host: &str) -> String {
-        let (_, crt, key) = self_signed(&[host]).expect("self-signed");
-        format!(
-            "---\napiVersion: v1\nkind: Secret\nmetadata: {{name: {name}, namespace: ml}}\n\
-             type: kubernetes.io/tls\nstringData:\n  tls.crt: |\n{}  tls.key: |\n{}",
-            indent(&crt),
-            indent(&key)
-        )
+        secret_fixture("ml", name, host)
     }
 
     fn snapshot(yaml: &str) -> Snapshot {
