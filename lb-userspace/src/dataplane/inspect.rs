@@ -506,14 +506,14 @@ pub fn render(vips: &[VipCounters]) -> String {
     let _ = writeln!(s, "VIPS / STATS (summed over CPUs)");
     let _ = writeln!(
         s,
-        "{:<4} {:<32} {:<16} {:>12} {:>14}",
+        "{:<4} {:<32} {:<18} {:>12} {:>14}",
         "ID", "VIP", "REASON", "PACKETS", "BYTES"
     );
     for v in vips {
         for (reason, c) in &v.counters {
             let _ = writeln!(
                 s,
-                "{:<4} {:<32} {:<16} {:>12} {:>14}",
+                "{:<4} {:<32} {:<18} {:>12} {:>14}",
                 v.id,
                 vip_label(&v.key),
                 reason.name(),
@@ -646,6 +646,35 @@ mod tests {
                 .any(|l| l.starts_with("198.18.0.98") && l.ends_with("expired")),
             "{text}"
         );
+    }
+
+    #[test]
+    fn stats_columns_line_up_for_every_reason() {
+        let vip = VipCounters {
+            key: VipKey::v4([198, 18, 0, 210], 443, PROTO_TCP),
+            id: 7,
+            counters: Reason::ALL
+                .iter()
+                .map(|r| {
+                    (
+                        *r,
+                        Counter {
+                            packets: 12_345,
+                            bytes: 6_789_012,
+                        },
+                    )
+                })
+                .collect(),
+        };
+        let text = render(&[vip]);
+        let rows: Vec<&str> = text.lines().filter(|l| l.starts_with("7 ")).collect();
+        assert_eq!(rows.len(), Reason::ALL.len(), "{text}");
+        // Every row is as long as the header, and the counts end where its columns end.
+        let header = text.lines().nth(1).expect("header");
+        for row in rows {
+            assert_eq!(row.len(), header.len(), "{text}");
+            assert!(row.ends_with("       12345        6789012"), "{row}");
+        }
     }
 
     #[test]
