@@ -137,6 +137,31 @@ async fn the_default_certificate_secret_is_kept_though_no_ingress_names_it() {
     );
 }
 
+/// Basic authentication's Secrets are `Opaque` (`kubectl create secret generic`): an Opaque
+/// Secret an Ingress names in `auth-secret` is in the snapshot, and Secrets of other types
+/// (Helm releases, tokens) are not even watched.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn auth_secrets_named_by_ingresses_are_kept() {
+    let fake = FakeApiServer::start().await.expect("fake");
+    seed(&fake);
+    fake.apply(secret("release", "helm.sh/release.v1"));
+    let auth = "nginx.ingress.kubernetes.io/auth-secret";
+    let mut b = ingress("b", "ebpf-lb", "model", None);
+    b["metadata"]["annotations"][auth] = json!("opaque");
+    let mut c = ingress("c", "ebpf-lb", "model", None);
+    c["metadata"]["annotations"][auth] = json!("ml/release");
+    fake.apply(ingress("a", "ebpf-lb", "model", Some("used-tls")));
+    fake.apply(b);
+    fake.apply(c);
+    let provider = KubeProvider::start(&client(&fake), &options())
+        .await
+        .expect("first lists complete");
+    assert_eq!(
+        names(&provider.update().snapshot.secrets),
+        BTreeSet::from(["used-tls".into(), "opaque".into()])
+    );
+}
+
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn snapshot_watch_bookmark_and_relist_after_410() {
     let fake = FakeApiServer::start().await.expect("fake");

@@ -23,8 +23,10 @@ pub use leader::{LEASE_NAME, LeaseTiming};
 pub const FIELD_MANAGER: &str = "ebpf-lb";
 /// The controller's ConfigMap, in `--namespace`.
 pub const CONFIG_MAP_NAME: &str = "ebpf-lb";
-/// The only Secret type read (field selector `type=`).
+/// The Secret types read (field selector `type=`): certificates, and basic authentication's
+/// user files (`kubectl create secret generic` makes `Opaque` ones).
 pub const TLS_SECRET_TYPE: &str = "kubernetes.io/tls";
+pub const OPAQUE_SECRET_TYPE: &str = "Opaque";
 
 /// Every API call the kube provider makes: (API group, resource, verbs). The deploy RBAC
 /// must grant exactly these; a test compares this table with the requests a run makes.

@@ -21,12 +21,14 @@ use serde::de::DeserializeOwned;
 use tokio::{sync::watch, task::JoinHandle};
 use tracing::{debug, warn};
 
-use super::{CONFIG_MAP_NAME, KubeError, KubeOptions, TLS_SECRET_TYPE};
+use super::{CONFIG_MAP_NAME, KubeError, KubeOptions, OPAQUE_SECRET_TYPE, TLS_SECRET_TYPE};
 use crate::{
     provider::Snapshot,
     translate::configmaps::{CONFIGMAP_ANNOTATIONS, configmap_ref},
 };
 
+/// The annotation naming basic authentication's Secret.
+const AUTH_SECRET: &str = "nginx.ingress.kubernetes.io/auth-secret";
 const LAST_APPLIED: &str = "kubectl.kubernetes.io/last-applied-configuration";
 
 /// The stores the snapshot is read from.
@@ -36,7 +38,10 @@ pub struct Stores {
     pub ingress_classes: Store<IngressClass>,
     pub services: Store<Service>,
     pub endpoint_slices: Store<EndpointSlice>,
+    /// `kubernetes.io/tls` Secrets (certificates).
     pub secrets: Store<Secret>,
+    /// `Opaque` Secrets (basic authentication's `auth-secret`).
+    pub opaque_secrets: Store<Secret>,
     pub config_maps: Store<ConfigMap>,
     pub pods: Store<Pod>,
     /// The controller's namespace (where ConfigMap `ebpf-lb` is read).
@@ -76,6 +81,14 @@ pub fn start(client: &Client, opts: &KubeOptions) -> Watchers {
         secrets: spawn(
             Api::all(client.clone()),
             all.clone().fields(&format!("type={TLS_SECRET_TYPE}")),
+            &tx,
+            &mut tasks,
+        ),
+        // Two field-selected watches rather than every Secret: Helm releases and
+        // service-account tokens (often most of a cluster's Secrets) stay out of memory.
+        opaque_secrets: spawn(
+            Api::all(client.clone()),
+            all.clone().fields(&format!("type={OPAQUE_SECRET_TYPE}")),
             &tx,
             &mut tasks,
         ),
@@ -157,6 +170,7 @@ impl Stores {
                     self.endpoint_slices.wait_until_ready().await,
                 ),
                 ("Secret", self.secrets.wait_until_ready().await),
+                ("Secret", self.opaque_secrets.wait_until_ready().await),
                 ("ConfigMap", self.config_maps.wait_until_ready().await),
                 ("Pod", self.pods.wait_until_ready().await),
             ];
@@ -190,6 +204,10 @@ impl Stores {
             ),
             ("secrets", self.secrets.wait_until_ready().now_or_never()),
             (
+                "secrets (Opaque)",
+                self.opaque_secrets.wait_until_ready().now_or_never(),
+            ),
+            (
                 "configmaps",
                 self.config_maps.wait_until_ready().now_or_never(),
             ),
@@ -204,19 +222,26 @@ impl Stores {
     }
 
     /// The objects translation reads. Secrets are limited to those an Ingress names in
-    /// `spec.tls[].secretName` (same namespace) and the `--default-ssl-certificate` one: the
-    /// rest of a cluster's TLS keys stay out of every snapshot. ConfigMaps likewise:
-    /// `ebpf-lb` and those Ingress annotations name.
+    /// `spec.tls[].secretName` or in `auth-secret` (same namespace) and the
+    /// `--default-ssl-certificate` one: the rest of a cluster's keys stay out of every
+    /// snapshot. ConfigMaps likewise: `ebpf-lb` and those Ingress annotations name.
     pub fn snapshot(&self) -> Snapshot {
         let ingresses = owned(&self.ingresses);
         let mut referenced: HashSet<(String, String)> = ingresses
             .iter()
             .flat_map(|i| {
                 let ns = i.namespace().unwrap_or_else(|| "default".into());
+                let auth = i.annotations().get(AUTH_SECRET).map(|v| {
+                    let v = v.trim();
+                    // `name`, or `namespace/name` (translation refuses other namespaces).
+                    let (sns, name) = v.split_once('/').unwrap_or((ns.as_str(), v));
+                    (sns.to_owned(), name.to_owned())
+                });
                 i.spec
                     .iter()
                     .flat_map(|s| s.tls.iter().flatten())
                     .filter_map(move |t| t.secret_name.clone().map(|n| (ns.clone(), n)))
+                    .chain(auth)
             })
             .collect();
         referenced.extend(self.default_certificate.clone());
@@ -224,6 +249,7 @@ impl Stores {
             .secrets
             .state()
             .into_iter()
+            .chain(self.opaque_secrets.state())
             .filter(|s| {
                 let key = (s.namespace().unwrap_or_default(), s.name_any());
                 referenced.contains(&key)
