@@ -233,6 +233,91 @@ fn auth_url_allow_deny_signin_and_service_down() {
     );
 }
 
+/// `auth-type: basic` with an htpasswd Secret (`$apr1$` as `htpasswd` writes by default,
+/// `$2y$` as `htpasswd -B`): the challenge without or with wrong credentials, the backend
+/// with the right ones (and the header passed on, as nginx does). An Ingress asking for
+/// client certificates, which ebpf-lb does not do, is not served at all.
+#[test]
+fn basic_auth_and_unsupported_client_certificates_never_serve_open() {
+    let bin = backend_bin();
+    let (_app, port) = start_backend(&bin, "mlflow");
+    let dir = TempDir::new("ann-basic");
+    let mut m = service("mlflow", port);
+    // alice: "password"; bob: "U*U" (OpenBSD's bcrypt test vector, cost 5).
+    m += r#"
+---
+apiVersion: v1
+kind: Secret
+metadata: {name: mlflow-users, namespace: ml}
+type: Opaque
+stringData:
+  auth: |
+    alice:$apr1$K8cG3XnA$Hq0mcE57z5C2xREA/oUlh.
+    bob:$2y$05$CCCCCCCCCCCCCCCCCCCCC.E5YPO9kmyuRGyh0XouQYb4YMJKvyOeW
+"#;
+    m += &ingress(
+        "mlflow",
+        &[
+            ("auth-type", "basic"),
+            ("auth-secret", "mlflow-users"),
+            ("auth-realm", "MLflow"),
+        ],
+        "/mlflow",
+        "Prefix",
+        "mlflow",
+    );
+    m += &ingress(
+        "mtls",
+        &[("auth-tls-secret", "ml/client-ca")],
+        "/mtls",
+        "Prefix",
+        "mlflow",
+    );
+    dir.write("m.yaml", &m);
+    let lb = LocalLb::start(&ebpf_lb_bin(&bin), &dir.0);
+    let url = lb.url("/mlflow/api/2.0/experiments");
+
+    for creds in [
+        None,
+        Some("alice:wrong"),
+        Some("mallory:password"),
+        Some("bob:U*V"),
+    ] {
+        let mut args = vec![url.as_str()];
+        if let Some(c) = creds {
+            args.extend(["-u", c]);
+        }
+        let (status, head, body) = fetch(&args);
+        assert_eq!(status, 401, "{creds:?}: {body}");
+        assert!(
+            head.contains("www-authenticate: basic realm=\"mlflow\""),
+            "{creds:?}: {head}"
+        );
+        assert!(
+            !body.contains("\"backend\""),
+            "{creds:?} reached the backend"
+        );
+    }
+    for (creds, header) in [
+        ("alice:password", "Basic YWxpY2U6cGFzc3dvcmQ="),
+        ("bob:U*U", "Basic Ym9iOlUqVQ=="),
+    ] {
+        // Twice: the second is answered from the verified-credentials memory.
+        for _ in 0..2 {
+            let (status, _, body) = fetch(&[&url, "-u", creds]);
+            assert_eq!(status, 200, "{creds}: {body}");
+            let b = json(&body);
+            assert_eq!(b["backend"], "mlflow");
+            assert_eq!(b["authorization"], header);
+        }
+    }
+    let (status, _, body) = fetch(&[&lb.url("/mtls/x")]);
+    assert_eq!(
+        status, 404,
+        "an Ingress asking for client certificates is not served: {body}"
+    );
+}
+
 #[test]
 fn rate_limit_source_ranges_and_redirects() {
     let bin = backend_bin();

@@ -4,8 +4,10 @@
 //! CORS and response headers. Each step is a function of the route's immutable policy, so
 //! a request is judged entirely by the route-table snapshot it started on.
 pub mod auth;
+pub mod basic_auth;
 pub mod canary;
 pub mod cors;
+pub mod htpasswd;
 pub mod ratelimit;
 pub mod redirect;
 

@@ -169,6 +169,12 @@ impl Proxy {
             }
             None => None,
         };
+        if let Some(basic) = &route.policy.basic_auth
+            && let Err(resp) = Box::pin(policy::basic_auth::check(basic, req.headers())).await
+        {
+            // (Boxed, as auth-url below: a rare branch kept out of the request future.)
+            return resp;
+        }
         if let Some(auth) = &route.policy.auth {
             let original = policy::auth::Original {
                 method: req.method(),

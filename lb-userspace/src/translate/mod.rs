@@ -3,6 +3,7 @@
 //! always yields the same table, so it is unit-tested with YAML fixtures.
 pub mod annotations;
 mod backend;
+pub mod basic_auth;
 mod class;
 pub mod configmaps;
 pub mod settings;
@@ -249,6 +250,7 @@ fn compile_ingress(
         .partition(|d| d.severity == crate::diagnostics::Severity::Error);
     let mut policy = policy;
     configmaps::resolve(&mut policy, snapshot, &object, &mut errors);
+    basic_auth::resolve(&mut policy, snapshot, &object, &mut errors);
     let fallback = match &policy.default_backend {
         Some(svc) => match resolver.resolve_service_first_port(&iref.namespace, svc) {
             Ok(b) => Some(b),

@@ -678,3 +678,161 @@ fn compiling_on_threads_gives_the_same_table() {
         &backend(&format!("h{}.example", n - 1))
     ));
 }
+
+/// `auth-type: basic` reads its Secret at translation; whatever would leave a protected
+/// Ingress open (its Secret missing or unreadable, digest, client certificates) rejects it,
+/// naming the annotation, and the other Ingresses are served.
+#[test]
+fn basic_auth_reads_its_secret_and_unsupported_access_control_rejects_the_ingress() {
+    const BASIC: &str = "nginx.ingress.kubernetes.io/auth-type: basic";
+    let secrets = r#"
+---
+apiVersion: v1
+kind: Secret
+metadata: {name: users, namespace: ml}
+stringData:
+  auth: |
+    # htpasswd -s
+    alice:{SHA}W6ph5Mm5Pz8GgiULbPgzG37mj9g=
+    bob:$apr1$K8cG3XnA$Hq0mcE57z5C2xREA/oUlh.
+---
+apiVersion: v1
+kind: Secret
+metadata: {name: map, namespace: ml}
+stringData: {carol: "{SHA}W6ph5Mm5Pz8GgiULbPgzG37mj9g="}
+---
+apiVersion: v1
+kind: Secret
+metadata: {name: broken, namespace: ml}
+stringData: {auth: "dave:zz1234abcdefg"}
+---
+apiVersion: v1
+kind: Secret
+metadata: {name: users, namespace: other}
+stringData: {auth: "erin:{PLAIN}x"}
+"#;
+    let cases = [
+        // (name, annotations, rejected field and message, or None: served)
+        (
+            "file",
+            format!("{BASIC}, nginx.ingress.kubernetes.io/auth-secret: users, nginx.ingress.kubernetes.io/auth-realm: MLflow"),
+            None,
+        ),
+        (
+            "map",
+            format!("{BASIC}, nginx.ingress.kubernetes.io/auth-secret: ml/map, nginx.ingress.kubernetes.io/auth-secret-type: auth-map"),
+            None,
+        ),
+        (
+            "missing",
+            format!("{BASIC}, nginx.ingress.kubernetes.io/auth-secret: nope"),
+            Some(("auth-secret", "Secret ml/nope not found")),
+        ),
+        (
+            "broken",
+            format!("{BASIC}, nginx.ingress.kubernetes.io/auth-secret: broken"),
+            Some(("auth-secret", "Secret ml/broken key \"auth\": line 1 (user \"dave\"): unsupported password hash")),
+        ),
+        (
+            "no-key",
+            format!("{BASIC}, nginx.ingress.kubernetes.io/auth-secret: map"),
+            Some(("auth-secret", "Secret ml/map has no \"auth\" key")),
+        ),
+        (
+            "no-secret",
+            BASIC.to_owned(),
+            Some(("auth-secret", "auth-type: basic needs auth-secret")),
+        ),
+        (
+            "other-ns",
+            format!("{BASIC}, nginx.ingress.kubernetes.io/auth-secret: other/users"),
+            Some(("auth-secret", "is in another namespace")),
+        ),
+        (
+            "digest",
+            "nginx.ingress.kubernetes.io/auth-type: digest, nginx.ingress.kubernetes.io/auth-secret: users".to_owned(),
+            Some(("auth-type", "digest authentication is not supported")),
+        ),
+        (
+            "mtls",
+            "nginx.ingress.kubernetes.io/auth-tls-secret: ml/ca, nginx.ingress.kubernetes.io/auth-tls-verify-depth: \"1\"".to_owned(),
+            Some(("auth-tls-secret", "client certificate authentication (auth-tls-*) is not supported")),
+        ),
+        (
+            "mtls-off",
+            "nginx.ingress.kubernetes.io/auth-tls-secret: ml/ca, nginx.ingress.kubernetes.io/auth-tls-verify-client: \"off\"".to_owned(),
+            None,
+        ),
+    ];
+    let mut yaml = format!("{SERVICES}{secrets}");
+    for (name, annotations, _) in &cases {
+        let host = format!("{name}.example.com");
+        yaml.push_str(&annotated(
+            name,
+            "2024-01-01T00:00:00Z",
+            annotations,
+            &host,
+            "mlflow",
+            5000,
+        ));
+    }
+    let t = translate(&snapshot(&yaml), &ClassFilter::default());
+    let lines: Vec<String> = t.diagnostics.iter().map(|d| d.to_string()).collect();
+    for (name, _, rejected) in &cases {
+        let host = format!("{name}.example.com");
+        match rejected {
+            None => assert!(
+                lookup(&t, &host, "/").is_some(),
+                "{name} not served: {lines:?}"
+            ),
+            Some((field, message)) => {
+                assert!(lookup(&t, &host, "/").is_none(), "{name} served");
+                let prefix = format!(
+                    "ml/{name}: metadata.annotations[nginx.ingress.kubernetes.io/{field}]: "
+                );
+                assert!(
+                    lines
+                        .iter()
+                        .any(|l| l.starts_with(&prefix) && l.contains(message)),
+                    "{name}: no {prefix}...{message} in {lines:?}"
+                );
+            }
+        }
+    }
+    let users = |host: &str| {
+        let route = t.routes.lookup(host, "/").expect("route");
+        let basic = route.policy.basic_auth.as_ref().expect("basic auth");
+        (basic.realm.clone(), basic.credentials.users())
+    };
+    assert_eq!(users("file.example.com"), ("MLflow".to_owned(), 2));
+    assert_eq!(users("map.example.com"), (String::new(), 1));
+    assert!(
+        t.routes
+            .lookup("mtls-off.example.com", "/")
+            .expect("route")
+            .policy
+            .basic_auth
+            .is_none()
+    );
+    // Settings of an access control that is not on are said to be ignored.
+    let yaml = format!(
+        "{SERVICES}{}",
+        annotated(
+            "realm-only",
+            "2024-01-01T00:00:00Z",
+            "nginx.ingress.kubernetes.io/auth-realm: x",
+            "r.example.com",
+            "mlflow",
+            5000
+        )
+    );
+    let t = translate(&snapshot(&yaml), &ClassFilter::default());
+    let lines: Vec<String> = t.diagnostics.iter().map(|d| d.to_string()).collect();
+    assert!(lookup(&t, "r.example.com", "/").is_some());
+    assert_eq!(
+        lines,
+        [
+            "ml/realm-only: metadata.annotations[nginx.ingress.kubernetes.io/auth-realm]: has no effect without auth-type: basic; ignored (warning)"
+        ]
+    );
+}

@@ -88,14 +88,7 @@ pub fn load_secret(
     namespace: &str,
     name: &str,
 ) -> Result<CertifiedKey, String> {
-    let secret = snapshot
-        .secrets
-        .iter()
-        .find(|s| {
-            s.metadata.namespace.as_deref().unwrap_or("default") == namespace
-                && s.metadata.name.as_deref() == Some(name)
-        })
-        .ok_or_else(|| format!("Secret {namespace}/{name} not found"))?;
+    let secret = find_secret(snapshot, namespace, name)?;
     if let Some(t) = secret.type_.as_deref()
         && t != TLS_SECRET_TYPE
     {
@@ -110,7 +103,24 @@ pub fn load_secret(
     certified_key_from_pem(&crt, &key).map_err(|e| format!("Secret {namespace}/{name}: {e}"))
 }
 
-fn secret_field(secret: &Secret, key: &str) -> Option<Vec<u8>> {
+/// The Secret `namespace/name` of the snapshot.
+pub fn find_secret<'a>(
+    snapshot: &'a Snapshot,
+    namespace: &str,
+    name: &str,
+) -> Result<&'a Secret, String> {
+    snapshot
+        .secrets
+        .iter()
+        .find(|s| {
+            s.metadata.namespace.as_deref().unwrap_or("default") == namespace
+                && s.metadata.name.as_deref() == Some(name)
+        })
+        .ok_or_else(|| format!("Secret {namespace}/{name} not found"))
+}
+
+/// A Secret's value for `key` (`stringData` first, as the API server merges it).
+pub fn secret_field(secret: &Secret, key: &str) -> Option<Vec<u8>> {
     if let Some(v) = secret.string_data.as_ref().and_then(|d| d.get(key)) {
         return Some(v.as_bytes().to_vec());
     }

@@ -37,6 +37,7 @@ fn answer(name: &str, req: &Request<Incoming>) -> Response<Full<Bytes>> {
         "x_forwarded_prefix": header("x-forwarded-prefix"),
         "seldon_model": header("seldon-model"),
         "x_auth_user": header("x-auth-user"),
+        "authorization": header("authorization"),
     });
     let mut resp = Response::new(Full::new(Bytes::from(format!("{body}\n"))));
     // `?status=NNN` answers with that status (auth-service and error tests).

@@ -8,6 +8,7 @@
 //! IngressNightmare attack surface — reject the Ingress.
 pub mod access;
 pub mod auth;
+pub mod basic_auth;
 pub mod canary;
 pub mod cors;
 pub mod headers;
@@ -43,6 +44,7 @@ pub struct IngressPolicy {
     pub rate_limit: Option<ratelimit::RateLimitPolicy>,
     pub canary: Option<canary::CanaryPolicy>,
     pub auth: Option<auth::AuthPolicy>,
+    pub basic_auth: Option<basic_auth::BasicAuthPolicy>,
     pub headers: headers::HeaderPolicy,
     /// `service-upstream`: send to the Service's ClusterIP instead of its endpoints.
     pub service_upstream: bool,
@@ -190,6 +192,7 @@ pub fn parse(
         rate_limit: ratelimit::parse(&r),
         canary: canary::parse(&r),
         auth: auth::parse(&r, namespace),
+        basic_auth: basic_auth::parse(&r, namespace),
         headers: headers::parse(&r, namespace),
         service_upstream: r.bool("service-upstream").unwrap_or(false),
         default_backend: r.get("default-backend").map(str::to_owned),
