@@ -166,6 +166,21 @@ pub fn parse(r: &Reader<'_>) -> UpstreamPolicy {
             ),
         }
     }
+    // Backends' certificates are not checked (ingress-nginx's default, `proxy-ssl-verify:
+    // off`); an Ingress asking for the check is not connected unverified.
+    match r
+        .get("proxy-ssl-verify")
+        .map(str::to_ascii_lowercase)
+        .as_deref()
+    {
+        None | Some("off") => {}
+        Some("on") => r.error(
+            "proxy-ssl-verify",
+            "verifying backends' certificates is not supported; the Ingress is not served \
+             rather than connected to its backends unverified",
+        ),
+        Some(v) => r.error("proxy-ssl-verify", format!("{v:?} is not on or off")),
+    }
     if let Some(v) = r.get("load-balance") {
         match v {
             "round_robin" => p.load_balance = LoadBalance::RoundRobin,
@@ -456,6 +471,10 @@ mod tests {
                 p.protocol == BackendProtocol::Grpcs
             }),
             (&[("backend-protocol", "HTTPS")], |p| p.protocol.is_tls()),
+            (
+                &[("backend-protocol", "HTTPS"), ("proxy-ssl-verify", "off")],
+                |p| p.protocol.is_tls(),
+            ),
             (&[("backend-protocol", "H2C")], |p| {
                 p.protocol.is_h2() && !p.protocol.is_tls()
             }),
@@ -583,6 +602,11 @@ mod tests {
                 &[("proxy-next-upstream-tries", "-1")],
                 "proxy-next-upstream-tries]",
             ),
+            (
+                &[("backend-protocol", "HTTPS"), ("proxy-ssl-verify", "on")],
+                "proxy-ssl-verify]: verifying backends' certificates is not supported",
+            ),
+            (&[("proxy-ssl-verify", "yes")], "proxy-ssl-verify]"),
         ];
         for (pairs, want) in table {
             let e = rejected(pairs);
