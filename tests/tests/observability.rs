@@ -86,6 +86,19 @@ spec:
 apiVersion: networking.k8s.io/v1
 kind: Ingress
 metadata:
+  name: model-health
+  namespace: ml
+  creationTimestamp: "2026-01-01T00:00:00Z"
+  annotations: {nginx.ingress.kubernetes.io/enable-access-log: "false", nginx.ingress.kubernetes.io/ssl-redirect: "false"}
+spec:
+  ingressClassName: ebpf-lb
+  rules:
+  - host: ml-api.company.com
+    http: {paths: [{path: /health, pathType: Exact, backend: {service: {name: v1, port: {number: 80}}}}]}
+---
+apiVersion: networking.k8s.io/v1
+kind: Ingress
+metadata:
   name: model-canary
   namespace: ml
   creationTimestamp: "2026-01-02T00:00:00Z"
@@ -135,6 +148,10 @@ fn metrics_access_log_and_debug_routes_after_traffic() {
         let (status, _, _) = fetch(&[&host[..], &[&lb.url("/predict/fraud")]].concat());
         assert_eq!(status, 200);
     }
+    // enable-access-log: "false": counted, not logged (asked before the canary request: a
+    // line for it would come before the canary's, which the log is read for below).
+    let (status, _, _) = fetch(&[&host[..], &[&lb.url("/health")]].concat());
+    assert_eq!(status, 200);
     let (status, _, body) = fetch(
         &[
             &host[..],
@@ -300,6 +317,14 @@ fn metrics_access_log_and_debug_routes_after_traffic() {
         (lines.len() >= 5).then_some(lines)
     })
     .expect("5 access log lines");
+    assert!(
+        lines.iter().all(|l| l["path"] != "/health"),
+        "a route with enable-access-log: false was logged: {lines:?}"
+    );
+    assert!(
+        metrics.contains("ingress=\"model-health\""),
+        "the unlogged route is still counted"
+    );
     let canary_line = lines
         .iter()
         .find(|l| l["request_id"] == "req-42")
@@ -324,8 +349,11 @@ fn metrics_access_log_and_debug_routes_after_traffic() {
             .expect("JSON");
     let model = routes
         .as_array()
-        .and_then(|r| r.iter().find(|r| r["host"] == "ml-api.company.com"))
-        .unwrap_or_else(|| panic!("ml-api.company.com route in {routes}"));
+        .and_then(|r| {
+            r.iter()
+                .find(|r| r["host"] == "ml-api.company.com" && r["path"] == "/predict")
+        })
+        .unwrap_or_else(|| panic!("ml-api.company.com/predict route in {routes}"));
     assert_eq!(model["canaries"][0]["backend"], "ml/v2:80");
     assert_eq!(curl(&[&lb.admin_url("/healthz")]).expect("healthz"), "ok\n");
 }

@@ -429,6 +429,7 @@ mod tests {
                 ingress: "ing".into(),
                 service: "svc".into(),
                 canary: false,
+                no_access_log: false,
             })),
             upstream_duration: Some(Duration::from_millis(2)),
             upstream_connect: connect,

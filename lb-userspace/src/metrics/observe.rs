@@ -174,7 +174,9 @@ impl Observer {
                 .get_or_create(&key.labels())
                 .observe(connect.as_secs_f64());
         }
-        if let Some(tx) = &self.access_log {
+        if let Some(tx) = &self.access_log
+            && !route.no_access_log
+        {
             let line = access_line(&rec, route, status, bytes_out, duration);
             if tx.try_send(line).is_err() {
                 m.access_log_dropped.inc();

@@ -36,6 +36,8 @@ pub struct RouteInfo {
     pub ingress: String,
     pub service: String,
     pub canary: bool,
+    /// `enable-access-log: "false"`: the route's requests are counted, not logged.
+    pub no_access_log: bool,
 }
 
 /// One compiled Ingress path.

@@ -296,6 +296,7 @@ fn compile_ingress(
                     ingress: iref.name.clone(),
                     service: b.service.clone(),
                     canary: false,
+                    no_access_log: policy.no_access_log,
                 }),
                 ingress: iref.clone(),
                 path: path.to_owned(),

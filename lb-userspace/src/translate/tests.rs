@@ -604,6 +604,7 @@ fn canary_attaches_to_the_main_route() {
         ingress: "main".into(),
         service: "model".into(),
         canary: false,
+        no_access_log: false,
     };
     assert_eq!(*r.labels, main_labels);
     assert_eq!(

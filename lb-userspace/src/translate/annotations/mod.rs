@@ -51,6 +51,9 @@ pub struct IngressPolicy {
     /// `default-backend`: a Service (in the Ingress's namespace) answering this Ingress's
     /// 404s and 503s instead of the controller's.
     pub default_backend: Option<String>,
+    /// `enable-access-log: "false"` (default true): the access log does not get the
+    /// requests (health checks, scrapes); they are still counted in the metrics.
+    pub no_access_log: bool,
 }
 
 /// Reads one Ingress's annotations, recording what was read and what was wrong.
@@ -196,6 +199,7 @@ pub fn parse(
         headers: headers::parse(&r, namespace),
         service_upstream: r.bool("service-upstream").unwrap_or(false),
         default_backend: r.get("default-backend").map(str::to_owned),
+        no_access_log: !r.bool("enable-access-log").unwrap_or(true),
     };
     (policy, r.finish())
 }
