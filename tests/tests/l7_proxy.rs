@@ -328,6 +328,59 @@ fn sni_chooses_the_certificate_per_host_and_the_default_otherwise() {
     assert_eq!(json(&out)["backend"], "a");
 }
 
+/// `server-alias`: the alias is served with the Ingress host's routes and certificate;
+/// an alias that another Ingress has rules for stays that Ingress's.
+#[test]
+fn server_alias_serves_the_host_with_its_certificate() {
+    let a = TestBackend::start("a");
+    let b = TestBackend::start("b");
+    let mut yaml = service(&[&a]);
+    yaml.push_str(&service_named("svc-b", &[b.addr.port()]));
+    yaml.push_str(&tls_secret("a-cert", "models.test"));
+    yaml.push_str(&ingress(
+        "a",
+        Some("models.test"),
+        &[
+            ("server-alias", "ml.test, Models.Internal"),
+            ("ssl-redirect", "false"),
+        ],
+        "  tls: [{hosts: [models.test], secretName: a-cert}]\n",
+    ));
+    // "taken.test" has rules of its own: not an alias.
+    yaml.push_str(&ingress_to(
+        "svc-b",
+        "b",
+        Some("taken.test"),
+        &[("server-alias", "taken.test")],
+        "",
+    ));
+    yaml.push_str(&ingress(
+        "c",
+        Some("other.test"),
+        &[("server-alias", "taken.test")],
+        "",
+    ));
+    let lb = start("l7-alias", &yaml);
+    let http = |host: &str| {
+        let out = curl(&["-H", &format!("Host: {host}"), &lb.lb.url("/x")]).expect("curl");
+        json(&out)["backend"].as_str().unwrap_or("").to_owned()
+    };
+    assert_eq!(http("ml.test"), "a");
+    assert_eq!(http("models.internal"), "a");
+    assert_eq!(http("taken.test"), "b");
+    let p = lb.https_port;
+    let san = openssl_san(p, Some("ml.test"));
+    assert!(san.contains("DNS:models.test"), "alias handshake: {san}");
+    let out = curl(&[
+        "-k",
+        "--resolve",
+        &format!("ml.test:{p}:127.0.0.1"),
+        &format!("https://ml.test:{p}/"),
+    ])
+    .expect("curl ml.test");
+    assert_eq!(json(&out)["backend"], "a");
+}
+
 #[test]
 fn default_certificate_from_a_secret_and_a_certificate_replaced_live() {
     let b = TestBackend::start("a");

@@ -139,7 +139,7 @@ impl Proxy {
             client: peer,
             scheme: info.scheme(),
             host,
-            host_has_tls: table.tls.lookup(host).is_some(),
+            host_has_tls: table.certificate_for(host).is_some(),
         };
         if let Err(resp) = policy::screen(route, &req, conn) {
             return resp;

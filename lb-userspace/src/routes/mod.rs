@@ -90,6 +90,10 @@ pub struct RouteTable {
     /// host it maps to (`www.foo.com` -> `foo.com` for an Ingress of `foo.com`, and the
     /// reverse), unless some Ingress has rules for it (as ingress-nginx does).
     pub www_redirects: HashMap<String, String>,
+    /// `server-alias`: a request or TLS handshake for one of these hosts is served as the
+    /// host it maps to (its rules and its certificate), unless some Ingress has rules for
+    /// the alias itself (as ingress-nginx does).
+    pub aliases: HashMap<String, String>,
     /// The `--default-ssl-certificate` Secret's certificate in this snapshot (`None`: not
     /// set, or unusable; the self-signed one is served then). Taken from each snapshot, so
     /// a renewed default certificate is served without a restart.
@@ -118,8 +122,33 @@ impl Default for LimitStatus {
 impl RouteTable {
     /// The route for a request, or `None` (the proxy answers 404).
     pub fn lookup(&self, host: &str, path: &str) -> Option<&Arc<Route>> {
-        let paths = self.hosts.lookup(host).unwrap_or(&self.any_host);
+        let paths = self
+            .hosts
+            .lookup(self.serving_host(host))
+            .unwrap_or(&self.any_host);
         paths.lookup(path).or(self.default_backend.as_ref())
+    }
+
+    /// The host whose rules serve requests for `host` (lower case): `host` itself, or the
+    /// host it is a `server-alias` of.
+    pub fn serving_host<'a>(&'a self, host: &'a str) -> &'a str {
+        if self.aliases.is_empty() {
+            return host;
+        }
+        self.aliases.get(host).map_or(host, String::as_str)
+    }
+
+    /// The certificate for a TLS server name (any case) from the Ingresses' `spec.tls`:
+    /// for a `server-alias`, that of the host it is an alias of (as nginx serves the alias
+    /// from that host's server block); `None`: the default certificate applies.
+    pub fn certificate_for(&self, server_name: &str) -> Option<&Arc<rustls::sign::CertifiedKey>> {
+        if !self.aliases.is_empty() {
+            let lower = server_name.to_ascii_lowercase();
+            if let Some(host) = self.aliases.get(&lower) {
+                return self.tls.lookup(host);
+            }
+        }
+        self.tls.lookup(server_name)
     }
 
     /// Every route, sorted by host then path, for `ebpf-lb routes` and `/debug/routes`.
@@ -183,6 +212,19 @@ pub fn render_table(table: &RouteTable) -> String {
                     a.join(",")
                 }
             }
+        );
+    }
+    let mut aliases: Vec<_> = table.aliases.iter().collect();
+    aliases.sort();
+    for (alias, host) in aliases {
+        let _ = writeln!(
+            s,
+            "{:<26} {:<32} {:<6} {:<44} {:<30} server-alias",
+            alias,
+            "*",
+            "-",
+            format!("as {host}"),
+            "-"
         );
     }
     let mut redirects: Vec<_> = table.www_redirects.iter().collect();

@@ -9,7 +9,7 @@ use rustls::{
 use crate::routes::RouteStore;
 
 /// Picks the certificate for a ClientHello: the route table's certificate for the SNI name
-/// (exact, then wildcard), else the table's default (`--default-ssl-certificate`), else the
+/// (exact, then wildcard; a `server-alias` gets its host's), else the table's default (`--default-ssl-certificate`), else the
 /// self-signed certificate generated at start.
 #[derive(Debug)]
 pub struct SniResolver {
@@ -29,7 +29,7 @@ impl SniResolver {
     pub fn choose(&self, server_name: Option<&str>) -> Arc<CertifiedKey> {
         let table = self.routes.load();
         server_name
-            .and_then(|name| table.tls.lookup(name))
+            .and_then(|name| table.certificate_for(name))
             .or(table.default_certificate.as_ref())
             .unwrap_or(&self.self_signed)
             .clone()

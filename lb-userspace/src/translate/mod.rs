@@ -134,7 +134,20 @@ fn translate_on(
     // once: an Ingress has a route per path).
     let mut www: Vec<(String, IngressRef)> = Vec::new();
     let mut www_seen: HashSet<String> = HashSet::new();
+    // `server-alias`es, oldest Ingress first: (alias, the Ingress's first exact host).
+    let mut aliases: Vec<(String, Option<String>, IngressRef)> = Vec::new();
     for mut compiled in mains {
+        if !compiled.policy.server_aliases.is_empty() {
+            let host = compiled
+                .routes
+                .iter()
+                .filter_map(|(h, _)| h.as_ref())
+                .find(|h| !h.starts_with("*."))
+                .map(|h| h.to_ascii_lowercase());
+            for alias in &compiled.policy.server_aliases {
+                aliases.push((alias.clone(), host.clone(), compiled.ingress.clone()));
+            }
+        }
         if compiled.policy.redirect.from_to_www {
             for host in compiled.routes.iter().filter_map(|(h, _)| h.as_ref()) {
                 if www_seen.insert(host.clone()) {
@@ -157,6 +170,7 @@ fn translate_on(
         install(&mut out, compiled);
     }
     www_redirects(&mut out, www);
+    server_aliases(&mut out, aliases);
     for ((host, path, path_type), orphans) in canaries {
         for c in orphans {
             out.diagnostics.push(Diagnostic::warning(
@@ -446,6 +460,40 @@ fn www_redirects(out: &mut Translation, hosts: Vec<(String, IngressRef)>) {
             continue;
         }
         out.routes.www_redirects.entry(other).or_insert(host);
+    }
+}
+
+/// `server-alias` as ingress-nginx does it: the alias is served as the Ingress's host
+/// (its first exact one), unless an Ingress has rules for the alias itself or an older
+/// Ingress took the alias first.
+fn server_aliases(out: &mut Translation, aliases: Vec<(String, Option<String>, IngressRef)>) {
+    const FIELD: &str = "metadata.annotations[nginx.ingress.kubernetes.io/server-alias]";
+    for (alias, host, ingress) in aliases {
+        let warn = |out: &mut Translation, msg: String| {
+            out.diagnostics
+                .push(Diagnostic::warning(ingress.to_string(), FIELD, msg));
+        };
+        let Some(host) = host else {
+            warn(
+                out,
+                format!("{alias:?} ignored: the Ingress has no rule with an exact host"),
+            );
+            continue;
+        };
+        if out.routes.hosts.has_exact(&alias) {
+            warn(out, format!("{alias:?} ignored: it has rules of its own"));
+            continue;
+        }
+        match out.routes.aliases.get(&alias) {
+            Some(other) if *other != host => warn(
+                out,
+                format!("{alias:?} ignored: already an alias of {other:?} (an older Ingress)"),
+            ),
+            Some(_) => {}
+            None => {
+                out.routes.aliases.insert(alias, host);
+            }
+        }
     }
 }
 

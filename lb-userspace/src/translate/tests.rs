@@ -837,3 +837,86 @@ stringData: {auth: "erin:{PLAIN}x"}
         ]
     );
 }
+
+/// `server-alias` maps each alias to the Ingress's first exact host; an alias with rules of
+/// its own, taken by an older Ingress, or on an Ingress without an exact host is ignored
+/// with a warning; a name that is not a host name rejects the Ingress.
+#[test]
+fn server_alias_translation() {
+    let alias = |v: &str| format!("nginx.ingress.kubernetes.io/server-alias: \"{v}\"");
+    let yaml = [
+        SERVICES.to_owned(),
+        annotated(
+            "a",
+            "2024-01-01T00:00:00Z",
+            &alias("ML.test, api.ml.test"),
+            "models.test",
+            "model",
+            80,
+        ),
+        annotated(
+            "b",
+            "2024-01-02T00:00:00Z",
+            &alias("ml.test,mlflow.test"),
+            "mlflow.test",
+            "mlflow",
+            5000,
+        ),
+        annotated(
+            "c",
+            "2024-01-03T00:00:00Z",
+            &alias("c.test"),
+            "*.wild.test",
+            "model",
+            80,
+        ),
+        annotated(
+            "d",
+            "2024-01-04T00:00:00Z",
+            &alias("*.star.test"),
+            "d.test",
+            "model",
+            80,
+        ),
+    ]
+    .concat();
+    let t = translate(&snapshot(&yaml), &ClassFilter::default());
+    let mut aliases: Vec<_> = t
+        .routes
+        .aliases
+        .iter()
+        .map(|(a, h)| format!("{a}->{h}"))
+        .collect();
+    aliases.sort();
+    assert_eq!(
+        aliases,
+        ["api.ml.test->models.test", "ml.test->models.test"]
+    );
+    assert_eq!(
+        lookup(&t, "ml.test", "/x").as_deref(),
+        Some("ml/a ml/model:80")
+    );
+    assert_eq!(t.routes.serving_host("mlflow.test"), "mlflow.test");
+    let lines: Vec<String> = t.diagnostics.iter().map(|d| d.to_string()).collect();
+    let field = "metadata.annotations[nginx.ingress.kubernetes.io/server-alias]";
+    for want in [
+        format!("ml/b: {field}: \"ml.test\" ignored: already an alias of \"models.test\""),
+        format!("ml/b: {field}: \"mlflow.test\" ignored: it has rules of its own"),
+        format!("ml/c: {field}: \"c.test\" ignored: the Ingress has no rule with an exact host"),
+        format!("ml/d: {field}: \"*.star.test\" is not a host name"),
+    ] {
+        assert!(
+            lines.iter().any(|l| l.starts_with(&want)),
+            "no {want:?} in {lines:?}"
+        );
+    }
+    assert_eq!(t.rejected.len(), 1, "{lines:?}");
+    // `ebpf-lb routes` lists it.
+    let table = crate::routes::render_table(&t.routes);
+    assert!(
+        table.lines().any(|l| l.starts_with("api.ml.test")
+            && l.contains("as models.test")
+            && l.ends_with("server-alias")),
+        "{table}"
+    );
+}

@@ -51,6 +51,8 @@ pub struct IngressPolicy {
     /// `default-backend`: a Service (in the Ingress's namespace) answering this Ingress's
     /// 404s and 503s instead of the controller's.
     pub default_backend: Option<String>,
+    /// `server-alias`: more hosts served as this Ingress's host (lower case).
+    pub server_aliases: Vec<String>,
     /// `enable-access-log: "false"` (default true): the access log does not get the
     /// requests (health checks, scrapes); they are still counted in the metrics.
     pub no_access_log: bool,
@@ -200,8 +202,37 @@ pub fn parse(
         service_upstream: r.bool("service-upstream").unwrap_or(false),
         default_backend: r.get("default-backend").map(str::to_owned),
         no_access_log: !r.bool("enable-access-log").unwrap_or(true),
+        server_aliases: server_aliases(&r),
     };
     (policy, r.finish())
+}
+
+/// `server-alias`: comma-separated host names (exact: nginx's wildcard and regex names are
+/// not taken).
+fn server_aliases(r: &Reader<'_>) -> Vec<String> {
+    let Some(raw) = r.get("server-alias") else {
+        return Vec::new();
+    };
+    let mut out = Vec::new();
+    for alias in raw.split(',').map(str::trim).filter(|a| !a.is_empty()) {
+        let valid = alias.len() <= 253
+            && alias.split('.').all(|label| {
+                !label.is_empty()
+                    && label.len() <= 63
+                    && label
+                        .bytes()
+                        .all(|b| b.is_ascii_alphanumeric() || b == b'-')
+            });
+        if valid {
+            out.push(alias.to_ascii_lowercase());
+        } else {
+            r.error(
+                "server-alias",
+                format!("{alias:?} is not a host name (exact names only)"),
+            );
+        }
+    }
+    out
 }
 
 impl IngressPolicy {
