@@ -339,6 +339,16 @@ fn rate_limit_source_ranges_and_redirects() {
         "app",
     );
     m += &ingress(
+        "relocated",
+        &[
+            ("proxy-redirect-from", "http://app.internal:8080/"),
+            ("proxy-redirect-to", "/relocated/"),
+        ],
+        "/relocated",
+        "Prefix",
+        "app",
+    );
+    m += &ingress(
         "moved",
         &[("permanent-redirect", "https://new.example.com/x")],
         "/moved",
@@ -394,6 +404,20 @@ fn rate_limit_source_ranges_and_redirects() {
     let (status, _, _) = fetch(&["--interface", "127.0.0.2", &lb.url("/private")]);
     assert_eq!(status, 200);
 
+    // The backend's own redirect, rewritten on the way (proxy-redirect-from/-to); one to
+    // elsewhere is left alone.
+    let back = |to: &str| lb.url(&format!("/relocated/x?status=302&location={to}"));
+    let (status, head, _) = fetch(&[&back("http://app.internal:8080/login?next=/a")]);
+    assert_eq!(status, 302);
+    assert!(
+        head.contains("location: /relocated/login?next=/a\r\n"),
+        "{head}"
+    );
+    let (_, head, _) = fetch(&[&back("https://sso.example.com/")]);
+    assert!(
+        head.contains("location: https://sso.example.com/\r\n"),
+        "{head}"
+    );
     let (status, head, _) = fetch(&[&lb.url("/moved/a")]);
     assert_eq!(status, 301);
     assert!(

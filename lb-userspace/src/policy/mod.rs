@@ -92,6 +92,9 @@ pub fn finish_response(route: &Route, origin: Option<&HeaderValue>, resp: &mut R
             resp.headers_mut(),
         );
     }
+    if let Some((from, to)) = &p.redirect.rewrite_location {
+        redirect::rewrite_location(from, to, resp.headers_mut());
+    }
     for (name, value) in &p.headers.response {
         resp.headers_mut().insert(name.clone(), value.clone());
     }

@@ -1,5 +1,5 @@
 //! Redirect annotations at request time.
-use http::{HeaderValue, Request, Response, StatusCode, header};
+use http::{HeaderMap, HeaderValue, Request, Response, StatusCode, header};
 
 use super::Conn;
 use crate::{
@@ -35,4 +35,63 @@ pub fn redirect(code: u16, location: &str) -> Response<Body> {
     let mut resp = local(status, "");
     resp.headers_mut().insert(header::LOCATION, loc);
     resp
+}
+/// `proxy-redirect-from` / `-to` (nginx's `proxy_redirect FROM TO`): a `Location` that
+/// starts with `from` (case-sensitive, as nginx compares) gets `to` in its place, and so does
+/// the URL of a `Refresh` (`5; url=...`).
+pub fn rewrite_location(from: &str, to: &str, headers: &mut HeaderMap) {
+    let replaced = |v: &str| v.strip_prefix(from).map(|rest| format!("{to}{rest}"));
+    if let Some(new) = headers
+        .get(header::LOCATION)
+        .and_then(|v| v.to_str().ok())
+        .and_then(replaced)
+        .and_then(|v| HeaderValue::from_str(&v).ok())
+    {
+        headers.insert(header::LOCATION, new);
+    }
+    let refresh = header::HeaderName::from_static("refresh");
+    if let Some(new) = headers
+        .get(&refresh)
+        .and_then(|v| v.to_str().ok())
+        .and_then(|v| {
+            let at = v.to_ascii_lowercase().find("url=")? + 4;
+            replaced(&v[at..]).map(|url| format!("{}{url}", &v[..at]))
+        })
+        .and_then(|v| HeaderValue::from_str(&v).ok())
+    {
+        headers.insert(refresh, new);
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn rewritten(headers: &[(&str, &str)]) -> HeaderMap {
+        let mut h = HeaderMap::new();
+        for (k, v) in headers {
+            h.insert(
+                header::HeaderName::from_bytes(k.as_bytes()).expect("name"),
+                HeaderValue::from_str(v).expect("value"),
+            );
+        }
+        rewrite_location("http://mlflow:5000/", "/mlflow/", &mut h);
+        h
+    }
+
+    #[test]
+    fn location_and_refresh_prefixes_are_replaced_as_nginx_does() {
+        let h = rewritten(&[
+            ("location", "http://mlflow:5000/#/experiments/1"),
+            ("refresh", "3; URL=http://mlflow:5000/ajax"),
+        ]);
+        assert_eq!(h[header::LOCATION], "/mlflow/#/experiments/1");
+        assert_eq!(h["refresh"], "3; URL=/mlflow/ajax");
+        // Another prefix, another case: untouched (nginx compares case-sensitively).
+        for other in ["https://elsewhere/", "HTTP://MLFLOW:5000/x", "/relative"] {
+            let h = rewritten(&[("location", other)]);
+            assert_eq!(h[header::LOCATION], other);
+        }
+        assert!(rewritten(&[]).is_empty());
+    }
 }

@@ -50,6 +50,15 @@ fn answer(name: &str, req: &Request<Incoming>) -> Response<Full<Bytes>> {
     if let Some(status) = status {
         *resp.status_mut() = status;
     }
+    // `?location=URL` (after any other parameter) sets a Location header (redirect tests).
+    if let Some(location) = req
+        .uri()
+        .query()
+        .and_then(|q| q.split_once("location=").map(|(_, l)| l))
+        .and_then(|l| hyper::header::HeaderValue::from_str(l).ok())
+    {
+        resp.headers_mut().insert("location", location);
+    }
     resp.headers_mut().insert(
         "content-type",
         hyper::header::HeaderValue::from_static("application/json"),

@@ -1,5 +1,6 @@
 //! Redirects: `ssl-redirect`, `force-ssl-redirect`, `permanent-redirect` (+`-code`),
-//! `temporal-redirect`, `from-to-www-redirect`.
+//! `temporal-redirect`, `from-to-www-redirect`, and the backend's own redirects rewritten
+//! (`proxy-redirect-from`, `proxy-redirect-to`).
 use super::Reader;
 
 #[derive(Clone, Debug, PartialEq)]
@@ -12,6 +13,9 @@ pub struct RedirectPolicy {
     pub to: Option<(u16, String)>,
     /// `www.host` <-> `host` redirect (built into `RouteTable::www_redirects`).
     pub from_to_www: bool,
+    /// `proxy-redirect-from` / `proxy-redirect-to`: the backend's `Location` (and
+    /// `Refresh` URL) prefix replaced on the way to the client.
+    pub rewrite_location: Option<(String, String)>,
 }
 
 impl Default for RedirectPolicy {
@@ -21,6 +25,44 @@ impl Default for RedirectPolicy {
             force_ssl_redirect: false,
             to: None,
             from_to_www: false,
+            rewrite_location: None,
+        }
+    }
+}
+
+/// nginx's `proxy_redirect FROM TO` as ingress-nginx writes it: both annotations, or
+/// neither; `off` (ingress-nginx's default) is none.
+fn rewrite_location(r: &Reader<'_>) -> Option<(String, String)> {
+    let (from, to) = (r.get("proxy-redirect-from"), r.get("proxy-redirect-to"));
+    match (from, to) {
+        (None, None) => None,
+        (Some(f), _) if f.eq_ignore_ascii_case("off") => None,
+        (Some(f), _) if f.eq_ignore_ascii_case("default") => {
+            r.error(
+                "proxy-redirect-from",
+                "\"default\" (nginx's rewrite from the proxy_pass URL) has no equivalent here; \
+                 give the prefix to replace",
+            );
+            None
+        }
+        (Some(f), Some(t)) if !f.is_empty() => Some((f.to_owned(), t.to_owned())),
+        (Some(_), Some(_)) => {
+            r.error("proxy-redirect-from", "empty");
+            None
+        }
+        (Some(_), None) => {
+            r.error(
+                "proxy-redirect-to",
+                "proxy-redirect-from needs proxy-redirect-to",
+            );
+            None
+        }
+        (None, Some(_)) => {
+            r.error(
+                "proxy-redirect-from",
+                "proxy-redirect-to needs proxy-redirect-from",
+            );
+            None
         }
     }
 }
@@ -31,6 +73,7 @@ pub fn parse(r: &Reader<'_>) -> RedirectPolicy {
         force_ssl_redirect: r.bool("force-ssl-redirect").unwrap_or(false),
         to: None,
         from_to_www: r.bool("from-to-www-redirect").unwrap_or(false),
+        rewrite_location: rewrite_location(r),
     };
     let code = r.parse::<u16>("permanent-redirect-code", "a redirect status code");
     if let Some(url) = r.get("permanent-redirect") {
@@ -65,4 +108,64 @@ fn checked_url(r: &Reader<'_>, name: &str, url: &str) -> String {
         r.error(name, format!("{url:?} is not a valid URL"));
     }
     url.to_owned()
+}
+
+#[cfg(test)]
+mod tests {
+    use std::collections::BTreeMap;
+
+    use crate::{diagnostics::Severity, translate::annotations};
+
+    /// The rewrite, and the errors (warnings dropped).
+    fn parse(pairs: &[(&str, &str)]) -> (Option<(String, String)>, Vec<String>) {
+        let a: BTreeMap<String, String> = pairs
+            .iter()
+            .map(|(k, v)| (format!("nginx.ingress.kubernetes.io/{k}"), v.to_string()))
+            .collect();
+        let (p, d) = annotations::parse(&a, "ns/i");
+        (
+            p.redirect.rewrite_location,
+            d.iter()
+                .filter(|d| d.severity == Severity::Error)
+                .map(|d| d.to_string())
+                .collect(),
+        )
+    }
+
+    #[test]
+    fn proxy_redirect_from_and_to() {
+        let both = [
+            ("proxy-redirect-from", "http://mlflow:5000/"),
+            ("proxy-redirect-to", "/mlflow/"),
+        ];
+        assert_eq!(
+            parse(&both),
+            (
+                Some(("http://mlflow:5000/".into(), "/mlflow/".into())),
+                vec![]
+            )
+        );
+        assert_eq!(parse(&[("proxy-redirect-from", "off")]), (None, vec![]));
+        for (pairs, want) in [
+            (
+                &[
+                    ("proxy-redirect-from", "default"),
+                    ("proxy-redirect-to", "/"),
+                ][..],
+                "proxy-redirect-from]: \"default\"",
+            ),
+            (
+                &[("proxy-redirect-from", "http://a/")][..],
+                "proxy-redirect-to]: proxy-redirect-from needs",
+            ),
+            (
+                &[("proxy-redirect-to", "/")][..],
+                "proxy-redirect-from]: proxy-redirect-to needs",
+            ),
+        ] {
+            let (p, d) = parse(pairs);
+            assert!(p.is_none(), "{pairs:?}");
+            assert!(d.iter().any(|l| l.contains(want)), "{pairs:?}: {d:?}");
+        }
+    }
 }
