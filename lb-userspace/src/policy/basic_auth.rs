@@ -45,7 +45,7 @@ impl Credentials {
         }
     }
 
-    pub fn users(&self) -> usize {
+    pub fn user_count(&self) -> usize {
         self.users.len()
     }
 

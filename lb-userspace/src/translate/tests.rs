@@ -803,7 +803,7 @@ stringData: {auth: "erin:{PLAIN}x"}
     let users = |host: &str| {
         let route = t.routes.lookup(host, "/").expect("route");
         let basic = route.policy.basic_auth.as_ref().expect("basic auth");
-        (basic.realm.clone(), basic.credentials.users())
+        (basic.realm.clone(), basic.credentials.user_count())
     };
     assert_eq!(users("file.example.com"), ("MLflow".to_owned(), 2));
     assert_eq!(users("map.example.com"), (String::new(), 1));

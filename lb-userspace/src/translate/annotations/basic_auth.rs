@@ -115,18 +115,20 @@ pub fn parse(r: &Reader<'_>, namespace: &str) -> Option<BasicAuthPolicy> {
 
 /// Client certificate authentication is not implemented: asking for it rejects the Ingress.
 fn client_certificates(r: &Reader<'_>) {
-    let values: Vec<_> = AUTH_TLS.iter().map(|n| (*n, r.get(n))).collect();
-    let secret = values[0].1;
-    let verify = values[1].1;
-    if secret.is_none() {
-        if values.iter().any(|(_, v)| v.is_some()) {
-            for (name, _) in values.iter().filter(|(_, v)| v.is_some()) {
-                r.warning(name, "has no effect without auth-tls-secret; ignored");
-            }
+    let given: Vec<&str> = AUTH_TLS
+        .iter()
+        .copied()
+        .filter(|name| r.get(name).is_some())
+        .collect();
+    if r.get("auth-tls-secret").is_none() {
+        for name in given {
+            r.warning(name, "has no effect without auth-tls-secret; ignored");
         }
         return;
     }
-    if verify.is_some_and(|v| v.eq_ignore_ascii_case("off")) {
+    if r.get("auth-tls-verify-client")
+        .is_some_and(|v| v.eq_ignore_ascii_case("off"))
+    {
         r.warning(
             "auth-tls-secret",
             "auth-tls-verify-client is off: no client certificate is asked for; ignored",
