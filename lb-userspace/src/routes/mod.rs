@@ -214,30 +214,24 @@ pub fn render_table(table: &RouteTable) -> String {
             }
         );
     }
-    let mut aliases: Vec<_> = table.aliases.iter().collect();
-    aliases.sort();
-    for (alias, host) in aliases {
+    // Whole-host rows: server aliases and from-to-www redirects, by host.
+    let mut host_rows: Vec<(&String, String, &str)> = table
+        .aliases
+        .iter()
+        .map(|(alias, host)| (alias, format!("as {host}"), "server-alias"))
+        .chain(
+            table
+                .www_redirects
+                .iter()
+                .map(|(from, to)| (from, format!("308 -> {to}"), "from-to-www-redirect")),
+        )
+        .collect();
+    host_rows.sort();
+    for (host, what, annotation) in host_rows {
         let _ = writeln!(
             s,
-            "{:<26} {:<32} {:<6} {:<44} {:<30} server-alias",
-            alias,
-            "*",
-            "-",
-            format!("as {host}"),
-            "-"
-        );
-    }
-    let mut redirects: Vec<_> = table.www_redirects.iter().collect();
-    redirects.sort();
-    for (from, to) in redirects {
-        let _ = writeln!(
-            s,
-            "{:<26} {:<32} {:<6} {:<44} {:<30} from-to-www-redirect",
-            from,
-            "*",
-            "-",
-            format!("308 -> {to}"),
-            "-"
+            "{:<26} {:<32} {:<6} {:<44} {:<30} {annotation}",
+            host, "*", "-", what, "-"
         );
     }
     s
