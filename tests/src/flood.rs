@@ -88,6 +88,10 @@ pub fn syn_frame() -> Vec<u8> {
 pub struct FloodTopology {
     pub generator: Netns,
     pub receiver: Netns,
+    /// Where the receiver's veth is served: `None`, in softirq on the generator's CPU
+    /// (after each transmission); `Some(cpu)`, by a threaded-NAPI kernel thread pinned to
+    /// `cpu`, as a NIC's receive queue is served on its own CPU, apart from the sender.
+    pub receive_cpu: Option<usize>,
 }
 
 impl FloodTopology {
@@ -96,6 +100,7 @@ impl FloodTopology {
         let t = Self {
             generator: Netns::create(&format!("{prefix}-gen"))?,
             receiver: Netns::create(&format!("{prefix}-rcv"))?,
+            receive_cpu: None,
         };
         // No IPv6 on the pair: router solicitations and MLD reports the kernel sends when a
         // link comes up would otherwise reach the receiver's counters beside the flood.
@@ -141,12 +146,43 @@ impl FloodTopology {
 
     /// Attaches `prog` (loaded) to the receiver's veth in native mode.
     pub fn attach_receiver(&self, prog: &mut Xdp) -> Result<Attached, String> {
-        in_netns(&self.receiver, || {
+        let attached = in_netns(&self.receiver, || {
             let index = if_index(RCV_IF)?;
             prog.attach_to_if_index(index, XdpMode::Driver)
                 .map_err(|e| format!("attaching XDP to {RCV_IF}: {e}"))
         })
-        .map(|id| Attached(Some(id)))
+        .map(|id| Attached(Some(id)))?;
+        if let Some(cpu) = self.receive_cpu {
+            // The veth's NAPI instances come with its XDP program: again after each attach.
+            self.receive_on(cpu)?;
+        }
+        Ok(attached)
+    }
+
+    /// Threaded NAPI on the receiver's veth, its kernel threads (`napi/<dev>-<id>`) pinned
+    /// to `cpu`.
+    fn receive_on(&self, cpu: usize) -> Result<(), String> {
+        // `ip netns exec` mounts the namespace's own /sys, where the veth is.
+        crate::netns::run(
+            Command::new("ip")
+                .args(["netns", "exec", &self.receiver.name])
+                .args([
+                    "sh",
+                    "-c",
+                    &format!("echo 1 > /sys/class/net/{RCV_IF}/threaded"),
+                ]),
+        )?;
+        let threads = receiver_napi_threads()?;
+        for &tid in &threads {
+            pin_to_cpu(tid, cpu)?;
+        }
+        let pinned = threads.len();
+        if pinned == 0 {
+            return Err(format!(
+                "no napi/{RCV_IF}-* thread after enabling threaded NAPI"
+            ));
+        }
+        Ok(())
     }
 
     /// The receiver veth's counters. A veth with an XDP program counts every frame its
@@ -291,7 +327,7 @@ pub fn flood(topo: &FloodTopology, generator: &Xdp, spec: &FloodSpec) -> Result<
     let len = u32::try_from(spec.frame.len()).map_err(|_| "frame too long".to_string())?;
     in_netns(&topo.generator, || {
         if let Some(cpu) = spec.cpu {
-            pin_to_cpu(cpu)?;
+            pin_to_cpu(0, cpu)?;
         }
         // struct xdp_md: data, data_end, data_meta, ingress_ifindex, rx_queue_index,
         // egress_ifindex. The kernel wants data 0 and data_end the frame's length.
@@ -333,7 +369,31 @@ pub fn flood(topo: &FloodTopology, generator: &Xdp, spec: &FloodSpec) -> Result<
     })
 }
 
-fn pin_to_cpu(cpu: usize) -> Result<(), String> {
+/// The kernel threads serving the receiver's veth in threaded-NAPI mode (`napi/<dev>-<id>`).
+pub fn receiver_napi_threads() -> Result<Vec<i32>, String> {
+    let prefix = format!("napi/{RCV_IF}-");
+    let mut threads = Vec::new();
+    for entry in std::fs::read_dir("/proc")
+        .map_err(|e| format!("/proc: {e}"))?
+        .flatten()
+    {
+        let Some(pid) = entry
+            .file_name()
+            .to_str()
+            .and_then(|p| p.parse::<i32>().ok())
+        else {
+            continue;
+        };
+        let comm = std::fs::read_to_string(entry.path().join("comm")).unwrap_or_default();
+        if comm.trim_end().starts_with(&prefix) {
+            threads.push(pid);
+        }
+    }
+    Ok(threads)
+}
+
+/// Pins thread `tid` (0: the calling one) to `cpu`.
+fn pin_to_cpu(tid: i32, cpu: usize) -> Result<(), String> {
     // SAFETY: a zeroed cpu_set_t is the empty set; CPU_SET stays within it for valid cpus.
     unsafe {
         let mut set: libc::cpu_set_t = std::mem::zeroed();
@@ -341,9 +401,9 @@ fn pin_to_cpu(cpu: usize) -> Result<(), String> {
             return Err(format!("cpu {cpu} out of range"));
         }
         libc::CPU_SET(cpu, &mut set);
-        if libc::sched_setaffinity(0, size_of::<libc::cpu_set_t>(), &set) != 0 {
+        if libc::sched_setaffinity(tid, size_of::<libc::cpu_set_t>(), &set) != 0 {
             return Err(format!(
-                "pinning the generator to cpu {cpu}: {}",
+                "pinning thread {tid} to cpu {cpu}: {}",
                 std::io::Error::last_os_error()
             ));
         }

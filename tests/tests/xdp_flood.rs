@@ -93,6 +93,42 @@ fn generator_frames_reach_the_receiver_counters() {
     assert_eq!(lb.reason_packets(Reason::DropAcl), received);
 }
 
+/// `xdp-flood --rx-cpu`: the receiver served by threaded NAPI on a CPU of its own still
+/// sees every frame, and its kernel thread runs only there.
+#[test]
+fn a_receiver_served_on_its_own_cpu_counts_every_frame() {
+    if !is_root() {
+        eprintln!("skipping: needs root for namespaces, XDP and BPF_PROG_TEST_RUN");
+        return;
+    }
+    if std::thread::available_parallelism().map_or(1, |n| n.get()) < 2 {
+        eprintln!("skipping: needs two CPUs");
+        return;
+    }
+    let (mut topo, gen_dp) = setup("xfr");
+    topo.receive_cpu = Some(1);
+    let mut bare = Loaded::load();
+    flood_into(&topo, &gen_dp, &mut bare, PROG_XDP_DROP);
+    // Attached again (flood_into detaches): the new NAPI thread is pinned too.
+    let link = topo
+        .attach_receiver(loaded_xdp(&mut bare.ebpf, PROG_XDP_DROP).expect("program"))
+        .expect("attach");
+    let threads = flood::receiver_napi_threads().expect("threads");
+    assert!(!threads.is_empty(), "no threaded NAPI");
+    for tid in threads {
+        // SAFETY: a zeroed cpu_set_t is a valid (empty) set for the kernel to fill.
+        let only_cpu_1 = unsafe {
+            let mut set: libc::cpu_set_t = std::mem::zeroed();
+            libc::sched_getaffinity(tid, size_of::<libc::cpu_set_t>(), &mut set) == 0
+                && libc::CPU_ISSET(1, &set)
+                && libc::CPU_COUNT(&set) == 1
+        };
+        assert!(only_cpu_1, "napi thread {tid} is not pinned to CPU 1 alone");
+    }
+    link.detach(loaded_xdp(&mut bare.ebpf, PROG_XDP_DROP).expect("program"))
+        .expect("detach");
+}
+
 #[test]
 fn nft_drop_rule_counts_the_flood() {
     if !is_root() {

@@ -7,7 +7,11 @@
 //!    XDP_DROP, parser + XDP_DROP, `lb_xdp` ACL and rate-limit drops, XDP_PASS + nftables
 //!    drop), medians of 10 runs of 6M frames (short runs in rotating order: this VM's
 //!    speed drifts over seconds) and their ratios -> target/bench/xdp-flood.json. Needs
-//!    `nft`.
+//!    `nft`. Twice: the receiver's softirq on the generator's CPU (every case pays the
+//!    generator's cost too, which pulls all ratios towards 1), then the receiver served
+//!    by threaded NAPI on a CPU of its own (as a NIC's receive queue: the receive path
+//!    alone sets the rate; a case faster than the generator is capped by it) ->
+//!    target/bench/xdp-flood-rx.json.
 use std::process::Command;
 
 use anyhow::{Result, bail};
@@ -45,11 +49,24 @@ pub fn bench_xdp() -> Result<()> {
                 .current_dir(&root),
         )
     })?;
-    step("xdp-flood", || {
+    step("xdp-flood (generator and receiver on one CPU)", || {
         cmd::run(
             Command::new(root.join("target/release/xdp-flood"))
                 .args(["--runs", "10", "--packets", "6000000", "--out"])
                 .arg(out.join("xdp-flood.json"))
+                .current_dir(&root),
+        )
+    })?;
+    if std::thread::available_parallelism().map_or(1, |n| n.get()) < 2 {
+        println!("xdp-flood with the receiver on its own CPU: skipped (one CPU)");
+        return Ok(());
+    }
+    step("xdp-flood (receiver on its own CPU)", || {
+        cmd::run(
+            Command::new(root.join("target/release/xdp-flood"))
+                .args(["--runs", "10", "--packets", "6000000"])
+                .args(["--cpu", "0", "--rx-cpu", "1", "--out"])
+                .arg(out.join("xdp-flood-rx.json"))
                 .current_dir(&root),
         )
     })

@@ -23,6 +23,12 @@
 //! of medians and paired (median, min and max over rounds of the ratio of the two cases'
 //! runs in the same round). Needs root and `nft`.
 //!
+//! Where the receiver runs: by default its veth is served in softirq right after each of
+//! the generator's transmissions, on the generator's CPU, so every case also pays the
+//! generator's ~100 ns per frame (ratios are pulled towards 1). `--cpu G --rx-cpu R`
+//! serves it by threaded NAPI on CPU R instead, as a NIC's receive queue is served apart
+//! from the sender: the receive path alone sets the rate, up to what the generator sends.
+//!
 //! The generator's transmissions raise the receiver's softirq work on the generator's own
 //! CPU, so one core does both and the figure is generator + receiver cost. Beside the wall
 //! rate the report gives `busy` (the run time the kernel reports over wall time: near 1 on
@@ -67,6 +73,11 @@ struct Args {
     /// Pin the generator (and with it the receiver's softirq work) to this CPU.
     #[arg(long)]
     cpu: Option<usize>,
+    /// Serve the receiver's veth on this CPU instead (threaded NAPI, its kernel thread
+    /// pinned here), apart from the generator's (`--cpu`, required, another CPU): the
+    /// receive path alone then sets the drop rates, as on a NIC.
+    #[arg(long)]
+    rx_cpu: Option<usize>,
     /// Where to write the JSON report.
     #[arg(long)]
     out: PathBuf,
@@ -293,7 +304,13 @@ fn main() -> Result<(), String> {
             .map_err(|e| format!("installing the signal handler: {e}"))?;
     }
     let load_before = loadavg();
-    let topo = FloodTopology::create(&format!("xfl{}", std::process::id()))?;
+    match (args.cpu, args.rx_cpu) {
+        (_, None) => {}
+        (Some(g), Some(r)) if g != r => {}
+        _ => return Err("--rx-cpu needs --cpu, another CPU, for the generator".into()),
+    }
+    let mut topo = FloodTopology::create(&format!("xfl{}", std::process::id()))?;
+    topo.receive_cpu = args.rx_cpu;
     let mut gen_dp = Loaded::load();
     loaded_xdp(&mut gen_dp.ebpf, PROG_XDP_TX)?;
     let mut cases = cases()?;
@@ -328,8 +345,14 @@ fn main() -> Result<(), String> {
     }
     let load_after = loadavg();
 
+    let placement = match (args.cpu, args.rx_cpu) {
+        (Some(g), Some(r)) => format!("generator on CPU {g}, receiver (threaded NAPI) on CPU {r}"),
+        (Some(g), None) => format!("generator and receiver softirq on CPU {g}"),
+        _ => "generator and receiver softirq on one CPU".to_owned(),
+    };
     println!(
-        "flood: {} x {} frames of {} bytes, batch {}; load average before {load_before}, after {load_after}",
+        "flood: {} x {} frames of {} bytes, batch {}, {placement}; load average before \
+         {load_before}, after {load_after}",
         args.runs,
         args.packets,
         spec.frame.len(),
@@ -439,6 +462,7 @@ fn main() -> Result<(), String> {
     let report = serde_json::json!({
         "bench": "xdp-flood", "runs": args.runs, "packets_per_run": args.packets,
         "frame_bytes": spec.frame.len(), "batch": args.batch, "cpu": args.cpu,
+        "receive_cpu": args.rx_cpu,
         "loadavg_before": load_before, "loadavg_after": load_after,
         "note": "dropped Mpps = the case's own counter over the flood's wall time; generator: \
                  lb_xdp_tx in BPF_PROG_TEST_RUN live-frames mode into a veth; medians of runs; \
