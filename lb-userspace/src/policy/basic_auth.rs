@@ -25,8 +25,9 @@ use crate::{
 /// Verified credentials remembered per Secret and route table (then forgotten all at once).
 pub const REMEMBERED: usize = 4096;
 
-/// A route's users, and the credentials that passed lately.
-#[derive(Debug, Default)]
+/// A route's users, and the credentials that passed lately. (`Debug` prints the number of
+/// users only: password hashes stay out of logs and debug output.)
+#[derive(Default)]
 pub struct Credentials {
     users: Htpasswd,
     /// Two independently keyed SipHash states: a 128-bit tag per credential.
@@ -35,6 +36,14 @@ pub struct Credentials {
         std::collections::hash_map::RandomState,
     ),
     verified: Mutex<HashSet<u128>>,
+}
+
+impl std::fmt::Debug for Credentials {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("Credentials")
+            .field("users", &self.users.len())
+            .finish_non_exhaustive()
+    }
 }
 
 impl Credentials {
@@ -228,6 +237,16 @@ mod tests {
         }
         let size = creds.verified.lock().map(|v| v.len()).unwrap_or(0);
         assert!(size <= REMEMBERED, "{size}");
+    }
+
+    #[test]
+    fn debug_output_has_no_password_hashes() {
+        let p = policy("alice:$apr1$K8cG3XnA$Hq0mcE57z5C2xREA/oUlh.\n");
+        let text = format!("{p:?}");
+        assert!(
+            text.contains("users: 1") && !text.contains("apr1"),
+            "{text}"
+        );
     }
 
     #[tokio::test]

@@ -806,6 +806,11 @@ stringData: {auth: "erin:{PLAIN}x"}
         (basic.realm.clone(), basic.credentials.user_count())
     };
     assert_eq!(users("file.example.com"), ("MLflow".to_owned(), 2));
+    let file = t.routes.lookup("file.example.com", "/").expect("route");
+    assert!(
+        file.policy.summary().contains(&"basic-auth"),
+        "ebpf-lb routes shows it"
+    );
     assert_eq!(users("map.example.com"), (String::new(), 1));
     assert!(
         t.routes

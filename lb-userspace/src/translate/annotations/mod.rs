@@ -241,7 +241,7 @@ impl IngressPolicy {
         let mut out = Vec::new();
         let up = &self.upstream;
         let default_up = upstream::UpstreamPolicy::default();
-        let flags: [(bool, &'static str); 16] = [
+        let flags: [(bool, &'static str); 19] = [
             (self.rewrite.target.is_some(), "rewrite"),
             (
                 self.rewrite.regex_paths && self.rewrite.target.is_none(),
@@ -258,6 +258,9 @@ impl IngressPolicy {
             ),
             (self.rate_limit.is_some(), "rate-limit"),
             (self.auth.is_some(), "auth-url"),
+            (self.basic_auth.is_some(), "basic-auth"),
+            (self.redirect.rewrite_location.is_some(), "proxy-redirect"),
+            (self.no_access_log, "no-access-log"),
             (
                 !self.headers.request.is_empty() || self.headers.upstream_vhost.is_some(),
                 "request-headers",
