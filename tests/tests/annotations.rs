@@ -318,6 +318,47 @@ stringData:
     );
 }
 
+/// `custom-http-errors` with `default-backend`: a listed status from the backend is
+/// answered with the error page Service's response, which is told what failed (X-Code,
+/// X-Original-URI, X-Service-Name); other statuses pass as they are.
+#[test]
+fn custom_http_errors_are_answered_by_the_default_backend() {
+    let bin = backend_bin();
+    let (_app, app_port) = start_backend(&bin, "app");
+    let (_pages, pages_port) = start_backend(&bin, "error-pages");
+    let dir = TempDir::new("ann-errors");
+    let mut m = service("app", app_port);
+    m += &service("error-pages", pages_port);
+    m += &ingress(
+        "app",
+        &[
+            ("default-backend", "error-pages"),
+            ("custom-http-errors", "404,503"),
+        ],
+        "/app",
+        "Prefix",
+        "app",
+    );
+    dir.write("m.yaml", &m);
+    let lb = LocalLb::start(&ebpf_lb_bin(&bin), &dir.0);
+
+    let (status, _, body) = fetch(&[&lb.url("/app/x?status=503")]);
+    assert_eq!(status, 200, "the error page Service's answer: {body}");
+    let page = json(&body);
+    assert_eq!(page["backend"], "error-pages");
+    assert_eq!(page["path"], "/");
+    assert_eq!(page["x_code"], "503");
+    assert_eq!(page["x_original_uri"], "/app/x?status=503");
+    assert_eq!(page["x_service_name"], "app");
+    // Not listed, or no error: the backend's own response.
+    let (status, _, body) = fetch(&[&lb.url("/app/x?status=500")]);
+    assert_eq!(status, 500);
+    assert_eq!(json(&body)["backend"], "app");
+    let (status, _, body) = fetch(&[&lb.url("/app/x")]);
+    assert_eq!(status, 200);
+    assert_eq!(json(&body)["backend"], "app");
+}
+
 #[test]
 fn rate_limit_source_ranges_and_redirects() {
     let bin = backend_bin();

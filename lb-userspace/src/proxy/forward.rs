@@ -265,6 +265,71 @@ fn affinity_cookie(
     HeaderValue::from_str(&c).ok()
 }
 
+/// What `custom-http-errors` tells the error-page Service about the failed request (the
+/// headers ingress-nginx sets).
+pub struct ErrorPageRequest<'a> {
+    pub status: u16,
+    /// The client's `Accept` (sent as X-Format).
+    pub accept: Option<HeaderValue>,
+    pub original_uri: &'a str,
+    pub namespace: &'a str,
+    pub ingress: &'a str,
+    pub service: &'a str,
+    pub service_port: &'a str,
+    pub request_id: Option<HeaderValue>,
+    pub client: std::net::IpAddr,
+}
+
+/// `custom-http-errors`: the page for a backend's error status, from the Ingress's
+/// `default-backend` Service, asked as ingress-nginx asks it: `GET /` with X-Code,
+/// X-Format, X-Original-URI, X-Namespace, X-Ingress-Name, X-Service-Name, X-Service-Port,
+/// X-Request-ID. Its answer goes to the client as it is; `None` (no endpoint, or the
+/// Service failed): the backend's own response stays.
+pub async fn error_page(
+    upstreams: &Upstreams,
+    pages: &Backend,
+    policy: &UpstreamPolicy,
+    what: ErrorPageRequest<'_>,
+) -> Option<Response<Body>> {
+    let addr = pages.pick()?;
+    let mut req = Request::get("/").body(RequestBody::empty()).ok()?;
+    let h = req.headers_mut();
+    let text = |v: &str| HeaderValue::from_str(v).ok();
+    let pairs = [
+        ("x-code", text(&what.status.to_string())),
+        ("x-format", what.accept),
+        ("x-original-uri", text(what.original_uri)),
+        ("x-namespace", text(what.namespace)),
+        ("x-ingress-name", text(what.ingress)),
+        ("x-service-name", text(what.service)),
+        ("x-service-port", text(what.service_port)),
+        ("x-request-id", what.request_id),
+        ("x-forwarded-for", text(&what.client.to_string())),
+        (
+            "host",
+            text(&format!("{}.{}", pages.service, pages.namespace)),
+        ),
+    ];
+    for (name, value) in pairs {
+        if let Some(v) = value {
+            h.insert(name, v);
+        }
+    }
+    let timeouts = Timeouts {
+        connect: policy.connect_timeout,
+        send: policy.send_timeout,
+        read: policy.read_timeout,
+    };
+    let protocol = crate::translate::annotations::upstream::BackendProtocol::Http;
+    match upstreams.send(addr, protocol, req, timeouts).await {
+        Ok(sent) => Some(respond(sent, addr, None, policy, None).response),
+        Err(Failed { error, .. }) => {
+            warn!(%addr, error = %error, "custom-http-errors: the error page Service failed");
+            None
+        }
+    }
+}
+
 /// The backend's response on its way to the client: hop-by-hop headers removed, the
 /// affinity cookie added, the body streamed with the read timeout.
 fn respond(

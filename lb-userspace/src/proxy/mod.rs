@@ -204,6 +204,20 @@ impl Proxy {
         } else {
             backend
         };
+        // custom-http-errors: what the error page Service is told, taken before the rewrite.
+        let error_pages = route
+            .fallback
+            .as_ref()
+            .filter(|_| !route.policy.custom_http_errors.is_empty())
+            .map(|pages| {
+                let h = req.headers();
+                let context = (
+                    req.uri().to_string(),
+                    h.get(header::ACCEPT).cloned(),
+                    h.get(&request_id::X_REQUEST_ID).cloned(),
+                );
+                (pages, context)
+            });
         policy::rewrite_request(route, &mut req);
         let upstream_started = Instant::now();
         let authorities = forward::Authorities {
@@ -224,6 +238,27 @@ impl Proxy {
         rec.upstream_addr = forwarded.endpoint;
         rec.upstream_duration = Some(upstream_started.elapsed());
         let mut resp = forwarded.response;
+        let status = resp.status().as_u16();
+        if let Some((pages, (uri, accept, request_id))) = error_pages
+            && route.policy.custom_http_errors.contains(&status)
+        {
+            let what = forward::ErrorPageRequest {
+                status,
+                accept,
+                original_uri: &uri,
+                namespace: &route.labels.namespace,
+                ingress: &route.labels.ingress,
+                service: &backend.service,
+                service_port: &backend.port,
+                request_id,
+                client: peer.ip(),
+            };
+            // (Boxed: a rare branch kept out of the request future.)
+            let page = forward::error_page(&self.upstreams, pages, &route.policy.upstream, what);
+            if let Some(page) = Box::pin(page).await {
+                resp = page;
+            }
+        }
         policy::finish_response(route, origin.as_ref(), &mut resp);
         match slot {
             // limit-connections: the request is in flight until its body has been sent.

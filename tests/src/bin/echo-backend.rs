@@ -38,6 +38,9 @@ fn answer(name: &str, req: &Request<Incoming>) -> Response<Full<Bytes>> {
         "seldon_model": header("seldon-model"),
         "x_auth_user": header("x-auth-user"),
         "authorization": header("authorization"),
+        "x_code": header("x-code"),
+        "x_original_uri": header("x-original-uri"),
+        "x_service_name": header("x-service-name"),
     });
     let mut resp = Response::new(Full::new(Bytes::from(format!("{body}\n"))));
     // `?status=NNN` answers with that status (auth-service and error tests).

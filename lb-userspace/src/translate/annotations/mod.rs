@@ -51,6 +51,8 @@ pub struct IngressPolicy {
     /// `default-backend`: a Service (in the Ingress's namespace) answering this Ingress's
     /// 404s and 503s instead of the controller's.
     pub default_backend: Option<String>,
+    /// `custom-http-errors`: backend statuses answered with the `default-backend`'s page.
+    pub custom_http_errors: Vec<u16>,
     /// `server-alias`: more hosts served as this Ingress's host (lower case).
     pub server_aliases: Vec<String>,
     /// `enable-access-log: "false"` (default true): the access log does not get the
@@ -201,10 +203,36 @@ pub fn parse(
         headers: headers::parse(&r, namespace),
         service_upstream: r.bool("service-upstream").unwrap_or(false),
         default_backend: r.get("default-backend").map(str::to_owned),
+        custom_http_errors: custom_http_errors(&r),
         no_access_log: !r.bool("enable-access-log").unwrap_or(true),
         server_aliases: server_aliases(&r),
     };
     (policy, r.finish())
+}
+
+/// `custom-http-errors`: comma-separated statuses (100-599). They need `default-backend`
+/// (ebpf-lb has no controller-wide default backend to send them to).
+fn custom_http_errors(r: &Reader<'_>) -> Vec<u16> {
+    let Some(raw) = r.get("custom-http-errors") else {
+        return Vec::new();
+    };
+    let mut codes = Vec::new();
+    for code in raw.split(',').map(str::trim).filter(|c| !c.is_empty()) {
+        match code.parse::<u16>() {
+            Ok(c) if (100..=599).contains(&c) => codes.push(c),
+            _ => r.error(
+                "custom-http-errors",
+                format!("{code:?} is not an HTTP status code"),
+            ),
+        }
+    }
+    if !codes.is_empty() && r.get("default-backend").is_none() {
+        r.warning(
+            "custom-http-errors",
+            "has no effect without default-backend (the Service that serves the error pages)",
+        );
+    }
+    codes
 }
 
 /// `server-alias`: comma-separated host names (exact: nginx's wildcard and regex names are
@@ -241,7 +269,7 @@ impl IngressPolicy {
         let mut out = Vec::new();
         let up = &self.upstream;
         let default_up = upstream::UpstreamPolicy::default();
-        let flags: [(bool, &'static str); 19] = [
+        let flags: [(bool, &'static str); 20] = [
             (self.rewrite.target.is_some(), "rewrite"),
             (
                 self.rewrite.regex_paths && self.rewrite.target.is_none(),
@@ -268,6 +296,7 @@ impl IngressPolicy {
             (!self.headers.response.is_empty(), "response-headers"),
             (self.service_upstream, "service-upstream"),
             (self.default_backend.is_some(), "default-backend"),
+            (!self.custom_http_errors.is_empty(), "custom-http-errors"),
             (up.protocol != default_up.protocol, "backend-protocol"),
             (
                 up.load_balance != default_up.load_balance
@@ -305,6 +334,30 @@ mod tests {
             .iter()
             .map(|(k, v)| (k.to_string(), v.to_string()))
             .collect()
+    }
+
+    #[test]
+    fn custom_http_errors_codes_and_their_default_backend() {
+        let key = "nginx.ingress.kubernetes.io/custom-http-errors";
+        let backend = ("nginx.ingress.kubernetes.io/default-backend", "pages");
+        let (p, d) = parse(&ann(&[(key, "404, 503"), backend]), "ns/i");
+        assert_eq!(p.custom_http_errors, [404, 503]);
+        assert!(d.is_empty(), "{d:?}");
+        let (_, d) = parse(&ann(&[(key, "404")]), "ns/i");
+        assert!(
+            d.len() == 1
+                && d[0].severity == Severity::Warning
+                && d[0].message.contains("without default-backend"),
+            "{d:?}"
+        );
+        let (_, d) = parse(&ann(&[(key, "404,oops,700"), backend]), "ns/i");
+        let errors: Vec<_> = d.iter().filter(|d| d.severity == Severity::Error).collect();
+        assert_eq!(errors.len(), 2, "{d:?}");
+        assert!(
+            errors[0]
+                .message
+                .contains("\"oops\" is not an HTTP status code")
+        );
     }
 
     #[test]
