@@ -410,17 +410,20 @@ fn path_of(p: &HTTPIngressPath) -> Result<(String, PathType), (&'static str, Str
     Ok((path, path_type))
 }
 
-fn validate_host(host: &str) -> Result<(), String> {
-    let bare = host.strip_prefix("*.").unwrap_or(host);
-    let ok = !bare.is_empty()
-        && bare.split('.').all(|label| {
+/// Dot-separated labels of 1-63 letters, digits and hyphens (no wildcard).
+pub(crate) fn is_dns_name(name: &str) -> bool {
+    !name.is_empty()
+        && name.split('.').all(|label| {
             !label.is_empty()
                 && label.len() <= 63
                 && label
                     .bytes()
                     .all(|b| b.is_ascii_alphanumeric() || b == b'-')
-        });
-    if ok {
+        })
+}
+
+fn validate_host(host: &str) -> Result<(), String> {
+    if is_dns_name(host.strip_prefix("*.").unwrap_or(host)) {
         Ok(())
     } else {
         Err(format!(
@@ -429,8 +432,6 @@ fn validate_host(host: &str) -> Result<(), String> {
     }
 }
 
-/// Adds an accepted Ingress's routes; a host+path already taken by an older Ingress stays
-/// with it and the newer one gets a warning.
 /// `from-to-www-redirect` as ingress-nginx does it: for an Ingress of `foo.com`, requests
 /// for `www.foo.com` are redirected to `foo.com` (and for `www.foo.com`, `foo.com` to it),
 /// unless an Ingress has rules for that other host, which are then served as usual.
@@ -497,6 +498,8 @@ fn server_aliases(out: &mut Translation, aliases: Vec<(String, Option<String>, I
     }
 }
 
+/// Adds an accepted Ingress's routes; a host+path already taken by an older Ingress stays
+/// with it and the newer one gets a warning.
 fn install(out: &mut Translation, compiled: Compiled) {
     let object = compiled.ingress.to_string();
     out.diagnostics.extend(compiled.warnings);

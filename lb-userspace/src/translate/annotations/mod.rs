@@ -243,15 +243,7 @@ fn server_aliases(r: &Reader<'_>) -> Vec<String> {
     };
     let mut out = Vec::new();
     for alias in raw.split(',').map(str::trim).filter(|a| !a.is_empty()) {
-        let valid = alias.len() <= 253
-            && alias.split('.').all(|label| {
-                !label.is_empty()
-                    && label.len() <= 63
-                    && label
-                        .bytes()
-                        .all(|b| b.is_ascii_alphanumeric() || b == b'-')
-            });
-        if valid {
+        if alias.len() <= 253 && crate::translate::is_dns_name(alias) {
             out.push(alias.to_ascii_lowercase());
         } else {
             r.error(
