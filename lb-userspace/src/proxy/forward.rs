@@ -81,11 +81,7 @@ pub async fn forward(
     {
         return Forwarded::local(StatusCode::PAYLOAD_TOO_LARGE, "request body too large\n");
     }
-    let timeouts = Timeouts {
-        connect: policy.connect_timeout,
-        send: policy.send_timeout,
-        read: policy.read_timeout,
-    };
+    let timeouts = timeouts(policy);
 
     // Endpoint choice: a valid affinity cookie wins, then hashing, then the balancer.
     let affinity_hit = policy
@@ -246,6 +242,15 @@ pub async fn forward(
     Forwarded::at(response, last_endpoint, connect)
 }
 
+/// `proxy-connect-timeout`, `proxy-send-timeout`, `proxy-read-timeout` of an Ingress.
+fn timeouts(policy: &UpstreamPolicy) -> Timeouts {
+    Timeouts {
+        connect: policy.connect_timeout,
+        send: policy.send_timeout,
+        read: policy.read_timeout,
+    }
+}
+
 /// The `Set-Cookie` of cookie affinity for endpoint `idx`, when the request had no valid
 /// affinity cookie.
 fn affinity_cookie(
@@ -315,11 +320,7 @@ pub async fn error_page(
             h.insert(name, v);
         }
     }
-    let timeouts = Timeouts {
-        connect: policy.connect_timeout,
-        send: policy.send_timeout,
-        read: policy.read_timeout,
-    };
+    let timeouts = timeouts(policy);
     let protocol = crate::translate::annotations::upstream::BackendProtocol::Http;
     match upstreams.send(addr, protocol, req, timeouts).await {
         Ok(sent) => Some(respond(sent, addr, None, policy, None).response),
