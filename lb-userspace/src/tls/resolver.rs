@@ -9,8 +9,8 @@ use rustls::{
 use crate::routes::RouteStore;
 
 /// Picks the certificate for a ClientHello: the route table's certificate for the SNI name
-/// (exact, then wildcard; a `server-alias` gets its host's), else the table's default (`--default-ssl-certificate`), else the
-/// self-signed certificate generated at start.
+/// (exact, then wildcard; a `server-alias` gets its host's), else the table's default
+/// (`--default-ssl-certificate`), else the self-signed certificate generated at start.
 #[derive(Debug)]
 pub struct SniResolver {
     routes: Arc<RouteStore>,
