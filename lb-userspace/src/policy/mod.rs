@@ -1,8 +1,9 @@
 //! The annotations' behaviour at request time, in ingress-nginx's order:
 //! access (source ranges) -> rate limits -> redirects -> app-root -> CORS preflight ->
 //! basic auth -> external auth -> canary choice -> rewrite and request headers -> upstream ->
-//! error pages (`custom-http-errors`) -> Location rewrite, CORS and response headers. Each step is a function of the route's immutable policy, so
-//! a request is judged entirely by the route-table snapshot it started on.
+//! error pages (`custom-http-errors`) -> Location rewrite, CORS and response headers. Each
+//! step is a function of the route's immutable policy, so a request is judged entirely by
+//! the route-table snapshot it started on.
 pub mod auth;
 pub mod basic_auth;
 pub mod canary;
