@@ -24,11 +24,12 @@ use tracing::{debug, warn};
 use super::{CONFIG_MAP_NAME, KubeError, KubeOptions, OPAQUE_SECRET_TYPE, TLS_SECRET_TYPE};
 use crate::{
     provider::Snapshot,
-    translate::configmaps::{CONFIGMAP_ANNOTATIONS, configmap_ref},
+    translate::{
+        annotations::basic_auth::{AUTH_SECRET_ANNOTATION, secret_ref},
+        configmaps::{CONFIGMAP_ANNOTATIONS, configmap_ref},
+    },
 };
 
-/// The annotation naming basic authentication's Secret.
-const AUTH_SECRET: &str = "nginx.ingress.kubernetes.io/auth-secret";
 const LAST_APPLIED: &str = "kubectl.kubernetes.io/last-applied-configuration";
 
 /// The stores the snapshot is read from.
@@ -231,10 +232,9 @@ impl Stores {
             .iter()
             .flat_map(|i| {
                 let ns = i.namespace().unwrap_or_else(|| "default".into());
-                let auth = i.annotations().get(AUTH_SECRET).map(|v| {
-                    let v = v.trim();
-                    // `name`, or `namespace/name` (translation refuses other namespaces).
-                    let (sns, name) = v.split_once('/').unwrap_or((ns.as_str(), v));
+                // (Translation refuses a Secret in another namespace.)
+                let auth = i.annotations().get(AUTH_SECRET_ANNOTATION).map(|v| {
+                    let (sns, name) = secret_ref(v.trim(), &ns);
                     (sns.to_owned(), name.to_owned())
                 });
                 i.spec

@@ -30,6 +30,15 @@ pub struct BasicAuthPolicy {
     pub credentials: Arc<Credentials>,
 }
 
+/// The annotation naming the users' Secret (the kube provider keeps the Secrets it names).
+pub const AUTH_SECRET_ANNOTATION: &str = "nginx.ingress.kubernetes.io/auth-secret";
+
+/// (namespace, name) of the Secret an `auth-secret` value names: `name` is in the
+/// Ingress's namespace, or `namespace/name`.
+pub fn secret_ref<'a>(value: &'a str, ingress_namespace: &'a str) -> (&'a str, &'a str) {
+    value.split_once('/').unwrap_or((ingress_namespace, value))
+}
+
 /// The `auth-tls-*` annotations ingress-nginx reads.
 const AUTH_TLS: [&str; 7] = [
     "auth-tls-secret",
@@ -92,7 +101,7 @@ pub fn parse(r: &Reader<'_>, namespace: &str) -> Option<BasicAuthPolicy> {
         );
         return None;
     };
-    let (secret_namespace, secret_name) = secret.split_once('/').unwrap_or((namespace, secret));
+    let (secret_namespace, secret_name) = secret_ref(secret, namespace);
     if secret_namespace != namespace {
         // As ingress-nginx's default (allow-cross-namespace-resources: false).
         r.error(
