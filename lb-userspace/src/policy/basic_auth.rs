@@ -81,8 +81,9 @@ impl Credentials {
     }
 }
 
-/// The user and password of an `Authorization: Basic` header.
-fn basic_credentials(headers: &HeaderMap) -> Option<(String, Vec<u8>)> {
+/// The decoded `user:password` of an `Authorization: Basic` header (the user is UTF-8),
+/// and where its first colon is.
+fn basic_credentials(headers: &HeaderMap) -> Option<(Vec<u8>, usize)> {
     let value = headers.get(header::AUTHORIZATION)?.as_bytes();
     let (scheme, rest) = value.split_at(value.iter().position(|b| *b == b' ')?);
     if !scheme.eq_ignore_ascii_case(b"basic") {
@@ -92,20 +93,16 @@ fn basic_credentials(headers: &HeaderMap) -> Option<(String, Vec<u8>)> {
         .decode(rest.trim_ascii())
         .ok()?;
     let colon = decoded.iter().position(|b| *b == b':')?;
-    let user = std::str::from_utf8(&decoded[..colon]).ok()?.to_owned();
-    Some((user, decoded[colon + 1..].to_vec()))
+    std::str::from_utf8(&decoded[..colon]).ok()?;
+    Some((decoded, colon))
 }
 
 /// `Ok` when the request carries the credentials of one of the route's users.
 pub async fn check(policy: &BasicAuthPolicy, headers: &HeaderMap) -> Result<(), Response<Body>> {
-    let Some((user, password)) = basic_credentials(headers) else {
+    let Some((raw, colon)) = basic_credentials(headers) else {
         return Err(unauthorized(&policy.realm));
     };
     let creds = policy.credentials.clone();
-    let mut raw = Vec::with_capacity(user.len() + 1 + password.len());
-    raw.extend_from_slice(user.as_bytes());
-    raw.push(b':');
-    raw.extend_from_slice(&password);
     let tag = creds.tag(&raw);
     if creds.remembered(tag) {
         return Ok(());
@@ -114,9 +111,12 @@ pub async fn check(policy: &BasicAuthPolicy, headers: &HeaderMap) -> Result<(), 
         return Err(unauthorized(&policy.realm));
     };
     let checker = creds.clone();
-    let ok = tokio::task::spawn_blocking(move || checker.users.verify(&user, &password))
-        .await
-        .unwrap_or(false);
+    let ok = tokio::task::spawn_blocking(move || {
+        let (user, password) = (&raw[..colon], &raw[colon + 1..]);
+        std::str::from_utf8(user).is_ok_and(|user| checker.users.verify(user, password))
+    })
+    .await
+    .unwrap_or(false);
     if ok {
         creds.remember(tag);
         Ok(())
