@@ -173,16 +173,12 @@ impl FloodTopology {
                 ]),
         )?;
         let threads = receiver_napi_threads()?;
-        for &tid in &threads {
-            pin_to_cpu(tid, cpu)?;
-        }
-        let pinned = threads.len();
-        if pinned == 0 {
+        if threads.is_empty() {
             return Err(format!(
                 "no napi/{RCV_IF}-* thread after enabling threaded NAPI"
             ));
         }
-        Ok(())
+        threads.into_iter().try_for_each(|tid| pin_to_cpu(tid, cpu))
     }
 
     /// The receiver veth's counters. A veth with an XDP program counts every frame its
