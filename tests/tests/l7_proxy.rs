@@ -276,6 +276,18 @@ fn openssl_san(port: u16, sni: Option<&str>) -> String {
     String::from_utf8_lossy(&out.stdout).into_owned()
 }
 
+/// The backend that answers `GET https://host/` (SNI and Host `host`) on the HTTPS `port`.
+fn https_backend(port: u16, host: &str) -> String {
+    let out = curl(&[
+        "-k",
+        "--resolve",
+        &format!("{host}:{port}:127.0.0.1"),
+        &format!("https://{host}:{port}/"),
+    ])
+    .unwrap_or_else(|e| panic!("curl {host}: {e}"));
+    json(&out)["backend"].as_str().unwrap_or("").to_owned()
+}
+
 fn tls_secret(name: &str, host: &str) -> String {
     tls_secret_for(name, &[host])
 }
@@ -318,14 +330,7 @@ fn sni_chooses_the_certificate_per_host_and_the_default_otherwise() {
     assert!(other.contains("DNS:ebpf-lb.invalid"), "{other}");
     assert!(openssl_san(p, None).contains("DNS:ebpf-lb.invalid"));
     // And the request goes through with SNI.
-    let out = curl(&[
-        "-k",
-        "--resolve",
-        &format!("a.test:{p}:127.0.0.1"),
-        &format!("https://a.test:{p}/"),
-    ])
-    .expect("curl a.test");
-    assert_eq!(json(&out)["backend"], "a");
+    assert_eq!(https_backend(p, "a.test"), "a");
 }
 
 /// `server-alias`: the alias is served with the Ingress host's routes and certificate;
@@ -371,14 +376,7 @@ fn server_alias_serves_the_host_with_its_certificate() {
     let p = lb.https_port;
     let san = openssl_san(p, Some("ml.test"));
     assert!(san.contains("DNS:models.test"), "alias handshake: {san}");
-    let out = curl(&[
-        "-k",
-        "--resolve",
-        &format!("ml.test:{p}:127.0.0.1"),
-        &format!("https://ml.test:{p}/"),
-    ])
-    .expect("curl ml.test");
-    assert_eq!(json(&out)["backend"], "a");
+    assert_eq!(https_backend(p, "ml.test"), "a");
 }
 
 #[test]
@@ -422,14 +420,7 @@ fn default_certificate_from_a_secret_and_a_certificate_replaced_live() {
     .expect("the renewed certificate is served");
     let other = openssl_san(p, Some("unknown.test"));
     assert!(other.contains("DNS:renewed.test"), "{other}");
-    let out = curl(&[
-        "-k",
-        "--resolve",
-        &format!("a.test:{p}:127.0.0.1"),
-        &format!("https://a.test:{p}/"),
-    ])
-    .expect("curl a.test");
-    assert_eq!(json(&out)["backend"], "a");
+    assert_eq!(https_backend(p, "a.test"), "a");
 }
 
 #[test]
