@@ -186,6 +186,13 @@ fn evict_idle(buckets: &mut HashMap<IpAddr, Bucket>, now: Instant, rate: f64, bu
 mod tests {
     use super::*;
 
+    fn ingress() -> IngressRef {
+        IngressRef {
+            namespace: "ns".into(),
+            name: "i".into(),
+        }
+    }
+
     fn policy(rate: f64, burst: f64, conns: Option<u32>) -> RateLimitPolicy {
         RateLimitPolicy {
             rate_per_sec: Some(rate),
@@ -198,10 +205,7 @@ mod tests {
     #[test]
     fn whitelisted_sources_are_never_limited() {
         let l = RateLimiters::default();
-        let ing = IngressRef {
-            namespace: "ns".into(),
-            name: "i".into(),
-        };
+        let ing = ingress();
         let p = RateLimitPolicy {
             whitelist: vec!["198.18.0.0/30".parse().expect("cidr")],
             ..policy(1.0, 1.0, Some(1))
@@ -221,10 +225,7 @@ mod tests {
     #[test]
     fn bucket_refills_at_the_rate() {
         let l = RateLimiters::default();
-        let ing = IngressRef {
-            namespace: "ns".into(),
-            name: "i".into(),
-        };
+        let ing = ingress();
         let ip: IpAddr = "198.18.0.1".parse().expect("ip");
         let other: IpAddr = "198.18.0.2".parse().expect("ip");
         let p = policy(10.0, 5.0, None);
@@ -251,10 +252,7 @@ mod tests {
     #[test]
     fn abusive_after_a_streak_and_connection_slots() {
         let l = RateLimiters::default();
-        let ing = IngressRef {
-            namespace: "ns".into(),
-            name: "i".into(),
-        };
+        let ing = ingress();
         let ip: IpAddr = "198.18.0.1".parse().expect("ip");
         let t0 = Instant::now();
         let p = policy(1.0, 1.0, None);
