@@ -312,6 +312,17 @@ impl IngressPolicy {
     }
 }
 
+/// Test fixture: [`parse`] of `nginx.ingress.kubernetes.io/<name>` annotations given as
+/// (name, value), for the Ingress `ns/i`.
+#[cfg(test)]
+pub(crate) fn parse_nginx(pairs: &[(&str, &str)]) -> (IngressPolicy, Vec<Diagnostic>) {
+    let annotations: BTreeMap<String, String> = pairs
+        .iter()
+        .map(|(k, v)| (format!("{NGINX_PREFIX}{k}"), v.to_string()))
+        .collect();
+    parse(&annotations, "ns/i")
+}
+
 /// Whether any diagnostic rejects the object.
 pub fn rejects(diags: &[Diagnostic]) -> bool {
     diags.iter().any(|d| d.severity == Severity::Error)

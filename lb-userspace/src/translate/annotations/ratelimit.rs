@@ -57,16 +57,10 @@ pub fn parse(r: &Reader<'_>) -> Option<RateLimitPolicy> {
 
 #[cfg(test)]
 mod tests {
-    use std::collections::BTreeMap;
-
-    use crate::{diagnostics::Severity, translate::annotations};
+    use crate::{diagnostics::Severity, translate::annotations::parse_nginx};
 
     fn parse(pairs: &[(&str, &str)]) -> (Option<super::RateLimitPolicy>, Vec<String>) {
-        let a: BTreeMap<String, String> = pairs
-            .iter()
-            .map(|(k, v)| (format!("nginx.ingress.kubernetes.io/{k}"), v.to_string()))
-            .collect();
-        let (p, d) = annotations::parse(&a, "ns/i");
+        let (p, d) = parse_nginx(pairs);
         let errors = d
             .iter()
             .filter(|d| d.severity == Severity::Error)

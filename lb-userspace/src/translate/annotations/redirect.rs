@@ -112,17 +112,11 @@ fn checked_url(r: &Reader<'_>, name: &str, url: &str) -> String {
 
 #[cfg(test)]
 mod tests {
-    use std::collections::BTreeMap;
-
-    use crate::{diagnostics::Severity, translate::annotations};
+    use crate::{diagnostics::Severity, translate::annotations::parse_nginx};
 
     /// The rewrite, and the errors (warnings dropped).
     fn parse(pairs: &[(&str, &str)]) -> (Option<(String, String)>, Vec<String>) {
-        let a: BTreeMap<String, String> = pairs
-            .iter()
-            .map(|(k, v)| (format!("nginx.ingress.kubernetes.io/{k}"), v.to_string()))
-            .collect();
-        let (p, d) = annotations::parse(&a, "ns/i");
+        let (p, d) = parse_nginx(pairs);
         (
             p.redirect.rewrite_location,
             d.iter()

@@ -418,17 +418,11 @@ fn is_cookie_token(s: &str) -> bool {
 
 #[cfg(test)]
 mod tests {
-    use std::collections::BTreeMap;
-
     use super::*;
-    use crate::{diagnostics::Severity, translate::annotations};
+    use crate::{diagnostics::Severity, translate::annotations::parse_nginx};
 
     fn policy(pairs: &[(&str, &str)]) -> (UpstreamPolicy, Vec<crate::diagnostics::Diagnostic>) {
-        let a: BTreeMap<String, String> = pairs
-            .iter()
-            .map(|(k, v)| (format!("nginx.ingress.kubernetes.io/{k}"), v.to_string()))
-            .collect();
-        let (p, d) = annotations::parse(&a, "ns/i");
+        let (p, d) = parse_nginx(pairs);
         (p.upstream, d)
     }
 
