@@ -11,9 +11,10 @@ use crate::{
     refused::{ACL_REFUSAL_NS, Kind, Slot},
 };
 
-/// True when the source may not reach the VIP.
+/// `Some(until)` when the source may not reach the VIP: refused while the coarse clock is
+/// below `until`.
 #[inline(always)]
-pub fn denied(src: &SourceKey, cfg: &Config) -> bool {
+pub fn denied(src: &SourceKey, cfg: &Config) -> Option<u64> {
     let v4 = src.family == FAMILY_V4;
     let lists = if v4 {
         cfg.deny_v4 | cfg.allow_v4
@@ -21,12 +22,12 @@ pub fn denied(src: &SourceKey, cfg: &Config) -> bool {
         cfg.deny_v6 | cfg.allow_v6
     };
     if lists == 0 {
-        return false;
+        return None;
     }
     let coarse = coarse_ns();
     let mut slot = Slot::of(src);
-    if slot.refuses(Kind::Acl, coarse) {
-        return true;
+    if let Some(until) = slot.refusal(Kind::Acl, coarse) {
+        return Some(until);
     }
     let denied = if v4 {
         let key = Key::new(32, src.addr_words()[0].to_ne_bytes());
@@ -37,8 +38,10 @@ pub fn denied(src: &SourceKey, cfg: &Config) -> bool {
         (cfg.deny_v6 != 0 && DENY_V6.get(&key).is_some())
             || (cfg.allow_v6 != 0 && ALLOW_V6.get(&key).is_none())
     };
-    if denied {
-        slot.record(src, Kind::Acl, coarse + ACL_REFUSAL_NS);
+    if !denied {
+        return None;
     }
-    denied
+    let until = coarse + ACL_REFUSAL_NS;
+    slot.record(src, Kind::Acl, until);
+    Some(until)
 }

@@ -37,7 +37,7 @@ pub struct CachedFlow {
 
 /// The flow's key as the ten words it was built from (see `FlowKey::from_words`).
 #[inline(always)]
-fn words(flow: &FlowKey) -> &[u32; 10] {
+pub fn words(flow: &FlowKey) -> &[u32; 10] {
     // SAFETY: FlowKey is repr(C, align(4)), 40 bytes of plain integers (asserted in
     // lb-common), so it can be read as ten u32 words.
     unsafe { &*(flow as *const FlowKey as *const [u32; 10]) }

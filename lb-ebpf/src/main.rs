@@ -12,7 +12,8 @@
 //! Files by job, Katran style: `parse` (bounds-checked header walking and the policy for
 //! fragments, options, extension headers and ICMP), `maps` (every map with a one-line
 //! comment), `vips` (which VIP a packet is for), `acl`, `ratelimit` (penalty box and token
-//! buckets), `refused` (per-CPU cache of refused sources), `steer` (flow table and Maglev),
+//! buckets), `refused` (per-CPU cache of refused sources), `last_drop` (per CPU, the last drop
+//! verdict, which answers the rest of a flood right after parsing), `steer` (flow table and Maglev),
 //! `flow_cache` (per-CPU copy of established TCP flows in front of `FLOWS`), `syncookie`
 //! (SYN-ACKs carrying SYN cookies above the SYN-rate threshold, and the check of the ACKs
 //! that return them), `encap` + `csum` (outer headers), `redirect` (frames out of another interface), `decap`, `stats` (counter updates),
@@ -39,6 +40,8 @@ mod decap;
 mod encap;
 #[cfg(target_arch = "bpf")]
 mod flow_cache;
+#[cfg(target_arch = "bpf")]
+mod last_drop;
 #[cfg(target_arch = "bpf")]
 mod maps;
 #[cfg(target_arch = "bpf")]

@@ -83,6 +83,10 @@ pub static SCRATCH: PerCpuArray<crate::syncookie::Scratch, 1> = PerCpuArray::new
 #[btf_map]
 pub static CLOCK: PerCpuArray<crate::clock::TickCache, 1> = PerCpuArray::new();
 
+/// Per-CPU last drop verdict (see `last_drop`); not pinned.
+#[btf_map]
+pub static LAST_DROP: PerCpuArray<crate::last_drop::Verdict, 1> = PerCpuArray::new();
+
 /// Per-CPU cache of sources this CPU refused and until when (see `refused`); not pinned.
 #[btf_map]
 pub static REFUSED: PerCpuArray<

@@ -23,25 +23,23 @@ pub fn source_key(flow: &FlowKey) -> SourceKey {
     SourceKey::from_words(flow.src_words(), flow.family)
 }
 
-/// True when the source is in the penalty box and its sentence has not expired. A
-/// penalized source is remembered in this CPU's `REFUSED` slot until its expiry (entries
+/// `Some(expiry)` when the source is in the penalty box and its sentence has not expired.
+/// A penalized source is remembered in this CPU's `REFUSED` slot until its expiry (entries
 /// are never shortened by the daemon; turning the penalty box off skips this check).
 #[inline(always)]
-pub fn penalized(src: &SourceKey) -> bool {
+pub fn penalized(src: &SourceKey) -> Option<u64> {
     let coarse = coarse_ns();
     let mut slot = Slot::of(src);
-    if slot.refuses(Kind::Penalty, coarse) {
-        return true;
+    if let Some(until) = slot.refusal(Kind::Penalty, coarse) {
+        return Some(until);
     }
     // SAFETY: a u64 in a live map element; a torn read is impossible for aligned u64.
-    let Some(expiry) = PENALTY.get_ptr(src).map(|e| unsafe { *e }) else {
-        return false;
-    };
+    let expiry = PENALTY.get_ptr(src).map(|e| unsafe { *e })?;
     if expiry <= coarse {
-        return false;
+        return None;
     }
     slot.record(src, Kind::Penalty, expiry);
-    true
+    Some(expiry)
 }
 
 /// GCRA step: admit and advance `tat`, or refuse and leave it. `Err(until)`: refused, and
@@ -78,16 +76,18 @@ fn state(src: &SourceKey) -> Option<&'static mut SourceState> {
 }
 
 /// Charges one packet (or connection) to a bucket of the source (`bucket`: `Kind::Conn` or
-/// `Kind::Packets`). `Err(())`: over the limit.
+/// `Kind::Packets`). `Err(until)`: over the limit, and every packet of the bucket is
+/// refused while the coarse clock is below `until` (which may be past already: then only
+/// this one is).
 #[inline(always)]
-fn charge(src: &SourceKey, interval: u64, burst: u64, bucket: Kind) -> Result<(), ()> {
+fn charge(src: &SourceKey, interval: u64, burst: u64, bucket: Kind) -> Result<(), u64> {
     if interval == 0 {
         return Ok(());
     }
     let coarse = coarse_ns();
     let mut slot = Slot::of(src);
-    if slot.refuses(bucket, coarse) {
-        return Err(());
+    if let Some(until) = slot.refusal(bucket, coarse) {
+        return Err(until);
     }
     // A full LRU that cannot take the entry fails open: better than dropping everyone.
     let Some(s) = state(src) else { return Ok(()) };
@@ -102,17 +102,18 @@ fn charge(src: &SourceKey, interval: u64, burst: u64, bucket: Kind) -> Result<()
     if coarse < until {
         slot.record(src, bucket, until);
     }
-    Err(())
+    Err(until)
 }
 
-/// Charges one packet to the source's packets/s bucket. `Err(())`: over the limit.
+/// Charges one packet to the source's packets/s bucket. `Err(until)`: over the limit (see
+/// `charge`).
 #[inline(always)]
-pub fn charge_packet(src: &SourceKey, cfg: &Config) -> Result<(), ()> {
+pub fn charge_packet(src: &SourceKey, cfg: &Config) -> Result<(), u64> {
     charge(src, cfg.pps_interval_ns, cfg.pps_burst_ns, Kind::Packets)
 }
 
-/// Charges one new connection to the source's connections/s bucket.
+/// Charges one new connection to the source's connections/s bucket (see `charge`).
 #[inline(always)]
-pub fn charge_conn(src: &SourceKey, cfg: &Config) -> Result<(), ()> {
+pub fn charge_conn(src: &SourceKey, cfg: &Config) -> Result<(), u64> {
     charge(src, cfg.conn_interval_ns, cfg.conn_burst_ns, Kind::Conn)
 }

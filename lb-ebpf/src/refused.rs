@@ -94,13 +94,13 @@ impl Slot {
         Slot { r: Some(r), same }
     }
 
-    /// True while the slot holds the source and its `kind` refusal lasts past `coarse`.
+    /// The end of the source's `kind` refusal while the slot holds the source and the
+    /// refusal lasts past `coarse`.
     #[inline(always)]
-    pub fn refuses(&mut self, kind: Kind, coarse: u64) -> bool {
-        match &mut self.r {
-            Some(r) => self.same && coarse < *r.end(kind),
-            None => false,
-        }
+    pub fn refusal(&mut self, kind: Kind, coarse: u64) -> Option<u64> {
+        let r = self.r.as_mut()?;
+        let until = *r.end(kind);
+        (self.same && coarse < until).then_some(until)
     }
 
     /// Records that the source's `kind` refusal lasts while the coarse clock is below

@@ -1,6 +1,7 @@
 //! `lb_xdp`: the entry point on the node NIC. The order of checks for a packet to a
 //! VIP:port is: ACL, penalty box, packets/s, flow lookup, new connections/s, SYN cookies
-//! (flows not yet known, when `syn-cookie-threshold` is set), steering.
+//! (flows not yet known, when `syn-cookie-threshold` is set), steering. Before all of
+//! them, right after parsing, this CPU's last drop verdict (`last_drop`) may answer.
 use aya_ebpf::{bindings::xdp_action, macros::xdp, programs::XdpContext};
 use lb_common::{
     CONFIG_KEY, Config, NO_NODE, NODE_REDIRECT, PROTO_TCP, Reason, VIP_FLAG_ADDR_ONLY,
@@ -9,6 +10,7 @@ use lb_common::{
 use crate::{
     acl, clock,
     encap::{self, Encap},
+    last_drop,
     maps::CONFIG,
     parse::{self, ETH_HLEN, Kind, Packet, TCP_ACK, TCP_FIN, TCP_RST, TCP_SYN},
     ratelimit, redirect, stats, steer,
@@ -32,8 +34,13 @@ pub fn run(ctx: &XdpContext) -> u32 {
         return xdp_action::XDP_PASS;
     };
     let len = (ctx.data_end() - ctx.data()) as u64;
+    let syn = pkt.flow.proto == PROTO_TCP && pkt.tcp_flags & (TCP_SYN | TCP_ACK) == TCP_SYN;
     match pkt.kind {
-        Kind::L4 => {}
+        Kind::L4 => {
+            if last_drop::covers(&pkt.flow, syn, len) {
+                return xdp_action::XDP_DROP;
+            }
+        }
         Kind::Malformed => {
             // Dropped only when sent to a VIP address; everything else is the stack's.
             return match vips::lookup(&pkt.vip_key().address_only()) {
@@ -60,26 +67,28 @@ pub fn run(ctx: &XdpContext) -> u32 {
     };
     let flow = &pkt.flow;
     let src = ratelimit::source_key(flow);
-    if acl::denied(&src, cfg) {
-        stats::count(vip_id, Reason::DropAcl, len);
-        return xdp_action::XDP_DROP;
+    let refused = |reason, syn_only, until| {
+        stats::count(vip_id, reason, len);
+        last_drop::record(flow, vip_id, reason, syn_only, until);
+        xdp_action::XDP_DROP
+    };
+    if let Some(until) = acl::denied(&src, cfg) {
+        return refused(Reason::DropAcl, false, until);
     }
-    if cfg.penalty_active != 0 && ratelimit::penalized(&src) {
-        stats::count(vip_id, Reason::DropPenalty, len);
-        return xdp_action::XDP_DROP;
+    if cfg.penalty_active != 0
+        && let Some(until) = ratelimit::penalized(&src)
+    {
+        return refused(Reason::DropPenalty, false, until);
     }
-    if ratelimit::charge_packet(&src, cfg).is_err() {
-        stats::count(vip_id, Reason::DropRatePps, len);
-        return xdp_action::XDP_DROP;
+    if let Err(until) = ratelimit::charge_packet(&src, cfg) {
+        return refused(Reason::DropRatePps, false, until);
     }
 
     // New connection: a TCP SYN without ACK (known from the flags, so a SYN flood over
     // the limit is dropped before the flow lookup), or a UDP datagram of no known flow.
     let is_tcp = flow.proto == PROTO_TCP;
-    let syn = is_tcp && pkt.tcp_flags & (TCP_SYN | TCP_ACK) == TCP_SYN;
-    if syn && ratelimit::charge_conn(&src, cfg).is_err() {
-        stats::count(vip_id, Reason::DropRateConn, len);
-        return xdp_action::XDP_DROP;
+    if syn && let Err(until) = ratelimit::charge_conn(&src, cfg) {
+        return refused(Reason::DropRateConn, true, until);
     }
     let now = if is_tcp { 0 } else { clock::coarse_ns() };
     let choice = steer::lookup(flow, cfg, now, syn);

@@ -1782,6 +1782,83 @@ fn lb_xdp_refusal_cache_keeps_limits_exact() {
     );
 }
 
+/// The per-CPU last drop verdict (`LAST_DROP`): once a source's packets to a VIP are
+/// dropped, the next ones from it (any source port) to that VIP:port are dropped right
+/// after parsing, counted under the same VIP and reason; shown by taking the VIP away,
+/// which the long way would pass. A new-connection verdict covers SYNs only; another
+/// source, port or protocol is decided the long way; and a verdict is trusted for at most
+/// `TRUST_NS` (100 ms), even when its refusal (a 60 s penalty here) lasts longer.
+#[test]
+fn lb_xdp_last_drop_verdict_answers_a_flood_for_a_while() {
+    if skip_unless_root() {
+        return;
+    }
+    // Per-CPU state: every run on one CPU.
+    pin_to_cpu0();
+    let mut dp = Loaded::load();
+    let tcp = |src: &str, dst: &str, flags: u8| {
+        PacketBuilder::tcp(src, dst).tcp_flags(flags).build().bytes
+    };
+    let run = |dp: &Loaded, frame: &[u8]| dp.run_xdp(PROG_XDP, frame, 1).expect("test run").0;
+    let counted = |dp: &Loaded, before: &[Counter]| deltas(before, &dp.stats());
+    let l = tcp("198.18.0.9:1", "198.18.0.210:80", tcp_flags::ACK).len() as u64;
+
+    // The penalty box: dropped the long way, then from the verdict with the VIP gone.
+    dp.set_vips(&[VIP_TCP]);
+    dp.penalize(ip("198.18.0.9"), 60);
+    dp.edit_config(|c| c.penalty_active = 1);
+    let ack = tcp("198.18.0.9:40000", "198.18.0.210:80", tcp_flags::ACK);
+    assert_eq!(run(&dp, &ack), XDP_DROP);
+    dp.set_vips(&[]);
+    let before = dp.stats();
+    let other_sport = tcp("198.18.0.9:40001", "198.18.0.210:80", tcp_flags::ACK);
+    assert_eq!(run(&dp, &other_sport), XDP_DROP, "answered by the verdict");
+    assert_eq!(
+        counted(&dp, &before),
+        Deltas::from([((TCP_ID, Reason::DropPenalty.name()), (1, l))])
+    );
+    let other_port = tcp("198.18.0.9:40000", "198.18.0.210:81", tcp_flags::ACK);
+    let other_source = tcp("198.18.0.10:40000", "198.18.0.210:80", tcp_flags::ACK);
+    assert_eq!(run(&dp, &other_port), XDP_PASS, "another port: not a VIP");
+    assert_eq!(
+        run(&dp, &other_source),
+        XDP_PASS,
+        "another source: not a VIP"
+    );
+    // Still this CPU's last verdict (passing packets leave it), for at most 100 ms.
+    assert_eq!(run(&dp, &ack), XDP_DROP);
+    std::thread::sleep(std::time::Duration::from_millis(150));
+    assert_eq!(run(&dp, &ack), XDP_PASS, "the verdict ran out; no VIP");
+
+    // New connections/s: the verdict covers the source's SYNs, not its other packets.
+    dp.set_vips(&[VIP_TCP]);
+    let mut p = KernelPolicy::default();
+    (p.conn_rate, p.conn_burst) = (1, 1);
+    dp.set_policy(&p);
+    let syn = |sport: u16| {
+        tcp(
+            &format!("198.18.0.2:{sport}"),
+            "198.18.0.210:80",
+            tcp_flags::SYN,
+        )
+    };
+    assert_eq!(run(&dp, &syn(40000)), XDP_PASS, "the burst");
+    assert_eq!(run(&dp, &syn(40001)), XDP_DROP);
+    dp.set_vips(&[]);
+    let before = dp.stats();
+    assert_eq!(run(&dp, &syn(40002)), XDP_DROP, "answered by the verdict");
+    assert_eq!(
+        counted(&dp, &before),
+        Deltas::from([((TCP_ID, Reason::DropRateConn.name()), (1, l))])
+    );
+    let ack = tcp("198.18.0.2:40001", "198.18.0.210:80", tcp_flags::ACK);
+    assert_eq!(run(&dp, &ack), XDP_PASS, "not a SYN: not covered; no VIP");
+    let udp = PacketBuilder::udp("198.18.0.2:40001", "198.18.0.210:80")
+        .build()
+        .bytes;
+    assert_eq!(run(&dp, &udp), XDP_PASS, "another protocol: not covered");
+}
+
 /// The per-CPU flow cache (`FLOW_CACHE`) in front of `FLOWS`: established TCP flows are
 /// answered from it, SYNs and a new epoch go back to `FLOWS`, an entry `FLOWS` lost is
 /// dropped within a second, a FIN clears it, and UDP flows are never cached.
@@ -1926,7 +2003,9 @@ fn lb_xdp_acl_refusals_end_after_the_deny_list_changes() {
 /// A restart of another build finds `VIP_INDEX` written for another `vip_slot` (or new and
 /// empty). `spill_vip_index`, run before the program is replaced, sends every lookup to
 /// `VIPS` until `set_vips` rewrites the index, so VIP packets are never taken for other
-/// traffic in between (here: a denied source stays dropped).
+/// traffic in between (here: a denied source stays dropped). Each packet comes from
+/// another address of the denied range, so none is answered by the last drop verdict
+/// (`LAST_DROP`) without a VIP lookup.
 #[test]
 fn lb_xdp_finds_vips_while_the_index_is_from_another_build() {
     if skip_unless_root() {
@@ -1937,13 +2016,17 @@ fn lb_xdp_finds_vips_while_the_index_is_from_another_build() {
     let mut dp = Loaded::load();
     dp.set_vips(&[VIP_TCP]);
     dp.set_policy(&KernelPolicy {
-        deny: cidrs(&["198.18.0.1/32"]),
+        deny: cidrs(&["198.18.0.0/24"]),
         ..KernelPolicy::default()
     });
-    let pkt = PacketBuilder::tcp("198.18.0.1:40000", "198.18.0.210:80")
-        .build()
-        .bytes;
-    assert_eq!(dp.run_xdp(PROG_XDP, &pkt, 1).expect("run").0, XDP_DROP);
+    let mut sources = 1..;
+    let mut pkt = || {
+        let src = sources.next().expect("an address");
+        PacketBuilder::tcp(&format!("198.18.0.{src}:40000"), "198.18.0.210:80")
+            .build()
+            .bytes
+    };
+    assert_eq!(dp.run_xdp(PROG_XDP, &pkt(), 1).expect("run").0, XDP_DROP);
     let mine = vip_slot(&VIP_TCP);
     let other = (mine + 1) % VIP_INDEX_SLOTS;
     {
@@ -1956,18 +2039,18 @@ fn lb_xdp_finds_vips_while_the_index_is_from_another_build() {
         index.set(mine, VipSlot::default(), 0).expect("write");
     }
     assert_eq!(
-        dp.run_xdp(PROG_XDP, &pkt, 1).expect("run").0,
+        dp.run_xdp(PROG_XDP, &pkt(), 1).expect("run").0,
         XDP_PASS,
         "a stale index misses the VIP"
     );
     lb_userspace::dataplane::spill_vip_index(&mut dp.ebpf).expect("spill");
     assert_eq!(
-        dp.run_xdp(PROG_XDP, &pkt, 1).expect("run").0,
+        dp.run_xdp(PROG_XDP, &pkt(), 1).expect("run").0,
         XDP_DROP,
         "spilled: found in VIPS"
     );
     dp.set_vips(&[VIP_TCP]);
-    assert_eq!(dp.run_xdp(PROG_XDP, &pkt, 1).expect("run").0, XDP_DROP);
+    assert_eq!(dp.run_xdp(PROG_XDP, &pkt(), 1).expect("run").0, XDP_DROP);
     let index: Array<_, VipSlot> =
         Array::try_from(dp.ebpf.map(VIP_INDEX).expect("VIP_INDEX")).expect("array");
     let slot = index.get(&mine, 0).expect("slot");
