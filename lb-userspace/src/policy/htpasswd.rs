@@ -31,10 +31,51 @@ enum Stored {
     Plain(String),
 }
 
+impl Stored {
+    /// How much work a check of this kind costs (higher: slower), to pick the decoy.
+    fn cost(&self) -> u8 {
+        match self {
+            Stored::Plain(_) => 0,
+            Stored::Sha1(_) | Stored::SaltedSha1 { .. } => 1,
+            Stored::Md5Crypt { .. } => 2,
+            Stored::Sha256Crypt(_) | Stored::Sha512Crypt(_) => 3,
+            Stored::Bcrypt(_) => 4,
+        }
+    }
+
+    fn matches(&self, password: &[u8]) -> bool {
+        match self {
+            Stored::Md5Crypt { magic, salt, full } => ct_eq(
+                md5_crypt(password, salt.as_bytes(), magic).as_bytes(),
+                full.as_bytes(),
+            ),
+            Stored::Bcrypt(h) => bcrypt::verify(password, h).unwrap_or(false),
+            Stored::Sha256Crypt(h) => {
+                std::str::from_utf8(password).is_ok_and(|p| sha_crypt::sha256_check(p, h).is_ok())
+            }
+            Stored::Sha512Crypt(h) => {
+                std::str::from_utf8(password).is_ok_and(|p| sha_crypt::sha512_check(p, h).is_ok())
+            }
+            Stored::Sha1(d) => ct_eq(&Sha1::digest(password), d),
+            Stored::SaltedSha1 { digest, salt } => {
+                let mut h = Sha1::new();
+                h.update(password);
+                h.update(salt);
+                ct_eq(&h.finalize(), digest)
+            }
+            Stored::Plain(p) => ct_eq(password, p.as_bytes()),
+        }
+    }
+}
+
 /// Users and their stored passwords (a Secret's `auth` file, or an `auth-map`).
 #[derive(Clone, Debug, Default, PartialEq, Eq)]
 pub struct Htpasswd {
     users: HashMap<String, Stored>,
+    /// The costliest stored password: checked (and ignored) for a user that does not
+    /// exist, so refusing an unknown user takes as long as refusing a wrong password of a
+    /// user of that kind, and the time of a 401 does not tell which users exist.
+    decoy: Option<Stored>,
 }
 
 impl Htpasswd {
@@ -55,7 +96,7 @@ impl Htpasswd {
             let stored = parse(hash).map_err(|e| format!("line {} (user {user:?}): {e}", n + 1))?;
             users.insert(user.to_owned(), stored);
         }
-        Ok(Self { users })
+        Ok(Self::of(users))
     }
 
     /// Reads `auth-map` entries: user -> hash.
@@ -67,7 +108,12 @@ impl Htpasswd {
             let stored = parse(hash.trim()).map_err(|e| format!("user {user:?}: {e}"))?;
             users.insert(user.to_owned(), stored);
         }
-        Ok(Self { users })
+        Ok(Self::of(users))
+    }
+
+    fn of(users: HashMap<String, Stored>) -> Self {
+        let decoy = users.values().max_by_key(|s| s.cost()).cloned();
+        Self { users, decoy }
     }
 
     pub fn len(&self) -> usize {
@@ -79,31 +125,16 @@ impl Htpasswd {
     }
 
     /// Whether `password` is `user`'s. Slow on purpose for bcrypt and SHA-crypt (run it off
-    /// the request's thread).
+    /// the request's thread); as slow for a user that does not exist (see `decoy`).
     pub fn verify(&self, user: &str, password: &[u8]) -> bool {
-        let Some(stored) = self.users.get(user) else {
-            return false;
-        };
-        match stored {
-            Stored::Md5Crypt { magic, salt, full } => ct_eq(
-                md5_crypt(password, salt.as_bytes(), magic).as_bytes(),
-                full.as_bytes(),
-            ),
-            Stored::Bcrypt(h) => bcrypt::verify(password, h).unwrap_or(false),
-            Stored::Sha256Crypt(h) => {
-                std::str::from_utf8(password).is_ok_and(|p| sha_crypt::sha256_check(p, h).is_ok())
+        match self.users.get(user) {
+            Some(stored) => stored.matches(password),
+            None => {
+                if let Some(decoy) = &self.decoy {
+                    std::hint::black_box(decoy.matches(password));
+                }
+                false
             }
-            Stored::Sha512Crypt(h) => {
-                std::str::from_utf8(password).is_ok_and(|p| sha_crypt::sha512_check(p, h).is_ok())
-            }
-            Stored::Sha1(d) => ct_eq(&Sha1::digest(password), d),
-            Stored::SaltedSha1 { digest, salt } => {
-                let mut h = Sha1::new();
-                h.update(password);
-                h.update(salt);
-                ct_eq(&h.finalize(), digest)
-            }
-            Stored::Plain(p) => ct_eq(password, p.as_bytes()),
         }
     }
 }
@@ -267,6 +298,22 @@ frank:{PLAIN}plain words
         assert!(h.verify("frank", b"plain words"));
         assert!(!h.verify("frank", b"plain word"));
         assert!(!h.verify("mallory", b"password"));
+    }
+
+    /// An unknown user is checked against the costliest stored password (the decoy) and
+    /// refused, even with the password that decoy holds.
+    #[test]
+    fn an_unknown_user_costs_a_check_of_the_slowest_kind_and_is_refused() {
+        let bcrypt = "$2y$05$CCCCCCCCCCCCCCCCCCCCC.E5YPO9kmyuRGyh0XouQYb4YMJKvyOeW";
+        let h = Htpasswd::from_file(&format!("{FILE}grace:{bcrypt}\n")).expect("file");
+        assert_eq!(h.decoy, Some(Stored::Bcrypt(bcrypt.to_owned())));
+        assert!(h.verify("grace", b"U*U"));
+        assert!(!h.verify("mallory", b"U*U"));
+        let sha = Htpasswd::from_map([("erin", "{SHA}W6ph5Mm5Pz8GgiULbPgzG37mj9g=")]).expect("map");
+        assert!(matches!(sha.decoy, Some(Stored::Sha1(_))));
+        assert!(!sha.verify("mallory", b"password"));
+        assert_eq!(Htpasswd::default().decoy, None);
+        assert!(!Htpasswd::default().verify("mallory", b""));
     }
 
     #[test]
