@@ -4,6 +4,7 @@
 //! connections), and the rustls server and upstream client configurations.
 mod acceptor;
 mod certs;
+pub mod client_hello;
 mod config;
 mod resolver;
 pub mod upstream;
