@@ -1638,3 +1638,81 @@ fn grpc_with_tonic_unary_errors_and_server_streaming_over_h2c_and_tls() {
         assert_eq!(replies, ["tokens #1", "tokens #2", "tokens #3"]);
     }
 }
+
+/// `ssl-passthrough`: a TLS connection for the passthrough host reaches the backend's own
+/// TLS server unterminated (curl checks the backend's certificate, which the proxy does
+/// not hold, so no proxy could have answered), while another host on the same port is
+/// still terminated by the proxy. Counted in `ebpf_lb_ssl_passthrough_connections`.
+#[test]
+fn ssl_passthrough_relays_tls_to_the_backend_by_sni() {
+    let dir = TempDir::new("passthrough-tls");
+    let (_, cert, key) = lb_userspace::tls::self_signed(&["vault.test"]).expect("cert");
+    dir.write("c.pem", &cert);
+    dir.write("k.pem", &key);
+    let (cert_path, key_path) = (dir.0.join("c.pem"), dir.0.join("k.pem"));
+    let tls_port = free_port();
+    let server = Command::new("openssl")
+        .args([
+            "s_server",
+            "-quiet",
+            "-www",
+            "-accept",
+            &tls_port.to_string(),
+        ])
+        .arg("-cert")
+        .arg(&cert_path)
+        .arg("-key")
+        .arg(&key_path)
+        .stdin(Stdio::null())
+        .stdout(Stdio::null())
+        .stderr(Stdio::null())
+        .spawn()
+        .expect("openssl s_server");
+    let _server = tests::procs::ChildGuard::new("openssl s_server", server);
+    wait_until(Duration::from_secs(5), || {
+        TcpStream::connect(("127.0.0.1", tls_port)).ok()
+    })
+    .expect("s_server listening");
+
+    let b = TestBackend::start("plain");
+    let mut yaml = service(&[&b]);
+    yaml.push_str(&ingress("plain", Some("plain.test"), &[], ""));
+    yaml.push_str(&service_named("vault", &[tls_port]));
+    yaml.push_str(&ingress_to(
+        "vault",
+        "vault",
+        Some("vault.test"),
+        &[("ssl-passthrough", "true")],
+        "",
+    ));
+    let lb = start("passthrough", &yaml);
+    let port = lb.https_port;
+
+    let resolve = format!("vault.test:{port}:127.0.0.1");
+    let url = format!("https://vault.test:{port}/");
+    let page = curl(&[
+        "--cacert",
+        &cert_path.to_string_lossy(),
+        "--resolve",
+        &resolve,
+        &url,
+    ])
+    .unwrap_or_else(|e| panic!("curl through the passthrough: {e}"));
+    assert!(
+        page.contains("s_server"),
+        "the backend's own page: {page:?}"
+    );
+    // Another host on the same port: terminated here, served by the echo backend.
+    assert_eq!(https_backend(port, "plain.test"), "plain");
+    let metrics =
+        curl(&[&format!("http://127.0.0.1:{}/metrics", lb.lb.admin_port)]).expect("metrics");
+    assert!(
+        metrics.lines().any(
+            |l| l.starts_with("ebpf_lb_ssl_passthrough_connections_total{")
+                && l.contains("ingress=\"vault\"")
+                && l.contains("outcome=\"relayed\"")
+                && l.ends_with(" 1")
+        ),
+        "{metrics}"
+    );
+}

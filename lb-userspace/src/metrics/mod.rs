@@ -143,6 +143,36 @@ static UPSTREAM_EJECTIONS: LazyLock<Family<ServiceLabels, Counter>> =
 /// Maglev tables written (`dataplane::steering`, a thread of its own); process-wide too.
 static MAGLEV_REBUILDS: LazyLock<Counter> = LazyLock::new(Counter::default);
 
+/// TLS connections relayed for `ssl-passthrough` hosts (`proxy::passthrough`, which holds
+/// no `Metrics` handle): process-wide, registered in every [`Metrics`].
+static PASSTHROUGH_CONNECTIONS: LazyLock<Family<PassthroughLabels, Counter>> =
+    LazyLock::new(Family::default);
+
+#[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
+pub struct PassthroughLabels {
+    pub namespace: String,
+    pub ingress: String,
+    pub service: String,
+    /// `relayed`, `no_endpoint` (none ready) or `connect_failed` (every try failed).
+    pub outcome: &'static str,
+}
+
+/// Counts one `ssl-passthrough` connection of an Ingress and how it went.
+pub fn count_passthrough(
+    ingress: &crate::routes::IngressRef,
+    service: &str,
+    outcome: &'static str,
+) {
+    PASSTHROUGH_CONNECTIONS
+        .get_or_create(&PassthroughLabels {
+            namespace: ingress.namespace.clone(),
+            ingress: ingress.name.clone(),
+            service: service.to_owned(),
+            outcome,
+        })
+        .inc();
+}
+
 /// Counts one passive ejection of an endpoint of Service `namespace/service`.
 pub fn count_ejection(namespace: &str, service: &str) {
     UPSTREAM_EJECTIONS
@@ -306,6 +336,12 @@ impl Metrics {
             "Endpoints ejected by passive outlier detection (refused connections, or 5 \
              failures in a row), by Service",
             UPSTREAM_EJECTIONS.clone(),
+        );
+        registry.register(
+            "ebpf_lb_ssl_passthrough_connections",
+            "TLS connections for ssl-passthrough hosts, relayed to the backend unterminated \
+             (or refused: no_endpoint, connect_failed), by Ingress and Service",
+            PASSTHROUGH_CONNECTIONS.clone(),
         );
         registry.register(
             "ebpf_lb_maglev_rebuilds",

@@ -27,7 +27,7 @@ use hyper_util::{
 };
 use tokio::{
     io::{AsyncRead, AsyncWrite},
-    net::{TcpListener, TcpSocket},
+    net::{TcpListener, TcpSocket, TcpStream},
     sync::watch,
 };
 use tokio_rustls::TlsAcceptor;
@@ -36,8 +36,12 @@ use tracing::{debug, warn};
 use super::{
     DRAIN_DEADLINE, Proxy,
     framing::{ClientIo, Smuggled, Verdict},
+    passthrough::{self, Rewind},
 };
-use crate::tls::ALPN_H2;
+use crate::tls::{
+    ALPN_H2,
+    client_hello::{self, Hello},
+};
 
 /// Limits on what a client may send before its request is handled.
 #[derive(Clone, Copy, Debug)]
@@ -168,9 +172,12 @@ pub async fn serve(
                     acceptor.clone(),
                 );
                 tokio::spawn(async move {
-                    let accepted =
-                        tokio::time::timeout(limits.tls_handshake_timeout, acceptor.accept(stream))
-                            .await;
+                    let deadline = tokio::time::Instant::now() + limits.tls_handshake_timeout;
+                    let Some(stream) = passthrough_or_tls(&proxy, stream, peer, deadline).await
+                    else {
+                        return;
+                    };
+                    let accepted = tokio::time::timeout_at(deadline, acceptor.accept(stream)).await;
                     match accepted {
                         Ok(Ok(tls_stream)) => {
                             let h2 = tls_stream.get_ref().1.alpn_protocol() == Some(ALPN_H2);
@@ -190,6 +197,40 @@ pub async fn serve(
     {
         warn!("drain deadline passed with connections still open");
     }
+}
+
+/// On the HTTPS port, when some host is `ssl-passthrough`: reads the ClientHello and
+/// relays the connection if its server name is such a host (`None`); otherwise (and always
+/// when no host is) the stream for TLS, with whatever was read put back in front.
+async fn passthrough_or_tls(
+    proxy: &Proxy,
+    mut stream: TcpStream,
+    peer: SocketAddr,
+    deadline: tokio::time::Instant,
+) -> Option<Rewind<TcpStream>> {
+    let table = proxy.routes.load();
+    if table.passthrough.is_empty() {
+        return Some(Rewind::new(Vec::new(), stream));
+    }
+    let (bytes, hello) =
+        match tokio::time::timeout_at(deadline, client_hello::read(&mut stream)).await {
+            Ok(Ok(read)) => read,
+            Ok(Err(e)) => {
+                debug!(%peer, error = %e, "connection ended before its ClientHello");
+                return None;
+            }
+            Err(_) => {
+                debug!(%peer, "ClientHello timed out");
+                return None;
+            }
+        };
+    if let Hello::Complete(Some(name)) = &hello
+        && let Some(target) = table.passthrough_for(name)
+    {
+        passthrough::relay(stream, bytes, target).await;
+        return None;
+    }
+    Some(Rewind::new(bytes, stream))
 }
 
 /// Serves one connection; `h2` is the ALPN choice on TLS (None: sniff the preface).

@@ -5,6 +5,7 @@ pub mod forward;
 pub mod framing;
 pub mod headers;
 pub mod listen;
+pub mod passthrough;
 pub mod request_id;
 
 use std::{

@@ -98,6 +98,19 @@ pub struct RouteTable {
     /// set, or unusable; the self-signed one is served then). Taken from each snapshot, so
     /// a renewed default certificate is served without a restart.
     pub default_certificate: Option<Arc<rustls::sign::CertifiedKey>>,
+    /// `ssl-passthrough`: TLS connections whose SNI names one of these hosts (lower case)
+    /// are not terminated here but relayed whole, at the TCP level, to the backend of the
+    /// host's `/` path (the backend terminates TLS itself).
+    pub passthrough: HashMap<String, Passthrough>,
+}
+
+/// Where an `ssl-passthrough` host's TLS connections go.
+#[derive(Debug)]
+pub struct Passthrough {
+    pub ingress: IngressRef,
+    pub backend: Arc<Backend>,
+    /// `proxy-connect-timeout` of the Ingress.
+    pub connect_timeout: std::time::Duration,
 }
 
 /// Statuses for requests refused by an Ingress's limits (ingress-nginx's
@@ -149,6 +162,11 @@ impl RouteTable {
             }
         }
         self.tls.lookup(server_name)
+    }
+
+    /// The `ssl-passthrough` target for a TLS server name (lower case).
+    pub fn passthrough_for(&self, server_name: &str) -> Option<&Passthrough> {
+        self.passthrough.get(server_name)
     }
 
     /// Every route, sorted by host then path, for `ebpf-lb routes` and `/debug/routes`.
@@ -214,7 +232,7 @@ pub fn render_table(table: &RouteTable) -> String {
             }
         );
     }
-    // Whole-host rows: server aliases and from-to-www redirects, by host.
+    // Whole-host rows: server aliases, from-to-www redirects and TLS passthrough, by host.
     let mut host_rows: Vec<(&String, String, &str)> = table
         .aliases
         .iter()
@@ -225,6 +243,14 @@ pub fn render_table(table: &RouteTable) -> String {
                 .iter()
                 .map(|(from, to)| (from, format!("308 -> {to}"), "from-to-www-redirect")),
         )
+        .chain(table.passthrough.iter().map(|(host, p)| {
+            let ready = p.backend.endpoints.len();
+            (
+                host,
+                format!("tls -> {} ({ready} ready)", p.backend),
+                "ssl-passthrough",
+            )
+        }))
         .collect();
     host_rows.sort();
     for (host, what, annotation) in host_rows {

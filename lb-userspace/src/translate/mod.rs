@@ -167,6 +167,9 @@ fn translate_on(
                 route.canaries = c;
             }
         }
+        if compiled.policy.ssl_passthrough {
+            passthrough(&mut out, &compiled);
+        }
         install(&mut out, compiled);
     }
     www_redirects(&mut out, www);
@@ -495,6 +498,73 @@ fn server_aliases(out: &mut Translation, aliases: Vec<(String, Option<String>, I
                 out.routes.aliases.insert(alias, host);
             }
         }
+    }
+}
+
+/// `ssl-passthrough` as ingress-nginx does it: TLS connections whose server name (SNI) is
+/// one of the Ingress's hosts, matched exactly, are relayed to the backend of that host's
+/// `/` path; an older Ingress's passthrough for a host wins. The Ingress's routes still
+/// serve plain HTTP.
+fn passthrough(out: &mut Translation, compiled: &Compiled) {
+    const FIELD: &str = "metadata.annotations[nginx.ingress.kubernetes.io/ssl-passthrough]";
+    let object = compiled.ingress.to_string();
+    let mut warn = |msg: String| {
+        out.diagnostics
+            .push(Diagnostic::warning(object.as_str(), FIELD, msg));
+    };
+    let mut hosts: Vec<&str> = Vec::new();
+    for host in compiled.routes.iter().filter_map(|(h, _)| h.as_deref()) {
+        if !hosts.contains(&host) {
+            hosts.push(host);
+        }
+    }
+    if hosts.is_empty() {
+        warn(
+            "ignored: the Ingress has no rule with a host (passthrough chooses by the TLS \
+              server name)"
+                .to_owned(),
+        );
+    }
+    let mut found = Vec::new();
+    for host in hosts {
+        if host.starts_with("*.") {
+            warn(format!(
+                "ignored for the wildcard host {host:?} (server names are matched exactly, as \
+                 ingress-nginx does)"
+            ));
+            continue;
+        }
+        let root = compiled
+            .routes
+            .iter()
+            .find(|(h, r)| h.as_deref() == Some(host) && r.path == "/");
+        match root {
+            Some((_, route)) => found.push((host.to_ascii_lowercase(), route.backend.clone())),
+            None => warn(format!(
+                "ignored for host {host:?}: it has no path \"/\", whose backend takes the TLS \
+                 connections"
+            )),
+        }
+    }
+    for (host, backend) in found {
+        if let Some(older) = out.routes.passthrough.get(&host) {
+            let msg = format!(
+                "ignored for host {host:?}: already passed through to {} by {} (older), \
+                 which wins",
+                older.backend, older.ingress
+            );
+            out.diagnostics
+                .push(Diagnostic::warning(object.as_str(), FIELD, msg));
+            continue;
+        }
+        out.routes.passthrough.insert(
+            host,
+            crate::routes::Passthrough {
+                ingress: compiled.ingress.clone(),
+                backend,
+                connect_timeout: compiled.policy.upstream.connect_timeout,
+            },
+        );
     }
 }
 

@@ -925,3 +925,66 @@ fn server_alias_translation() {
         "{table}"
     );
 }
+
+#[test]
+fn ssl_passthrough_translation() {
+    let on = "nginx.ingress.kubernetes.io/ssl-passthrough: \"true\"";
+    let yaml = [
+        SERVICES.to_owned(),
+        annotated(
+            "a",
+            "2024-01-01T00:00:00Z",
+            &format!("{on}, nginx.ingress.kubernetes.io/proxy-connect-timeout: \"2\""),
+            "Vault.test",
+            "model",
+            80,
+        ),
+        annotated(
+            "b",
+            "2024-01-02T00:00:00Z",
+            on,
+            "vault.test",
+            "mlflow",
+            5000,
+        ),
+        annotated("c", "2024-01-03T00:00:00Z", on, "*.wild.test", "model", 80),
+        annotated("d", "2024-01-04T00:00:00Z", on, "d.test", "model", 80)
+            .replace("path: /,", "path: /api,"),
+    ]
+    .concat();
+    let t = translate(&snapshot(&yaml), &ClassFilter::default());
+    let lines: Vec<String> = t.diagnostics.iter().map(|d| d.to_string()).collect();
+    let hosts: Vec<&String> = t.routes.passthrough.keys().collect();
+    assert_eq!(hosts, ["vault.test"], "{lines:?}");
+    let p = t.routes.passthrough_for("vault.test").expect("passthrough");
+    assert_eq!(p.ingress.to_string(), "ml/a");
+    assert_eq!(p.backend.to_string(), "ml/model:80");
+    assert_eq!(p.connect_timeout, std::time::Duration::from_secs(2));
+    // Plain HTTP for the host still takes the Ingress's routes.
+    assert_eq!(
+        lookup(&t, "vault.test", "/").as_deref(),
+        Some("ml/a ml/model:80")
+    );
+    let field = "metadata.annotations[nginx.ingress.kubernetes.io/ssl-passthrough]";
+    for want in [
+        format!(
+            "ml/b: {field}: ignored for host \"vault.test\": already passed through to \
+             ml/model:80 by ml/a (older)"
+        ),
+        format!("ml/c: {field}: ignored for the wildcard host \"*.wild.test\""),
+        format!("ml/d: {field}: ignored for host \"d.test\": it has no path \"/\""),
+    ] {
+        assert!(
+            lines.iter().any(|l| l.starts_with(&want)),
+            "no {want:?} in {lines:?}"
+        );
+    }
+    assert!(t.rejected.is_empty(), "{lines:?}");
+    let table = crate::routes::render_table(&t.routes);
+    assert!(
+        table.lines().any(|l| l.starts_with("vault.test")
+            && l.contains("tls -> ml/model:80")
+            && l.ends_with("ssl-passthrough")),
+        "{table}"
+    );
+}

@@ -58,6 +58,9 @@ pub struct IngressPolicy {
     /// `enable-access-log: "false"` (default true): the access log does not get the
     /// requests (health checks, scrapes); they are still counted in the metrics.
     pub no_access_log: bool,
+    /// `ssl-passthrough`: TLS connections for the Ingress's hosts are relayed to the
+    /// backend of their `/` path without being terminated (see `RouteTable::passthrough`).
+    pub ssl_passthrough: bool,
 }
 
 /// Reads one Ingress's annotations, recording what was read and what was wrong.
@@ -206,6 +209,7 @@ pub fn parse(
         custom_http_errors: custom_http_errors(&r),
         no_access_log: !r.bool("enable-access-log").unwrap_or(true),
         server_aliases: server_aliases(&r),
+        ssl_passthrough: r.bool("ssl-passthrough").unwrap_or(false),
     };
     (policy, r.finish())
 }
@@ -261,7 +265,7 @@ impl IngressPolicy {
         let mut out = Vec::new();
         let up = &self.upstream;
         let default_up = upstream::UpstreamPolicy::default();
-        let flags: [(bool, &'static str); 20] = [
+        let flags: [(bool, &'static str); 21] = [
             (self.rewrite.target.is_some(), "rewrite"),
             (
                 self.rewrite.regex_paths && self.rewrite.target.is_none(),
@@ -281,6 +285,7 @@ impl IngressPolicy {
             (self.basic_auth.is_some(), "basic-auth"),
             (self.redirect.rewrite_location.is_some(), "proxy-redirect"),
             (self.no_access_log, "no-access-log"),
+            (self.ssl_passthrough, "ssl-passthrough"),
             (
                 !self.headers.request.is_empty() || self.headers.upstream_vhost.is_some(),
                 "request-headers",
