@@ -152,8 +152,8 @@ mod tests {
 
     use super::*;
 
-    /// The first flight of a real rustls client asking for `name`.
-    fn client_hello(name: &str) -> Vec<u8> {
+    /// The first flight of a real rustls client connecting to `server`.
+    fn first_flight(server: rustls::pki_types::ServerName<'static>) -> Vec<u8> {
         let config = rustls::ClientConfig::builder_with_provider(Arc::new(
             rustls::crypto::aws_lc_rs::default_provider(),
         ))
@@ -161,14 +161,17 @@ mod tests {
         .expect("versions")
         .with_root_certificates(rustls::RootCertStore::empty())
         .with_no_client_auth();
-        let server_name = rustls::pki_types::ServerName::try_from(name.to_owned()).expect("name");
-        let mut conn =
-            rustls::ClientConnection::new(Arc::new(config), server_name).expect("client");
+        let mut conn = rustls::ClientConnection::new(Arc::new(config), server).expect("client");
         let mut out = Vec::new();
         while conn.wants_write() {
             conn.write_tls(&mut out).expect("write");
         }
         out
+    }
+
+    /// The ClientHello of a real rustls client asking for `name`.
+    fn client_hello(name: &str) -> Vec<u8> {
+        first_flight(rustls::pki_types::ServerName::try_from(name.to_owned()).expect("name"))
     }
 
     /// `hello`'s handshake message split into records of at most `size` bytes.
@@ -217,18 +220,8 @@ mod tests {
     #[test]
     fn a_client_hello_without_sni_has_no_name() {
         // By IP address: rustls sends no server_name extension.
-        let config = rustls::ClientConfig::builder_with_provider(Arc::new(
-            rustls::crypto::aws_lc_rs::default_provider(),
-        ))
-        .with_safe_default_protocol_versions()
-        .expect("versions")
-        .with_root_certificates(rustls::RootCertStore::empty())
-        .with_no_client_auth();
-        let ip =
-            rustls::pki_types::ServerName::IpAddress(std::net::Ipv4Addr::new(198, 18, 0, 1).into());
-        let mut conn = rustls::ClientConnection::new(Arc::new(config), ip).expect("client");
-        let mut out = Vec::new();
-        conn.write_tls(&mut out).expect("write");
+        let ip = std::net::Ipv4Addr::new(198, 18, 0, 1);
+        let out = first_flight(rustls::pki_types::ServerName::IpAddress(ip.into()));
         assert_eq!(parse(&out), Hello::Complete(None));
     }
 
