@@ -390,6 +390,16 @@ fn rate_limit_source_ranges_and_redirects() {
         "app",
     );
     m += &ingress(
+        "cookies",
+        &[
+            ("proxy-cookie-path", "/ /cookies/"),
+            ("proxy-cookie-domain", "app.internal example.test"),
+        ],
+        "/cookies",
+        "Prefix",
+        "app",
+    );
+    m += &ingress(
         "moved",
         &[("permanent-redirect", "https://new.example.com/x")],
         "/moved",
@@ -457,6 +467,25 @@ fn rate_limit_source_ranges_and_redirects() {
     let (_, head, _) = fetch(&[&back("https://sso.example.com/")]);
     assert!(
         head.contains("location: https://sso.example.com/\r\n"),
+        "{head}"
+    );
+    // The backend's cookies, their Path and Domain rewritten (proxy-cookie-path/-domain).
+    let (status, head, _) = fetch(&[&lb.url(
+        "/cookies/x?set-cookie=s%3D1%3B%20Path%3D%2F%3B%20Domain%3Dapp.internal%3B%20HttpOnly\
+         &set-cookie=u%3D2%3B%20path%3D%2Fui%3B%20Domain%3Dother.example",
+    )]);
+    assert_eq!(status, 200);
+    let cookies: Vec<&str> = head
+        .lines()
+        .map(str::trim_end)
+        .filter(|l| l.starts_with("set-cookie:"))
+        .collect();
+    assert_eq!(
+        cookies,
+        [
+            "set-cookie: s=1; path=/cookies/; domain=example.test; httponly",
+            "set-cookie: u=2; path=/cookies/ui; domain=other.example",
+        ],
         "{head}"
     );
     let (status, head, _) = fetch(&[&lb.url("/moved/a")]);

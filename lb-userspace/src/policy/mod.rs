@@ -1,12 +1,14 @@
 //! The annotations' behaviour at request time, in ingress-nginx's order:
 //! access (source ranges) -> rate limits -> redirects -> app-root -> CORS preflight ->
 //! basic auth -> external auth -> canary choice -> rewrite and request headers -> upstream ->
-//! error pages (`custom-http-errors`) -> Location rewrite, CORS and response headers. Each
+//! error pages (`custom-http-errors`) -> Location and cookie rewrites, CORS and response
+//! headers. Each
 //! step is a function of the route's immutable policy, so a request is judged entirely by
 //! the route-table snapshot it started on.
 pub mod auth;
 pub mod basic_auth;
 pub mod canary;
+pub mod cookie;
 pub mod cors;
 pub mod htpasswd;
 pub mod ratelimit;
@@ -95,6 +97,9 @@ pub fn finish_response(route: &Route, origin: Option<&HeaderValue>, resp: &mut R
     }
     if let Some((from, to)) = &p.redirect.rewrite_location {
         redirect::rewrite_location(from, to, resp.headers_mut());
+    }
+    if !p.cookies.is_empty() {
+        cookie::rewrite(&p.cookies, resp.headers_mut());
     }
     for (name, value) in &p.headers.response {
         resp.headers_mut().insert(name.clone(), value.clone());

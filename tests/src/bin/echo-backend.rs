@@ -62,11 +62,46 @@ fn answer(name: &str, req: &Request<Incoming>) -> Response<Full<Bytes>> {
     {
         resp.headers_mut().insert("location", location);
     }
+    // `?set-cookie=VALUE` (percent-encoded; repeatable) adds a Set-Cookie header each.
+    for cookie in req
+        .uri()
+        .query()
+        .into_iter()
+        .flat_map(|q| q.split('&'))
+        .filter_map(|kv| kv.strip_prefix("set-cookie="))
+        .filter_map(|v| hyper::header::HeaderValue::from_bytes(&percent_decode(v)).ok())
+    {
+        resp.headers_mut().append("set-cookie", cookie);
+    }
     resp.headers_mut().insert(
         "content-type",
         hyper::header::HeaderValue::from_static("application/json"),
     );
     resp
+}
+
+/// `%XX` escapes decoded (anything malformed kept as it is).
+fn percent_decode(s: &str) -> Vec<u8> {
+    let b = s.as_bytes();
+    let mut out = Vec::with_capacity(b.len());
+    let mut i = 0;
+    while i < b.len() {
+        let hex = b
+            .get(i + 1..i + 3)
+            .and_then(|h| std::str::from_utf8(h).ok())
+            .and_then(|h| u8::from_str_radix(h, 16).ok());
+        match (b[i], hex) {
+            (b'%', Some(v)) => {
+                out.push(v);
+                i += 3;
+            }
+            (c, _) => {
+                out.push(c);
+                i += 1;
+            }
+        }
+    }
+    out
 }
 
 #[tokio::main(flavor = "current_thread")]

@@ -10,6 +10,7 @@ pub mod access;
 pub mod auth;
 pub mod basic_auth;
 pub mod canary;
+pub mod cookie;
 pub mod cors;
 pub mod headers;
 pub mod ratelimit;
@@ -39,6 +40,8 @@ pub struct IngressPolicy {
     pub upstream: upstream::UpstreamPolicy,
     pub rewrite: rewrite::RewritePolicy,
     pub redirect: redirect::RedirectPolicy,
+    /// `proxy-cookie-path`, `proxy-cookie-domain`.
+    pub cookies: cookie::CookiePolicy,
     pub cors: Option<cors::CorsPolicy>,
     pub access: access::AccessPolicy,
     pub rate_limit: Option<ratelimit::RateLimitPolicy>,
@@ -197,6 +200,7 @@ pub fn parse(
         upstream: upstream::parse(&r),
         rewrite: rewrite::parse(&r),
         redirect: redirect::parse(&r),
+        cookies: cookie::parse(&r),
         cors: cors::parse(&r),
         access: access::parse(&r),
         rate_limit: ratelimit::parse(&r),
@@ -265,7 +269,7 @@ impl IngressPolicy {
         let mut out = Vec::new();
         let up = &self.upstream;
         let default_up = upstream::UpstreamPolicy::default();
-        let flags: [(bool, &'static str); 21] = [
+        let flags: [(bool, &'static str); 22] = [
             (self.rewrite.target.is_some(), "rewrite"),
             (
                 self.rewrite.regex_paths && self.rewrite.target.is_none(),
@@ -284,6 +288,7 @@ impl IngressPolicy {
             (self.auth.is_some(), "auth-url"),
             (self.basic_auth.is_some(), "basic-auth"),
             (self.redirect.rewrite_location.is_some(), "proxy-redirect"),
+            (!self.cookies.is_empty(), "proxy-cookie"),
             (self.no_access_log, "no-access-log"),
             (self.ssl_passthrough, "ssl-passthrough"),
             (
