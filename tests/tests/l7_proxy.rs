@@ -1716,3 +1716,173 @@ fn ssl_passthrough_relays_tls_to_the_backend_by_sni() {
         "{metrics}"
     );
 }
+
+/// One request as the mirror saw it: request line, headers (lower-case names), body.
+type Seen = (String, Vec<(String, String)>, Vec<u8>);
+
+/// A bare HTTP/1.1 server on `listener` recording each request it answers (200, empty).
+fn recording_server(listener: std::net::TcpListener) -> std::sync::mpsc::Receiver<Seen> {
+    let (tx, rx) = std::sync::mpsc::channel();
+    std::thread::spawn(move || {
+        for stream in listener.incoming() {
+            let Ok(stream) = stream else { return };
+            let tx = tx.clone();
+            std::thread::spawn(move || {
+                let mut r = std::io::BufReader::new(stream);
+                loop {
+                    let mut line = String::new();
+                    if std::io::BufRead::read_line(&mut r, &mut line).unwrap_or(0) == 0 {
+                        return;
+                    }
+                    let mut headers = Vec::new();
+                    loop {
+                        let mut h = String::new();
+                        if std::io::BufRead::read_line(&mut r, &mut h).unwrap_or(0) == 0 {
+                            return;
+                        }
+                        match h.trim_end().split_once(':') {
+                            Some((k, v)) => {
+                                headers.push((k.to_ascii_lowercase(), v.trim().to_owned()))
+                            }
+                            None => break,
+                        }
+                    }
+                    let len = headers
+                        .iter()
+                        .find(|(k, _)| k == "content-length")
+                        .and_then(|(_, v)| v.parse().ok())
+                        .unwrap_or(0);
+                    let mut body = vec![0u8; len];
+                    if r.read_exact(&mut body).is_err() {
+                        return;
+                    }
+                    let _ = r
+                        .get_mut()
+                        .write_all(b"HTTP/1.1 200 OK\r\ncontent-length: 0\r\n\r\n");
+                    if tx
+                        .send((line.trim_end().to_owned(), headers, body))
+                        .is_err()
+                    {
+                        return;
+                    }
+                }
+            });
+        }
+    });
+    rx
+}
+
+/// `mirror-target`: each request is also sent, with its body, to the mirror (Host from
+/// `mirror-host`, the client's path and query for `$request_uri`) while the client gets the
+/// backend's answer; `mirror-request-body: "off"` sends the copy without its body; a
+/// mirror that is down costs the client nothing. Counted in `ebpf_lb_mirror_requests`.
+#[test]
+fn mirror_target_copies_requests_with_their_bodies() {
+    let b = TestBackend::start("main");
+    let mirror = std::net::TcpListener::bind("127.0.0.1:0").expect("bind");
+    let mport = mirror.local_addr().expect("addr").port();
+    let seen = recording_server(mirror);
+    let down = free_port();
+    let mut yaml = service(&[&b]);
+    let target = format!("http://127.0.0.1:{mport}$request_uri");
+    let ing = |name: &str, host: &str, ann: &[(&str, &str)]| ingress(name, Some(host), ann, "");
+    yaml.push_str(&ing(
+        "shadowed",
+        "shadow.test",
+        &[
+            ("mirror-target", &target),
+            ("mirror-host", "shadow.internal"),
+        ],
+    ));
+    yaml.push_str(&ing(
+        "headonly",
+        "head.test",
+        &[("mirror-target", &target), ("mirror-request-body", "off")],
+    ));
+    let down_target = format!("http://127.0.0.1:{down}$request_uri");
+    yaml.push_str(&ing(
+        "mirrordown",
+        "down.test",
+        &[("mirror-target", &down_target)],
+    ));
+    let lb = start("mirror", &yaml);
+    let url = |host: &str, path: &str| {
+        format!("http://{host}:{}{path}", lb.lb.http_port)
+            .replace(&format!("{host}:"), "127.0.0.1:")
+    };
+    let post = |host: &str, path: &str, body: &str, chunked: bool| {
+        let mut args = vec!["-H".to_owned(), format!("Host: {host}")];
+        if chunked {
+            args.extend(["-H".to_owned(), "Transfer-Encoding: chunked".to_owned()]);
+        }
+        args.extend(["--data-binary".to_owned(), body.to_owned(), url(host, path)]);
+        let args: Vec<&str> = args.iter().map(String::as_str).collect();
+        curl(&args).expect("curl")
+    };
+    let next = || {
+        seen.recv_timeout(Duration::from_secs(5))
+            .expect("the mirror got the copy")
+    };
+    let header = |s: &Seen, name: &str| {
+        s.1.iter()
+            .find(|(k, _)| k == name)
+            .map(|(_, v)| v.clone())
+            .unwrap_or_default()
+    };
+
+    // A prediction: the backend counts the body; the mirror gets the same request.
+    let body = r#"{"instances": [[1.0, 2.0, 3.0]]}"#;
+    let answer = post("shadow.test", "/upload?model=m", body, false);
+    assert_eq!(
+        answer,
+        body.len().to_string(),
+        "the backend got the whole body"
+    );
+    let s = next();
+    assert_eq!(s.0, "POST /upload?model=m HTTP/1.1");
+    assert_eq!(header(&s, "host"), "shadow.internal");
+    assert_eq!(header(&s, "x-forwarded-for"), "127.0.0.1");
+    assert_eq!(s.2, body.as_bytes());
+    // Chunked from the client: copied whole, with a Content-Length.
+    let big = "x".repeat(100_000);
+    assert_eq!(post("shadow.test", "/upload", &big, true), "100000");
+    let s = next();
+    assert_eq!(
+        (s.0.as_str(), s.2.len()),
+        ("POST /upload HTTP/1.1", 100_000)
+    );
+    // A GET: copied at once.
+    let (status, _, _) = fetch(&["-H", "Host: shadow.test", &url("shadow.test", "/health")]);
+    assert_eq!(status, 200);
+    assert_eq!(next().0, "GET /health HTTP/1.1");
+    // mirror-request-body off: the head only; the target's own authority as Host.
+    assert_eq!(post("head.test", "/upload", "payload", false), "7");
+    let s = next();
+    assert_eq!(s.0, "POST /upload HTTP/1.1");
+    assert_eq!(header(&s, "host"), format!("127.0.0.1:{mport}"));
+    assert!(s.2.is_empty());
+    // A mirror that is down: the client is served all the same.
+    assert_eq!(post("down.test", "/upload", "abc", false), "3");
+
+    let metrics_url = format!("http://127.0.0.1:{}/metrics", lb.lb.admin_port);
+    let counted = |ingress: &str, outcome: &str| {
+        let m = curl(&[&metrics_url]).expect("metrics");
+        m.lines()
+            .find(|l| {
+                l.starts_with("ebpf_lb_mirror_requests_total{")
+                    && l.contains(&format!("ingress=\"{ingress}\""))
+                    && l.contains(&format!("outcome=\"{outcome}\""))
+            })
+            .and_then(|l| l.rsplit(' ').next()?.parse::<u64>().ok())
+    };
+    assert!(
+        wait_until(Duration::from_secs(5), || (counted("shadowed", "sent")
+            == Some(3)
+            && counted("headonly", "sent") == Some(1)
+            && counted("mirrordown", "failed") == Some(1))
+        .then_some(()))
+        .is_some(),
+        "{:?}",
+        curl(&[&metrics_url])
+    );
+}

@@ -173,6 +173,30 @@ pub fn count_passthrough(
         .inc();
 }
 
+/// Request copies for `mirror-target` (`policy::mirror`, no `Metrics` handle either).
+static MIRROR_REQUESTS: LazyLock<Family<MirrorLabels, Counter>> = LazyLock::new(Family::default);
+
+#[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
+pub struct MirrorLabels {
+    pub namespace: String,
+    pub ingress: String,
+    /// `sent` (the mirror answered), `failed`, `timeout`, `dropped` (too many in flight),
+    /// `body_not_copied` (the body was too large, or did not reach its end), `invalid_url`,
+    /// `invalid_request`.
+    pub outcome: &'static str,
+}
+
+/// Counts one mirrored request of an Ingress and how it went.
+pub fn count_mirror(ingress: &crate::routes::IngressRef, outcome: &'static str) {
+    MIRROR_REQUESTS
+        .get_or_create(&MirrorLabels {
+            namespace: ingress.namespace.clone(),
+            ingress: ingress.name.clone(),
+            outcome,
+        })
+        .inc();
+}
+
 /// Counts one passive ejection of an endpoint of Service `namespace/service`.
 pub fn count_ejection(namespace: &str, service: &str) {
     UPSTREAM_EJECTIONS
@@ -342,6 +366,13 @@ impl Metrics {
             "TLS connections for ssl-passthrough hosts, relayed to the backend unterminated \
              (or refused: no_endpoint, connect_failed), by Ingress and Service",
             PASSTHROUGH_CONNECTIONS.clone(),
+        );
+        registry.register(
+            "ebpf_lb_mirror_requests",
+            "Copies of requests sent to mirror-target (answers discarded), by Ingress and \
+             outcome (sent, failed, timeout, dropped, body_not_copied, invalid_url, \
+             invalid_request)",
+            MIRROR_REQUESTS.clone(),
         );
         registry.register(
             "ebpf_lb_maglev_rebuilds",

@@ -11,6 +11,7 @@ pub mod canary;
 pub mod cookie;
 pub mod cors;
 pub mod htpasswd;
+pub mod mirror;
 pub mod ratelimit;
 pub mod redirect;
 

@@ -134,7 +134,11 @@ pub async fn forward(
         parts.method,
         Method::GET | Method::HEAD | Method::OPTIONS | Method::TRACE | Method::PUT | Method::DELETE
     );
-    let body = RequestBody::new(body, policy.body_size);
+    let tee = parts
+        .extensions
+        .remove::<crate::upstream::TeeSlot>()
+        .and_then(crate::upstream::TeeSlot::take);
+    let body = RequestBody::new(body, policy.body_size).with_tee(tee);
     let replayable = (idempotent || policy.next_upstream.non_idempotent)
         && hyper::body::Body::is_end_stream(&body);
     // Requests that can be replayed after they were sent keep a copy of their head; the

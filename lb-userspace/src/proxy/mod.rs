@@ -43,6 +43,8 @@ pub struct Proxy {
     /// L7 rate-limit state (outlives route-table swaps).
     pub limiters: RateLimiters,
     auth: AuthClient,
+    /// Sends the copies of `mirror-target`.
+    mirror: policy::mirror::MirrorClient,
     /// Called with sources the rate limiter finds abusive (the XDP penalty box).
     pub on_abuse: Option<Box<dyn Fn(std::net::IpAddr) + Send + Sync>>,
     /// Metrics and access log.
@@ -62,6 +64,7 @@ impl Proxy {
             limits: listen::ServerLimits::default(),
             limiters: RateLimiters::default(),
             auth: AuthClient::default(),
+            mirror: policy::mirror::MirrorClient::default(),
             on_abuse: None,
             observer,
         }
@@ -219,6 +222,12 @@ impl Proxy {
                 );
                 (pages, context)
             });
+        // mirror-target: the copy is of the request as the client sent it.
+        if let Some(m) = &route.policy.mirror
+            && let Some(tee) = self.mirror.start(m, route, &req, peer.ip())
+        {
+            req.extensions_mut().insert(tee.into_slot());
+        }
         policy::rewrite_request(route, &mut req);
         let upstream_started = Instant::now();
         let authorities = forward::Authorities {

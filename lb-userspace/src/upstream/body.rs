@@ -32,6 +32,8 @@ pub struct RequestBody {
     inner: Option<Incoming>,
     limit: Option<u64>,
     seen: u64,
+    /// A copy being taken for `mirror-target` (boxed: most requests have none).
+    tee: Option<Box<Tee>>,
 }
 
 impl RequestBody {
@@ -40,6 +42,7 @@ impl RequestBody {
             inner: Some(inner),
             limit,
             seen: 0,
+            tee: None,
         }
     }
 
@@ -48,7 +51,69 @@ impl RequestBody {
             inner: None,
             limit: None,
             seen: 0,
+            tee: None,
         }
+    }
+
+    /// Copies the body into `tee` as it passes.
+    pub fn with_tee(mut self, tee: Option<Tee>) -> Self {
+        self.tee = tee.map(Box::new);
+        self
+    }
+}
+
+/// A [`Tee`] travelling in a request's extensions.
+#[derive(Clone, Debug)]
+pub struct TeeSlot(std::sync::Arc<std::sync::Mutex<Option<Tee>>>);
+
+impl TeeSlot {
+    pub fn take(self) -> Option<Tee> {
+        self.0.lock().ok()?.take()
+    }
+}
+
+/// A copy of a request body for a mirror (`policy::mirror`): the data frames as they pass
+/// upstream, handed over whole once the body ended. Given up (the receiver sees the sender
+/// dropped) when the body passes `cap` bytes, fails, or is dropped before its end.
+#[derive(Debug)]
+pub struct Tee {
+    frames: Vec<Bytes>,
+    len: usize,
+    cap: usize,
+    done: tokio::sync::oneshot::Sender<Bytes>,
+}
+
+impl Tee {
+    pub fn new(cap: usize) -> (Self, tokio::sync::oneshot::Receiver<Bytes>) {
+        let (done, rx) = tokio::sync::oneshot::channel();
+        let tee = Self {
+            frames: Vec::new(),
+            len: 0,
+            cap,
+            done,
+        };
+        (tee, rx)
+    }
+
+    /// Keeps a copy of `data` (a reference count, not the bytes); false: over the cap.
+    fn push(&mut self, data: &Bytes) -> bool {
+        self.len += data.len();
+        self.frames.push(data.clone());
+        self.len <= self.cap
+    }
+
+    /// For the request's extensions, where `forward` takes it from (they must be `Clone`).
+    pub fn into_slot(self) -> TeeSlot {
+        TeeSlot(std::sync::Arc::new(std::sync::Mutex::new(Some(self))))
+    }
+
+    fn finish(self) {
+        let whole = match self.frames.len() {
+            0 => Bytes::new(),
+            1 => self.frames.into_iter().next().unwrap_or_default(),
+            _ => Bytes::from(self.frames.concat()),
+        };
+        let _ = self.done.send(whole);
     }
 }
 
@@ -64,7 +129,7 @@ impl Body for RequestBody {
         let Some(inner) = this.inner.as_mut() else {
             return Poll::Ready(None);
         };
-        match ready!(Pin::new(inner).poll_frame(cx)) {
+        match ready!(Pin::new(&mut *inner).poll_frame(cx)) {
             Some(Ok(frame)) => {
                 if let Some(data) = frame.data_ref() {
                     this.seen += data.len() as u64;
@@ -72,13 +137,33 @@ impl Body for RequestBody {
                         && this.seen > limit
                     {
                         this.inner = None;
+                        this.tee = None;
                         return Poll::Ready(Some(Err(BodyError::TooLarge { limit })));
                     }
+                    if let Some(tee) = this.tee.as_mut()
+                        && !tee.push(data)
+                    {
+                        this.tee = None;
+                    }
+                }
+                // The client stops polling a body that says it ended (Content-Length).
+                if this.inner.as_ref().is_none_or(Body::is_end_stream)
+                    && let Some(tee) = this.tee.take()
+                {
+                    tee.finish();
                 }
                 Poll::Ready(Some(Ok(frame)))
             }
-            Some(Err(e)) => Poll::Ready(Some(Err(BodyError::Read(e)))),
-            None => Poll::Ready(None),
+            Some(Err(e)) => {
+                this.tee = None;
+                Poll::Ready(Some(Err(BodyError::Read(e))))
+            }
+            None => {
+                if let Some(tee) = this.tee.take() {
+                    tee.finish();
+                }
+                Poll::Ready(None)
+            }
         }
     }
 

@@ -13,6 +13,7 @@ pub mod canary;
 pub mod cookie;
 pub mod cors;
 pub mod headers;
+pub mod mirror;
 pub mod ratelimit;
 pub mod redirect;
 pub mod rewrite;
@@ -42,6 +43,8 @@ pub struct IngressPolicy {
     pub redirect: redirect::RedirectPolicy,
     /// `proxy-cookie-path`, `proxy-cookie-domain`.
     pub cookies: cookie::CookiePolicy,
+    /// `mirror-target` (with `mirror-request-body`, `mirror-host`).
+    pub mirror: Option<mirror::MirrorPolicy>,
     pub cors: Option<cors::CorsPolicy>,
     pub access: access::AccessPolicy,
     pub rate_limit: Option<ratelimit::RateLimitPolicy>,
@@ -201,6 +204,7 @@ pub fn parse(
         rewrite: rewrite::parse(&r),
         redirect: redirect::parse(&r),
         cookies: cookie::parse(&r),
+        mirror: mirror::parse(&r),
         cors: cors::parse(&r),
         access: access::parse(&r),
         rate_limit: ratelimit::parse(&r),
@@ -269,7 +273,7 @@ impl IngressPolicy {
         let mut out = Vec::new();
         let up = &self.upstream;
         let default_up = upstream::UpstreamPolicy::default();
-        let flags: [(bool, &'static str); 22] = [
+        let flags: [(bool, &'static str); 23] = [
             (self.rewrite.target.is_some(), "rewrite"),
             (
                 self.rewrite.regex_paths && self.rewrite.target.is_none(),
@@ -289,6 +293,7 @@ impl IngressPolicy {
             (self.basic_auth.is_some(), "basic-auth"),
             (self.redirect.rewrite_location.is_some(), "proxy-redirect"),
             (!self.cookies.is_empty(), "proxy-cookie"),
+            (self.mirror.is_some(), "mirror"),
             (self.no_access_log, "no-access-log"),
             (self.ssl_passthrough, "ssl-passthrough"),
             (
