@@ -26,23 +26,7 @@ pub fn parse(r: &Reader<'_>, namespace: &str) -> Option<AuthPolicy> {
     let response_headers = r.get("auth-response-headers");
     let set_headers = r.get("auth-proxy-set-headers");
     let raw = r.get("auth-url")?;
-    let url = match raw.parse::<Uri>() {
-        Ok(u) if u.scheme_str() == Some("http") && u.authority().is_some() => u,
-        Ok(u) if u.scheme_str() == Some("https") => {
-            r.error(
-                "auth-url",
-                "https auth services are not supported yet; use an in-cluster http:// URL",
-            );
-            return None;
-        }
-        _ => {
-            r.error(
-                "auth-url",
-                format!("{raw:?} is not an absolute http:// URL"),
-            );
-            return None;
-        }
-    };
+    let url = r.http_url("auth-url", raw, raw, "auth services")?;
     let method = match method {
         None => Method::GET,
         Some(m) => match Method::from_bytes(m.as_bytes()) {
