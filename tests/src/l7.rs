@@ -68,6 +68,8 @@ pub struct TestBackend {
     pub gate: Arc<Gate>,
     /// Requests answered.
     pub hits: Arc<AtomicU64>,
+    /// Of which over HTTP/2.
+    pub h2_hits: Arc<AtomicU64>,
     stop: Option<oneshot::Sender<()>>,
     thread: Option<thread::JoinHandle<()>>,
 }
@@ -79,11 +81,13 @@ impl TestBackend {
         std_listener.set_nonblocking(true).expect("nonblocking");
         let gate = Arc::new(Gate::default());
         let hits = Arc::new(AtomicU64::new(0));
+        let h2_hits = Arc::new(AtomicU64::new(0));
         let (stop, stopped) = oneshot::channel();
         let ctx = Arc::new(Ctx {
             name: name.to_owned(),
             gate: gate.clone(),
             hits: hits.clone(),
+            h2_hits: h2_hits.clone(),
         });
         let thread = thread::spawn(move || {
             let rt = tokio::runtime::Builder::new_multi_thread()
@@ -99,6 +103,7 @@ impl TestBackend {
             name: name.to_owned(),
             gate,
             hits,
+            h2_hits,
             stop: Some(stop),
             thread: Some(thread),
         }
@@ -125,6 +130,7 @@ struct Ctx {
     name: String,
     gate: Arc<Gate>,
     hits: Arc<AtomicU64>,
+    h2_hits: Arc<AtomicU64>,
 }
 
 async fn serve(listener: std::net::TcpListener, ctx: Arc<Ctx>, mut stopped: oneshot::Receiver<()>) {
@@ -160,6 +166,9 @@ fn full(status: StatusCode, text: impl Into<Bytes>) -> Response<Body> {
 
 async fn answer(ctx: &Ctx, mut req: Request<Incoming>) -> Response<Body> {
     ctx.hits.fetch_add(1, Ordering::Relaxed);
+    if req.version() == hyper::Version::HTTP_2 {
+        ctx.h2_hits.fetch_add(1, Ordering::Relaxed);
+    }
     let path = req.uri().path().to_owned();
     match path.as_str() {
         "/sse" => {

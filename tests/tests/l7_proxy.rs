@@ -1020,11 +1020,14 @@ fn grpc_server_streaming_with_trailers_over_h2c_both_ways() {
     use hyper_util::rt::{TokioExecutor, TokioIo};
 
     let b = TestBackend::start("grpc");
+    // A shadow of the gRPC service (mirror-target): it must get the copy over HTTP/2.
+    let shadow = TestBackend::start("shadow");
     let mut yaml = service(&[&b]);
+    let mirror = format!("http://{}$request_uri", shadow.addr);
     yaml.push_str(&ingress(
         "g",
         Some("grpc.test"),
-        &[("backend-protocol", "GRPC")],
+        &[("backend-protocol", "GRPC"), ("mirror-target", &mirror)],
         "",
     ));
     let lb = start("l7-grpc", &yaml);
@@ -1073,6 +1076,14 @@ fn grpc_server_streaming_with_trailers_over_h2c_both_ways() {
         .concat()
     );
     assert_eq!(trailers.expect("trailers")["grpc-status"], "0");
+    assert!(
+        wait_until(Duration::from_secs(5), || {
+            (shadow.h2_hits.load(Ordering::Relaxed) == 1).then_some(())
+        })
+        .is_some(),
+        "the shadow got the call over HTTP/2 ({} requests in all)",
+        shadow.hits.load(Ordering::Relaxed)
+    );
 }
 
 /// The manifests file flips between two versions every 10 ms while 10k requests run: none

@@ -7,7 +7,8 @@
 //! Bounds: at most [`MAX_INFLIGHT`] copies at a time per process (more are dropped and
 //! counted), a copied body of at most `proxy-body-size` (or [`MAX_BODY`] when that is
 //! unlimited; a larger one is not mirrored), and the Ingress's `proxy-connect-timeout` +
-//! `proxy-read-timeout` for the whole exchange. Outcomes are counted in
+//! `proxy-read-timeout` for the whole exchange. Copies of routes to HTTP/2 backends (gRPC,
+//! H2C) go over h2c, the rest over HTTP/1.1. Outcomes are counted in
 //! `ebpf_lb_mirror_requests{namespace, ingress, outcome}`.
 use std::{net::IpAddr, sync::Arc};
 
@@ -44,7 +45,11 @@ const DROPPED: [header::HeaderName; 7] = [
 ];
 
 pub struct MirrorClient {
-    client: Client<HttpConnector, Full<Bytes>>,
+    /// HTTP/1.1, for routes to HTTP backends.
+    h1: Client<HttpConnector, Full<Bytes>>,
+    /// HTTP/2 with prior knowledge (h2c), for routes whose backend speaks HTTP/2 (gRPC,
+    /// H2C): a gRPC server would refuse the copy over HTTP/1.1.
+    h2: Client<HttpConnector, Full<Bytes>>,
     inflight: Arc<Semaphore>,
 }
 
@@ -53,7 +58,10 @@ impl Default for MirrorClient {
         let mut c = HttpConnector::new();
         c.set_nodelay(true);
         Self {
-            client: Client::builder(TokioExecutor::new()).build(c),
+            h1: Client::builder(TokioExecutor::new()).build(c.clone()),
+            h2: Client::builder(TokioExecutor::new())
+                .http2_only(true)
+                .build(c),
             inflight: Arc::new(Semaphore::new(MAX_INFLIGHT)),
         }
     }
@@ -110,7 +118,12 @@ impl MirrorClient {
             (None, None)
         };
         let budget = route.policy.upstream.connect_timeout + route.policy.upstream.read_timeout;
-        let (client, ingress) = (self.client.clone(), route.ingress.clone());
+        let client = if route.policy.upstream.protocol.is_h2() {
+            self.h2.clone()
+        } else {
+            self.h1.clone()
+        };
+        let ingress = route.ingress.clone();
         tokio::spawn(async move {
             let _permit = permit;
             let outcome = tokio::time::timeout(budget, async move {
