@@ -256,6 +256,21 @@ async fn answer(ctx: &Ctx, mut req: Request<Incoming>) -> Response<Body> {
                 .insert("content-type", "application/grpc".parse().expect("value"));
             r
         }
+        // `/bytes/N`: N bytes, "0123456789" repeated, in frames of 16 KiB.
+        p if p.starts_with("/bytes/") => {
+            let n: usize = p["/bytes/".len()..].parse().unwrap_or(0);
+            let data: Vec<u8> = (0..n).map(|i| b"0123456789"[i % 10]).collect();
+            let frames: Vec<Result<Frame<Bytes>, Infallible>> = data
+                .chunks(16 * 1024)
+                .map(|c| Ok(Frame::data(Bytes::copy_from_slice(c))))
+                .collect();
+            let (tx, rx) = tokio::sync::mpsc::channel(frames.len().max(1));
+            for f in frames {
+                let _ = tx.try_send(f);
+            }
+            drop(tx);
+            Response::new(StreamBody::new(tokio_stream_from(rx)).boxed())
+        }
         p if p.starts_with("/status/") => {
             let code = p["/status/".len()..].parse().unwrap_or(500);
             full(

@@ -1897,3 +1897,31 @@ fn mirror_target_copies_requests_with_their_bodies() {
         curl(&[&metrics_url])
     );
 }
+
+/// `limit-rate` / `limit-rate-after`: the response arrives whole and in order through the
+/// pacing (streamed by the backend in 16 KiB frames, cut into pieces by the pacing), and
+/// not sooner than the rate allows. Only that lower bound is checked (pacing makes a
+/// response slower, never faster, so a slow machine cannot fail it); the exact schedule
+/// is checked in virtual time by `policy::throttle`'s tests.
+#[test]
+fn limit_rate_paces_responses_and_delivers_them_whole() {
+    let b = TestBackend::start("big");
+    let mut yaml = service(&[&b]);
+    yaml.push_str(&ingress(
+        "paced",
+        Some("paced.test"),
+        &[("limit-rate", "100"), ("limit-rate-after", "20")],
+        "",
+    ));
+    let lb = start("limit-rate", &yaml);
+    // 20 KiB free, then 50 KiB at 100 KiB/s in 10 KiB pieces: the last one at 0.4 s.
+    let n = 70 * 1024;
+    let url = format!("http://127.0.0.1:{}/bytes/{n}", lb.lb.http_port);
+    let started = std::time::Instant::now();
+    let body = curl(&["-H", "Host: paced.test", &url]).expect("curl");
+    let took = started.elapsed();
+    let want: String = (0..n).map(|i| char::from(b"0123456789"[i % 10])).collect();
+    assert_eq!(body.len(), n);
+    assert!(body == want, "the body arrived whole and in order");
+    assert!(took >= Duration::from_millis(350), "paced: {took:?}");
+}

@@ -14,6 +14,7 @@ pub mod htpasswd;
 pub mod mirror;
 pub mod ratelimit;
 pub mod redirect;
+pub mod throttle;
 
 use std::net::SocketAddr;
 

@@ -270,6 +270,9 @@ impl Proxy {
             }
         }
         policy::finish_response(route, origin.as_ref(), &mut resp);
+        if let Some(rate) = route.policy.response_rate {
+            resp = resp.map(|body| policy::throttle::Throttled::new(body, rate).boxed());
+        }
         match slot {
             // limit-connections: the request is in flight until its body has been sent.
             Some(slot) => resp.map(|body| slot.hold(body).boxed()),

@@ -48,6 +48,8 @@ pub struct IngressPolicy {
     pub cors: Option<cors::CorsPolicy>,
     pub access: access::AccessPolicy,
     pub rate_limit: Option<ratelimit::RateLimitPolicy>,
+    /// `limit-rate`, `limit-rate-after`: each response's bandwidth.
+    pub response_rate: Option<ratelimit::ResponseRate>,
     pub canary: Option<canary::CanaryPolicy>,
     pub auth: Option<auth::AuthPolicy>,
     pub basic_auth: Option<basic_auth::BasicAuthPolicy>,
@@ -228,6 +230,7 @@ pub fn parse(
         cors: cors::parse(&r),
         access: access::parse(&r),
         rate_limit: ratelimit::parse(&r),
+        response_rate: ratelimit::response_rate(&r),
         canary: canary::parse(&r),
         auth: auth::parse(&r, namespace),
         basic_auth: basic_auth::parse(&r, namespace),
@@ -293,7 +296,7 @@ impl IngressPolicy {
         let mut out = Vec::new();
         let up = &self.upstream;
         let default_up = upstream::UpstreamPolicy::default();
-        let flags: [(bool, &'static str); 23] = [
+        let flags: [(bool, &'static str); 24] = [
             (self.rewrite.target.is_some(), "rewrite"),
             (
                 self.rewrite.regex_paths && self.rewrite.target.is_none(),
@@ -309,6 +312,7 @@ impl IngressPolicy {
                 "source-ranges",
             ),
             (self.rate_limit.is_some(), "rate-limit"),
+            (self.response_rate.is_some(), "limit-rate"),
             (self.auth.is_some(), "auth-url"),
             (self.basic_auth.is_some(), "basic-auth"),
             (self.redirect.rewrite_location.is_some(), "proxy-redirect"),

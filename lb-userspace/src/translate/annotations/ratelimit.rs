@@ -1,5 +1,6 @@
 //! L7 rate limits per Ingress per client address: `limit-rps`, `limit-rpm`,
-//! `limit-connections`, `limit-burst-multiplier`, `limit-whitelist`.
+//! `limit-connections`, `limit-burst-multiplier`, `limit-whitelist`; and the bandwidth of
+//! each response: `limit-rate`, `limit-rate-after`.
 use ipnet::IpNet;
 
 use super::{Reader, access};
@@ -55,9 +56,62 @@ pub fn parse(r: &Reader<'_>) -> Option<RateLimitPolicy> {
     })
 }
 
+/// `limit-rate` / `limit-rate-after` (nginx's `limit_rate` and `limit_rate_after`, in
+/// kilobytes as ingress-nginx writes them): each response is sent at most `bytes_per_sec`
+/// once its first `after` bytes went (see `policy::throttle`).
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct ResponseRate {
+    pub bytes_per_sec: u64,
+    pub after: u64,
+}
+
+pub fn response_rate(r: &Reader<'_>) -> Option<ResponseRate> {
+    let rate = r.parse::<u64>("limit-rate", "a whole number of kilobytes per second");
+    let after = r.parse::<u64>("limit-rate-after", "a whole number of kilobytes");
+    match rate {
+        Some(k) if k > 0 => Some(ResponseRate {
+            bytes_per_sec: k.saturating_mul(1024),
+            after: after.unwrap_or(0).saturating_mul(1024),
+        }),
+        _ => {
+            if after.is_some() {
+                r.warning("limit-rate-after", "has no effect without limit-rate");
+            }
+            None
+        }
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use crate::{diagnostics::Severity, translate::annotations::parse_nginx};
+
+    #[test]
+    fn response_rate_in_kilobytes() {
+        let (p, d) = parse_nginx(&[("limit-rate", "100"), ("limit-rate-after", "512")]);
+        assert!(d.is_empty(), "{d:?}");
+        let r = p.response_rate.expect("rate");
+        assert_eq!((r.bytes_per_sec, r.after), (102_400, 524_288));
+        let (p, d) = parse_nginx(&[("limit-rate", "0")]);
+        assert!(
+            p.response_rate.is_none() && d.is_empty(),
+            "0: no limit, as nginx"
+        );
+        let (p, d) = parse_nginx(&[("limit-rate-after", "10")]);
+        assert!(p.response_rate.is_none());
+        assert!(
+            d[0].to_string()
+                .contains("has no effect without limit-rate"),
+            "{d:?}"
+        );
+        let (_, d) = parse_nginx(&[("limit-rate", "fast")]);
+        assert!(
+            d.iter().any(|d| d.severity == Severity::Error
+                && d.to_string()
+                    .contains("limit-rate]: \"fast\" is not a whole number")),
+            "{d:?}"
+        );
+    }
 
     fn parse(pairs: &[(&str, &str)]) -> (Option<super::RateLimitPolicy>, Vec<String>) {
         let (p, d) = parse_nginx(pairs);
