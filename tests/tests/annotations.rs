@@ -266,6 +266,18 @@ stringData:
         "Prefix",
         "mlflow",
     );
+    // The same users, and an address list: `satisfy: any` lets the listed address in
+    // without credentials and everyone else with them; the default (all) needs both.
+    let guarded = |satisfy: &'static str| {
+        [
+            ("auth-type", "basic"),
+            ("auth-secret", "mlflow-users"),
+            ("whitelist-source-range", "127.0.0.2/32"),
+            ("satisfy", satisfy),
+        ]
+    };
+    m += &ingress("either", &guarded("any"), "/either", "Prefix", "mlflow");
+    m += &ingress("both", &guarded("all"), "/both", "Prefix", "mlflow");
     m += &ingress(
         "mtls",
         &[("auth-tls-secret", "ml/client-ca")],
@@ -311,6 +323,32 @@ stringData:
             assert_eq!(b["authorization"], header);
         }
     }
+    let from = |addr: &str, path: &str, creds: Option<&str>| {
+        let url = lb.url(path);
+        let mut args = vec!["--interface", addr, url.as_str()];
+        if let Some(c) = creds {
+            args.extend(["-u", c]);
+        }
+        fetch(&args).0
+    };
+    assert_eq!(from("127.0.0.2", "/either", None), 200, "a listed address");
+    assert_eq!(
+        from("127.0.0.1", "/either", None),
+        401,
+        "anyone else: credentials"
+    );
+    assert_eq!(from("127.0.0.1", "/either", Some("alice:password")), 200);
+    assert_eq!(
+        from("127.0.0.2", "/both", None),
+        401,
+        "all: the address is not enough"
+    );
+    assert_eq!(
+        from("127.0.0.1", "/both", Some("alice:password")),
+        403,
+        "nor are credentials"
+    );
+    assert_eq!(from("127.0.0.2", "/both", Some("alice:password")), 200);
     let (status, _, body) = fetch(&[&lb.url("/mtls/x")]);
     assert_eq!(
         status, 404,

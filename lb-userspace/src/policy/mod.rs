@@ -40,21 +40,41 @@ pub struct Conn<'a> {
 
 /// Access, redirects, app-root and CORS preflight: `Err` is the response to send instead
 /// of proxying. Rate limits and auth are separate (they keep state or do I/O).
-pub fn screen<B>(route: &Route, req: &Request<B>, conn: Conn<'_>) -> Result<(), Response<Body>> {
+pub fn screen<B>(route: &Route, req: &Request<B>, conn: Conn<'_>) -> Result<Auth, Response<Body>> {
     let p = &route.policy;
-    if !p.access.allows(canonical(conn.client.ip())) {
+    let ip = canonical(conn.client.ip());
+    let has_auth = p.basic_auth.is_some() || p.auth.is_some();
+    let auth = if p.access.satisfy_any && has_auth {
+        // satisfy any: a source the allow list names is in; anyone else must authenticate.
+        if p.access.names_allowed(ip) {
+            Auth::Satisfied
+        } else {
+            Auth::Required
+        }
+    } else if p.access.allows(ip) {
+        Auth::Required
+    } else {
         return Err(local(
             StatusCode::FORBIDDEN,
             "forbidden by source address policy\n",
         ));
-    }
+    };
     redirect::check(p, req, conn)?;
     if let Some(cors) = &p.cors
         && let Some(resp) = cors::preflight(cors, req)
     {
         return Err(resp);
     }
-    Ok(())
+    Ok(auth)
+}
+
+/// Whether a request the source-address screen let through still has to authenticate
+/// (basic auth, auth-url) when the route asks for it.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum Auth {
+    Required,
+    /// `satisfy: any`, and the allow list names the source.
+    Satisfied,
 }
 
 /// Rewrites the path (regex captures), and sets X-Forwarded-Prefix and the configured

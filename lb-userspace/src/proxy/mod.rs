@@ -145,9 +145,10 @@ impl Proxy {
             host,
             host_has_tls: table.certificate_for(host).is_some(),
         };
-        if let Err(resp) = policy::screen(route, &req, conn) {
-            return resp;
-        }
+        let must_authenticate = match policy::screen(route, &req, conn) {
+            Ok(auth) => auth == policy::Auth::Required,
+            Err(resp) => return resp,
+        };
         let slot = match &route.policy.rate_limit {
             Some(limit) => {
                 let ip = canonical(peer.ip());
@@ -174,12 +175,15 @@ impl Proxy {
             None => None,
         };
         if let Some(basic) = &route.policy.basic_auth
+            && must_authenticate
             && let Err(resp) = Box::pin(policy::basic_auth::check(basic, req.headers())).await
         {
             // (Boxed, as auth-url below: a rare branch kept out of the request future.)
             return resp;
         }
-        if let Some(auth) = &route.policy.auth {
+        if let Some(auth) = &route.policy.auth
+            && must_authenticate
+        {
             let original = policy::auth::Original {
                 method: req.method(),
                 headers: req.headers(),
