@@ -211,8 +211,39 @@ fn auth_url_allow_deny_signin_and_service_down() {
     );
     let down = format!("http://127.0.0.1:{dead_port}/check");
     m += &ingress("down", &[("auth-url", &down)], "/down", "Prefix", "app");
+    // oauth2-proxy's pattern: the auth service behind this same proxy, reached over
+    // https://$host (here with the HTTPS port the test gave it), the signin with its own rd.
+    m += &service("oauth2", auth_port);
+    m += &ingress("oauth2", &[], "/oauth2", "Prefix", "oauth2");
     dir.write("m.yaml", &m);
     let lb = LocalLb::start(&ebpf_lb_bin(&bin), &dir.0);
+    // (Written once the HTTPS port is known.)
+    let via_host = |status: u16| {
+        format!(
+            "https://$host:{}/oauth2/auth?status={status}&u=$escaped_request_uri",
+            lb.https_port
+        )
+    };
+    let (ok, no) = (via_host(200), via_host(401));
+    m += &ingress("viahost", &[("auth-url", &ok)], "/viahost", "Prefix", "app");
+    m += &ingress(
+        "viahostno",
+        &[
+            ("auth-url", &no),
+            (
+                "auth-signin",
+                "https://$host/oauth2/start?rd=$escaped_request_uri",
+            ),
+        ],
+        "/viahostno",
+        "Prefix",
+        "app",
+    );
+    dir.write("m.yaml", &m);
+    tests::wait::wait_until(std::time::Duration::from_secs(10), || {
+        (fetch(&[&lb.url("/viahostno/x")]).0 != 404).then_some(())
+    })
+    .expect("the new Ingresses are served");
 
     let (status, _, body) = fetch(&[&lb.url("/allow/x")]);
     assert_eq!(status, 200, "{body}");
@@ -230,6 +261,15 @@ fn auth_url_allow_deny_signin_and_service_down() {
     assert_eq!(
         status, 500,
         "an unreachable auth service never opens the door"
+    );
+    let (status, _, body) = fetch(&[&lb.url("/viahost/x")]);
+    assert_eq!(status, 200, "authorized over https://$host: {body}");
+    assert_eq!(json(&body)["backend"], "app");
+    let (status, head, _) = fetch(&[&lb.url("/viahostno/x?a=1")]);
+    assert_eq!(status, 302, "{head}");
+    assert!(
+        head.contains("location: https://127.0.0.1/oauth2/start?rd=%2fviahostno%2fx%3fa%3d1\r\n"),
+        "{head}"
     );
 }
 

@@ -184,15 +184,17 @@ impl Proxy {
         if let Some(auth) = &route.policy.auth
             && must_authenticate
         {
+            let request_uri = req.uri().path_and_query().map_or("/", |pq| pq.as_str());
             let original = policy::auth::Original {
                 method: req.method(),
                 headers: req.headers(),
-                url: format!(
-                    "{}://{}{}",
-                    conn.scheme,
-                    raw_host,
-                    req.uri().path_and_query().map_or("/", |pq| pq.as_str())
-                ),
+                url: format!("{}://{raw_host}{request_uri}", conn.scheme),
+                vars: crate::translate::annotations::auth::RequestVars {
+                    scheme: conn.scheme,
+                    host,
+                    http_host: raw_host,
+                    request_uri,
+                },
             };
             // Boxed: a rare branch kept out of the request future's size.
             match Box::pin(self.auth.check(auth, original)).await {
