@@ -201,6 +201,18 @@ mod tests {
 
     use super::*;
 
+    /// A request head read from `s`, lower case.
+    async fn read_head<S: tokio::io::AsyncRead + Unpin>(s: &mut S) -> String {
+        let mut head = Vec::new();
+        let mut buf = [0u8; 4096];
+        while !head.windows(4).any(|w| w == b"\r\n\r\n") {
+            let n = s.read(&mut buf).await.expect("read");
+            assert!(n > 0, "closed before the head");
+            head.extend_from_slice(&buf[..n]);
+        }
+        String::from_utf8_lossy(&head).to_lowercase()
+    }
+
     /// A one-request auth service: answers `answer` and hands back the request head.
     async fn auth_service(answer: &'static str) -> (Uri, tokio::task::JoinHandle<String>) {
         let listener = tokio::net::TcpListener::bind("127.0.0.1:0")
@@ -211,15 +223,9 @@ mod tests {
             .expect("url");
         let seen = tokio::spawn(async move {
             let (mut s, _) = listener.accept().await.expect("accept");
-            let mut head = Vec::new();
-            let mut buf = [0u8; 4096];
-            while !head.windows(4).any(|w| w == b"\r\n\r\n") {
-                let n = s.read(&mut buf).await.expect("read");
-                assert!(n > 0, "closed before the head");
-                head.extend_from_slice(&buf[..n]);
-            }
+            let head = read_head(&mut s).await;
             s.write_all(answer.as_bytes()).await.expect("write");
-            String::from_utf8_lossy(&head).to_lowercase()
+            head
         });
         (url, seen)
     }
@@ -339,16 +345,9 @@ mod tests {
             for answer in ["HTTP/1.1 200 OK\r\n", "HTTP/1.1 401 Unauthorized\r\n"] {
                 let (tcp, _) = listener.accept().await.expect("accept");
                 let mut s = acceptor.accept(tcp).await.expect("tls");
-                let mut head = Vec::new();
-                let mut buf = [0u8; 4096];
-                while !head.windows(4).any(|w| w == b"\r\n\r\n") {
-                    let n = s.read(&mut buf).await.expect("read");
-                    assert!(n > 0, "closed before the head");
-                    head.extend_from_slice(&buf[..n]);
-                }
+                heads.push(read_head(&mut s).await);
                 let reply = format!("{answer}content-length: 0\r\n\r\n");
                 s.write_all(reply.as_bytes()).await.expect("write");
-                heads.push(String::from_utf8_lossy(&head).to_lowercase());
             }
             heads
         });
