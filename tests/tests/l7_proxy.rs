@@ -1653,7 +1653,9 @@ fn grpc_with_tonic_unary_errors_and_server_streaming_over_h2c_and_tls() {
 /// `ssl-passthrough`: a TLS connection for the passthrough host reaches the backend's own
 /// TLS server unterminated (curl checks the backend's certificate, which the proxy does
 /// not hold, so no proxy could have answered), while another host on the same port is
-/// still terminated by the proxy. Counted in `ebpf_lb_ssl_passthrough_connections`.
+/// still terminated by the proxy. Counted in `ebpf_lb_ssl_passthrough_connections`. On
+/// SIGTERM a relayed connection keeps working through the drain (its task holds a drain
+/// watcher, as an HTTP connection does), after the listener has closed.
 #[test]
 fn ssl_passthrough_relays_tls_to_the_backend_by_sni() {
     let dir = TempDir::new("passthrough-tls");
@@ -1661,29 +1663,29 @@ fn ssl_passthrough_relays_tls_to_the_backend_by_sni() {
     dir.write("c.pem", &cert);
     dir.write("k.pem", &key);
     let (cert_path, key_path) = (dir.0.join("c.pem"), dir.0.join("k.pem"));
-    let tls_port = free_port();
-    let server = Command::new("openssl")
-        .args([
-            "s_server",
-            "-quiet",
-            "-www",
-            "-accept",
-            &tls_port.to_string(),
-        ])
-        .arg("-cert")
-        .arg(&cert_path)
-        .arg("-key")
-        .arg(&key_path)
-        .stdin(Stdio::null())
-        .stdout(Stdio::null())
-        .stderr(Stdio::null())
-        .spawn()
-        .expect("openssl s_server");
-    let _server = tests::procs::ChildGuard::new("openssl s_server", server);
-    wait_until(Duration::from_secs(5), || {
-        TcpStream::connect(("127.0.0.1", tls_port)).ok()
-    })
-    .expect("s_server listening");
+    // `openssl s_server` in `mode` (-www: a status page; -rev: each line back reversed).
+    let s_server = |mode: &str| {
+        let port = free_port();
+        let server = Command::new("openssl")
+            .args(["s_server", "-quiet", mode, "-accept", &port.to_string()])
+            .arg("-cert")
+            .arg(&cert_path)
+            .arg("-key")
+            .arg(&key_path)
+            .stdin(Stdio::null())
+            .stdout(Stdio::null())
+            .stderr(Stdio::null())
+            .spawn()
+            .expect("openssl s_server");
+        let guard = tests::procs::ChildGuard::new("openssl s_server", server);
+        wait_until(Duration::from_secs(5), || {
+            TcpStream::connect(("127.0.0.1", port)).ok()
+        })
+        .expect("s_server listening");
+        (guard, port)
+    };
+    let (_www, tls_port) = s_server("-www");
+    let (_rev, rev_port) = s_server("-rev");
 
     let b = TestBackend::start("plain");
     let mut yaml = service(&[&b]);
@@ -1696,7 +1698,15 @@ fn ssl_passthrough_relays_tls_to_the_backend_by_sni() {
         &[("ssl-passthrough", "true")],
         "",
     ));
-    let lb = start("passthrough", &yaml);
+    yaml.push_str(&service_named("rev", &[rev_port]));
+    yaml.push_str(&ingress_to(
+        "rev",
+        "rev",
+        Some("rev.test"),
+        &[("ssl-passthrough", "true")],
+        "",
+    ));
+    let mut lb = start("passthrough", &yaml);
     let port = lb.https_port;
 
     let resolve = format!("vault.test:{port}:127.0.0.1");
@@ -1726,6 +1736,61 @@ fn ssl_passthrough_relays_tls_to_the_backend_by_sni() {
         ),
         "{metrics}"
     );
+
+    // A relayed connection open when the proxy is told to stop: it keeps working while
+    // the proxy drains (the listener is closed by then).
+    let mut client = Command::new("openssl")
+        .args(["s_client", "-quiet", "-servername", "rev.test", "-connect"])
+        .arg(format!("127.0.0.1:{port}"))
+        .stdin(Stdio::piped())
+        .stdout(Stdio::piped())
+        .stderr(Stdio::null())
+        .spawn()
+        .expect("openssl s_client");
+    let mut input = client.stdin.take().expect("stdin");
+    let output = client.stdout.take().expect("stdout");
+    let _client = tests::procs::ChildGuard::new("openssl s_client", client);
+    let (tx, lines) = std::sync::mpsc::channel();
+    std::thread::spawn(move || {
+        for line in std::io::BufRead::lines(std::io::BufReader::new(output)) {
+            let Ok(line) = line else { return };
+            if tx.send(line).is_err() {
+                return;
+            }
+        }
+    });
+    let mut echo = |word: &str| -> Option<String> {
+        writeln!(input, "{word}").ok()?;
+        input.flush().ok()?;
+        lines.recv_timeout(Duration::from_secs(5)).ok()
+    };
+    assert_eq!(
+        echo("hello").as_deref(),
+        Some("olleh"),
+        "relayed to s_server -rev"
+    );
+    let pid = lb
+        .lb
+        .child
+        .pid()
+        .and_then(|p| i32::try_from(p).ok())
+        .expect("pid");
+    // SAFETY: kill(2) on the proxy this test started.
+    unsafe { libc::kill(pid, libc::SIGTERM) };
+    wait_until(Duration::from_secs(5), || {
+        TcpStream::connect(("127.0.0.1", port)).err()
+    })
+    .expect("the HTTPS listener closed");
+    std::thread::sleep(Duration::from_millis(300));
+    assert_eq!(
+        echo("draining").as_deref(),
+        Some("gniniard"),
+        "the relay outlived the HTTP drain"
+    );
+    let _ = lb
+        .lb
+        .child
+        .signal_and_wait(libc::SIGKILL, Duration::from_secs(5));
 }
 
 /// One request as the mirror saw it: request line, headers (lower-case names), body.

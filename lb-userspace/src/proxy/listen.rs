@@ -132,7 +132,10 @@ pub fn bind_reuseport(addr: SocketAddr) -> io::Result<std::net::TcpListener> {
 }
 
 /// Serves one listener until `shutdown` turns true, then drains its connections (up to
-/// [`DRAIN_DEADLINE`]).
+/// [`DRAIN_DEADLINE`]): HTTP connections finish their requests in flight; a TLS
+/// connection's task holds its drain watcher from accept on, so one still in its
+/// handshake, and an `ssl-passthrough` relay (whose requests cannot be seen), are given
+/// until the deadline to end by themselves.
 pub async fn serve(
     proxy: Arc<Proxy>,
     listener: TcpListener,
@@ -165,6 +168,7 @@ pub async fn serve(
         match &tls {
             None => serve_conn(&proxy, &http, graceful.watcher(), stream, info, None),
             Some(acceptor) => {
+                // `watcher` lives as long as the task: through the handshake, or the relay.
                 let (proxy, http, watcher, acceptor) = (
                     proxy.clone(),
                     http.clone(),
