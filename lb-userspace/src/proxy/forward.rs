@@ -61,7 +61,8 @@ pub struct Authorities {
     pub upstream: Option<HeaderValue>,
 }
 
-/// Forwards `req` to an endpoint of `backend` under `policy`.
+/// Forwards `req` to an endpoint of `backend` under `policy`; `tee` (`mirror-target`)
+/// gets a copy of the request body as it goes upstream.
 pub async fn forward(
     upstreams: &Upstreams,
     backend: &Arc<Backend>,
@@ -69,6 +70,7 @@ pub async fn forward(
     conn: ConnInfo,
     authorities: Authorities,
     req: Request<Incoming>,
+    tee: Option<Box<crate::upstream::Tee>>,
 ) -> Forwarded {
     if backend.endpoints.is_empty() {
         return Forwarded::local(
@@ -134,10 +136,6 @@ pub async fn forward(
         parts.method,
         Method::GET | Method::HEAD | Method::OPTIONS | Method::TRACE | Method::PUT | Method::DELETE
     );
-    let tee = parts
-        .extensions
-        .remove::<crate::upstream::TeeSlot>()
-        .and_then(crate::upstream::TeeSlot::take);
     let body = RequestBody::new(body, policy.body_size).with_tee(tee);
     let replayable = (idempotent || policy.next_upstream.non_idempotent)
         && hyper::body::Body::is_end_stream(&body);

@@ -229,11 +229,12 @@ impl Proxy {
                 (pages, context)
             });
         // mirror-target: the copy is of the request as the client sent it.
-        if let Some(m) = &route.policy.mirror
-            && let Some(tee) = self.mirror.start(m, route, &req, peer.ip())
-        {
-            req.extensions_mut().insert(tee.into_slot());
-        }
+        let tee = route
+            .policy
+            .mirror
+            .as_ref()
+            .and_then(|m| self.mirror.start(m, route, &req, peer.ip()))
+            .map(Box::new);
         policy::rewrite_request(route, &mut req);
         let upstream_started = Instant::now();
         let authorities = forward::Authorities {
@@ -248,6 +249,7 @@ impl Proxy {
             info,
             authorities,
             req,
+            tee,
         )
         .await;
         rec.upstream_connect = forwarded.connect;

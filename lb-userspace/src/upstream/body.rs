@@ -56,19 +56,9 @@ impl RequestBody {
     }
 
     /// Copies the body into `tee` as it passes.
-    pub fn with_tee(mut self, tee: Option<Tee>) -> Self {
-        self.tee = tee.map(Box::new);
+    pub fn with_tee(mut self, tee: Option<Box<Tee>>) -> Self {
+        self.tee = tee;
         self
-    }
-}
-
-/// A [`Tee`] travelling in a request's extensions.
-#[derive(Clone, Debug)]
-pub struct TeeSlot(std::sync::Arc<std::sync::Mutex<Option<Tee>>>);
-
-impl TeeSlot {
-    pub fn take(self) -> Option<Tee> {
-        self.0.lock().ok()?.take()
     }
 }
 
@@ -100,11 +90,6 @@ impl Tee {
         self.len += data.len();
         self.frames.push(data.clone());
         self.len <= self.cap
-    }
-
-    /// For the request's extensions, where `forward` takes it from (they must be `Clone`).
-    pub fn into_slot(self) -> TeeSlot {
-        TeeSlot(std::sync::Arc::new(std::sync::Mutex::new(Some(self))))
     }
 
     fn finish(self) {
@@ -147,7 +132,7 @@ impl Body for RequestBody {
                     }
                 }
                 // The client stops polling a body that says it ended (Content-Length).
-                if this.inner.as_ref().is_none_or(Body::is_end_stream)
+                if inner.is_end_stream()
                     && let Some(tee) = this.tee.take()
                 {
                     tee.finish();

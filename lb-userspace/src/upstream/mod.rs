@@ -12,7 +12,7 @@ use std::{net::SocketAddr, time::Duration};
 use http::Request;
 use hyper::{Response, body::Incoming};
 
-pub use body::{BodyError, RequestBody, ResponseBody, Tee, TeeSlot};
+pub use body::{BodyError, RequestBody, ResponseBody, Tee};
 pub use error::UpstreamError;
 pub use pool::Lease;
 use send_timeout::SendTimeout;
