@@ -33,7 +33,23 @@ pub fn parse(r: &Reader<'_>) -> Option<MirrorPolicy> {
         );
         return None;
     }
-    r.http_url("mirror-target", &literal, target, "mirror targets")?;
+    match literal.parse::<http::Uri>() {
+        Ok(u) if u.scheme_str() == Some("http") && u.authority().is_some() => {}
+        Ok(u) if u.scheme_str() == Some("https") => {
+            r.error(
+                "mirror-target",
+                "https mirror targets are not supported yet; use an in-cluster http:// URL",
+            );
+            return None;
+        }
+        _ => {
+            r.error(
+                "mirror-target",
+                format!("{target:?} is not an absolute http:// URL"),
+            );
+            return None;
+        }
+    }
     let host = match host.map(HeaderValue::from_str) {
         None => None,
         Some(Ok(h)) => Some(h),

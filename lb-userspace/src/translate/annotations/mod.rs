@@ -143,26 +143,6 @@ impl<'a> Reader<'a> {
         self.parse(name, "true or false")
     }
 
-    /// `url` as an absolute `http://` URL (services reached inside the cluster); an error
-    /// naming the annotation otherwise (`shown`: the value as written, `what`: the kind of
-    /// service, for the message).
-    pub fn http_url(&self, name: &str, url: &str, shown: &str, what: &str) -> Option<http::Uri> {
-        match url.parse::<http::Uri>() {
-            Ok(u) if u.scheme_str() == Some("http") && u.authority().is_some() => Some(u),
-            Ok(u) if u.scheme_str() == Some("https") => {
-                self.error(
-                    name,
-                    format!("https {what} are not supported yet; use an in-cluster http:// URL"),
-                );
-                None
-            }
-            _ => {
-                self.error(name, format!("{shown:?} is not an absolute http:// URL"));
-                None
-            }
-        }
-    }
-
     /// Rejects the Ingress: the annotation is invalid.
     pub fn error(&self, name: &str, message: impl Into<String>) {
         self.diagnostics.borrow_mut().push(Diagnostic::error(
