@@ -33,17 +33,6 @@ pub const MAX_INFLIGHT: usize = 1024;
 /// The largest body copied when `proxy-body-size` is unlimited.
 pub const MAX_BODY: usize = 8 << 20;
 
-/// Headers not forwarded on the copy (hop-by-hop, and the framing it gets anew).
-const DROPPED: [header::HeaderName; 7] = [
-    header::CONNECTION,
-    header::TE,
-    header::TRAILER,
-    header::TRANSFER_ENCODING,
-    header::UPGRADE,
-    header::PROXY_AUTHORIZATION,
-    header::CONTENT_LENGTH,
-];
-
 pub struct MirrorClient {
     /// HTTP/1.1, for routes to HTTP backends.
     h1: Client<HttpConnector, Full<Bytes>>,
@@ -91,10 +80,16 @@ impl MirrorClient {
             .method(req.method().clone())
             .uri(uri.clone());
         if let Some(headers) = copy.headers_mut() {
-            for (name, value) in req.headers() {
-                if !DROPPED.contains(name) && name != header::HOST {
-                    headers.append(name, value.clone());
-                }
+            // The client's headers, less the hop-by-hop ones (as every proxied request),
+            // Proxy-Authorization, and the Host and framing the copy gets anew.
+            *headers = req.headers().clone();
+            crate::proxy::headers::strip_hop_by_hop(headers);
+            for name in [
+                header::HOST,
+                header::CONTENT_LENGTH,
+                header::PROXY_AUTHORIZATION,
+            ] {
+                headers.remove(name);
             }
             let host = m.host.clone().or_else(|| {
                 uri.authority()
