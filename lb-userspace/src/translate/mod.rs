@@ -10,7 +10,7 @@ pub mod settings;
 pub mod tls;
 
 use std::{
-    collections::{HashMap, HashSet},
+    collections::{HashMap, HashSet, hash_map::Entry},
     sync::Arc,
 };
 
@@ -507,11 +507,7 @@ fn server_aliases(out: &mut Translation, aliases: Vec<(String, Option<String>, I
 /// serve plain HTTP.
 fn passthrough(out: &mut Translation, compiled: &Compiled) {
     const FIELD: &str = "metadata.annotations[nginx.ingress.kubernetes.io/ssl-passthrough]";
-    let object = compiled.ingress.to_string();
-    let mut warn = |msg: String| {
-        out.diagnostics
-            .push(Diagnostic::warning(object.as_str(), FIELD, msg));
-    };
+    let mut ignored: Vec<String> = Vec::new();
     let mut hosts: Vec<&str> = Vec::new();
     for host in compiled.routes.iter().filter_map(|(h, _)| h.as_deref()) {
         if !hosts.contains(&host) {
@@ -519,16 +515,15 @@ fn passthrough(out: &mut Translation, compiled: &Compiled) {
         }
     }
     if hosts.is_empty() {
-        warn(
+        ignored.push(
             "ignored: the Ingress has no rule with a host (passthrough chooses by the TLS \
               server name)"
                 .to_owned(),
         );
     }
-    let mut found = Vec::new();
     for host in hosts {
         if host.starts_with("*.") {
-            warn(format!(
+            ignored.push(format!(
                 "ignored for the wildcard host {host:?} (server names are matched exactly, as \
                  ingress-nginx does)"
             ));
@@ -538,34 +533,35 @@ fn passthrough(out: &mut Translation, compiled: &Compiled) {
             .routes
             .iter()
             .find(|(h, r)| h.as_deref() == Some(host) && r.path == "/");
-        match root {
-            Some((_, route)) => found.push((host.to_ascii_lowercase(), route.backend.clone())),
-            None => warn(format!(
+        let Some((_, route)) = root else {
+            ignored.push(format!(
                 "ignored for host {host:?}: it has no path \"/\", whose backend takes the TLS \
                  connections"
-            )),
-        }
-    }
-    for (host, backend) in found {
-        if let Some(older) = out.routes.passthrough.get(&host) {
-            let msg = format!(
-                "ignored for host {host:?}: already passed through to {} by {} (older), \
-                 which wins",
-                older.backend, older.ingress
-            );
-            out.diagnostics
-                .push(Diagnostic::warning(object.as_str(), FIELD, msg));
+            ));
             continue;
+        };
+        match out.routes.passthrough.entry(host.to_ascii_lowercase()) {
+            Entry::Occupied(older) => ignored.push(format!(
+                "ignored for host {:?}: already passed through to {} by {} (older), which wins",
+                older.key(),
+                older.get().backend,
+                older.get().ingress
+            )),
+            Entry::Vacant(slot) => {
+                slot.insert(crate::routes::Passthrough {
+                    ingress: compiled.ingress.clone(),
+                    backend: route.backend.clone(),
+                    connect_timeout: compiled.policy.upstream.connect_timeout,
+                });
+            }
         }
-        out.routes.passthrough.insert(
-            host,
-            crate::routes::Passthrough {
-                ingress: compiled.ingress.clone(),
-                backend,
-                connect_timeout: compiled.policy.upstream.connect_timeout,
-            },
-        );
     }
+    let object = compiled.ingress.to_string();
+    out.diagnostics.extend(
+        ignored
+            .into_iter()
+            .map(|msg| Diagnostic::warning(object.as_str(), FIELD, msg)),
+    );
 }
 
 /// Adds an accepted Ingress's routes; a host+path already taken by an older Ingress stays
