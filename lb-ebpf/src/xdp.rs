@@ -34,7 +34,8 @@ pub fn run(ctx: &XdpContext) -> u32 {
         return xdp_action::XDP_PASS;
     };
     let len = (ctx.data_end() - ctx.data()) as u64;
-    let syn = pkt.flow.proto == PROTO_TCP && pkt.tcp_flags & (TCP_SYN | TCP_ACK) == TCP_SYN;
+    let is_tcp = pkt.flow.proto == PROTO_TCP;
+    let syn = is_tcp && pkt.tcp_flags & (TCP_SYN | TCP_ACK) == TCP_SYN;
     match pkt.kind {
         Kind::L4 => {
             if last_drop::covers(&pkt.flow, syn, len) {
@@ -86,7 +87,6 @@ pub fn run(ctx: &XdpContext) -> u32 {
 
     // New connection: a TCP SYN without ACK (known from the flags, so a SYN flood over
     // the limit is dropped before the flow lookup), or a UDP datagram of no known flow.
-    let is_tcp = flow.proto == PROTO_TCP;
     if syn && let Err(until) = ratelimit::charge_conn(&src, cfg) {
         return refused(Reason::DropRateConn, true, until);
     }
